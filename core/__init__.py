@@ -1,0 +1,1 @@
+"""Traffic-sign workbench core: data, models, training, evaluation, jobs. Never imports streamlit."""
