@@ -35,6 +35,121 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_model(ref: str) -> tuple[dict, str]:
+    """A model name from the registry or a checkpoint path -> (checkpoint, name)."""
+    from core import models, registry
+    path = Path(ref)
+    if path.suffix == ".pt" or path.exists():
+        return models.load_checkpoint(path), path.stem
+    return models.load_checkpoint(registry.get_model(ref).path), ref
+
+
+def _train(args: argparse.Namespace) -> int:
+    from core import datasets, registry, training
+    from core.models import save_checkpoint
+    cfg = training.TrainConfig(
+        mode=args.mode, architecture=args.arch, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        augment=not args.no_augment, augment_p=args.augment_p, seed=args.seed,
+        new_class_epochs=args.new_class_epochs, replay_per_class=args.replay_per_class,
+        lwf_weight=args.lwf_weight, max_train_images=args.max_train_images)
+    parent, parent_name = _resolve_model(args.base) if args.base else (None, None)
+    info = datasets.get_dataset(args.dataset)
+
+    def progress(frac: float, msg: str, entry: dict | None) -> None:
+        if entry is not None or not args.quiet:
+            print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
+
+    result = training.train(cfg, info, parent=parent, parent_name=parent_name, progress=progress)
+    if args.out:
+        save_checkpoint(result.checkpoint, Path(args.out))
+        where = args.out
+    else:
+        where = str(registry.register(args.name, result.checkpoint).path)
+    print(json.dumps({"saved": where, "seconds": round(result.seconds, 1), **result.checkpoint["metrics"]}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from core import datasets, evaluation
+    ckpt, _ = _resolve_model(args.model)
+    if args.npz:
+        images, labels = evaluation.load_npz_split(Path(args.npz))
+        files = None
+    else:
+        if not args.dataset:
+            raise ValueError("give --dataset NAME (with --split) or --npz FILE")
+        split = datasets.load_split(args.dataset, args.split)
+        images, labels, files = split.images, split.labels, split.files
+    summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=files)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"n={summary['n']}  accuracy={summary['accuracy']:.4f}  macro_f1={summary['macro_f1']:.4f}  "
+              f"{summary['images_per_s']:.0f} images/s")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from core import prediction
+    ckpt, _ = _resolve_model(args.model)
+    results = prediction.predict_paths(ckpt, args.images)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results]))
+    else:
+        for r in results:
+            print(f"{r.file}: {r.error}" if r.error else
+                  f"{r.file}: " + ", ".join(f"{t['name']} ({t['p']:.1%})" for t in r.top[:3]))
+    return 0 if all(r.error is None for r in results) else 1
+
+
+def _add_model_commands(sub) -> None:
+    from core.training import MODES
+    from core.models import ARCHITECTURES
+    t = sub.add_parser("train", help="train a model (scratch, resume, transfer_freeze, incremental)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Modes:
+  scratch          a new model on the dataset's classes
+  resume           continue training all layers of --base on the same classes
+  transfer_freeze  freeze --base's feature layers, retrain the fully connected head (new classifier if the
+                   dataset's classes differ)
+  incremental      expand --base's classifier with the dataset's new classes; train only the new rows for
+                   --new-class-epochs on new-class images plus a replay buffer, then fine-tune all layers
+
+Example (the shipped benchmark):
+  python -m core train --dataset GTSRB --mode scratch --epochs 30 --out artifacts/benchmark.pt
+""")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--mode", choices=MODES, default="scratch")
+    t.add_argument("--arch", choices=ARCHITECTURES, default="published", help="architecture (scratch mode)")
+    t.add_argument("--base", help="base model: registry name or checkpoint path (all modes but scratch)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--no-augment", action="store_true", help="turn in-model augmentation off")
+    t.add_argument("--augment-p", type=float, default=0.25, help="probability of each augmentation group")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--new-class-epochs", type=int, default=1, help="incremental: epochs training only new rows")
+    t.add_argument("--replay-per-class", type=int, default=20, help="incremental: old-class replay images per class")
+    t.add_argument("--lwf-weight", type=float, default=0.0, help="incremental: distillation weight (0 = off)")
+    t.add_argument("--max-train-images", type=int, help="cap train images per epoch (quick runs)")
+    t.add_argument("--name", default="model", help="registry name for the new model")
+    t.add_argument("--out", help="write the checkpoint to this path instead of registering it")
+    t.add_argument("--quiet", action="store_true", help="print only per-epoch lines")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("evaluate", help="evaluate a model on a dataset split or an npz file")
+    e.add_argument("--model", required=True, help="registry name or checkpoint path")
+    e.add_argument("--dataset")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--npz", help="npz file with images (N,H,W,3) uint8 and labels (N,)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_evaluate)
+    pr = sub.add_parser("predict", help="top-5 predictions for image files")
+    pr.add_argument("--model", required=True, help="registry name or checkpoint path")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,11 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sample", action="store_true", help="rebuild the embedded sample (data/sample) instead")
     d.add_argument("--json", action="store_true", help="list as JSON")
     d.set_defaults(func=_datasets)
-    try:
-        from core import cli_model
-        cli_model.add_commands(sub)
-    except ImportError:
-        pass
+    _add_model_commands(sub)
     return p
 
 

@@ -1,0 +1,63 @@
+"""Traffic-sign model workbench: router and landing page (``streamlit run Home.py``)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import config, datasets, jobs, registry
+from pages._ui import job_status, recover_jobs_once
+
+st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
+
+
+def home() -> None:
+    recover_jobs_once()
+    st.title("Traffic-sign model workbench")
+    st.markdown(
+        "Explore a traffic-sign dataset, find out **why** the model fails, add classes and images, retrain cheaply "
+        "(incremental and transfer learning with in-model augmentation), evaluate with per-class metrics and "
+        "explanations, and predict on new photos.")
+    infos = datasets.list_datasets()
+    st.subheader("Datasets")
+    if infos:
+        st.dataframe(pd.DataFrame([{"dataset": d.name, "classes": d.num_classes, "train": d.split_size("train"),
+                                    "val": d.split_size("val"), "test": d.split_size("test"),
+                                    "source": d.source + (" (embedded sample)" if d.embedded else "")}
+                                   for d in infos]), hide_index=True, width="stretch")
+    if all(d.embedded for d in infos):
+        st.info("You are running on the small embedded sample. Build the full GTSRB, GTSRB_48, Difficult and "
+                "Testing datasets with `python -m core datasets build --source ../shared/data` "
+                f"(data root: `{config.data_root()}`, movable with `{config.DATA_ROOT_ENV}`).")
+    st.subheader("Models")
+    models = registry.list_models()
+    if models:
+        st.dataframe(pd.DataFrame([{"model": m.name, "architecture": m.architecture, "classes": m.num_classes,
+                                    "trained on": m.dataset, "mode": m.mode, "epochs": m.epochs,
+                                    "parent": m.parent or "", "shipped": m.shipped} for m in models]),
+                     hide_index=True, width="stretch")
+    else:
+        st.caption("No models yet: train one on the Improve model page.")
+    active = jobs.list_jobs(statuses=jobs.ACTIVE)
+    if active:
+        st.subheader("Running jobs")
+        for job in active:
+            job_status(job)
+
+
+PAGES = {
+    "Data": [
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/explore.py", title="Explore dataset", icon=":material/folder_open:"),
+        st.Page("pages/visualise.py", title="Visualise classes", icon=":material/scatter_plot:"),
+        st.Page("pages/add_classes.py", title="Add new classes", icon=":material/add_circle:"),
+        st.Page("pages/add_images.py", title="Add new images", icon=":material/add_photo_alternate:"),
+        st.Page("pages/added_images.py", title="Added images", icon=":material/photo_library:"),
+    ],
+    "Models": [
+        st.Page("pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
+        st.Page("pages/improve.py", title="Improve model", icon=":material/model_training:"),
+        st.Page("pages/predict.py", title="Make prediction", icon=":material/image_search:"),
+    ],
+}
+
+st.navigation(PAGES).run()

@@ -1,0 +1,61 @@
+"""Predict on user images: one clear error per bad file, the rest of the batch still processed."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core import config
+from core.images import ImageError, load_image
+from core.inference import predict_proba
+from core.models import model_from_checkpoint
+
+TOP_K = 5
+
+
+@dataclass
+class ImagePrediction:
+    file: str
+    image: np.ndarray | None = None
+    top: list[dict] = field(default_factory=list)  # [{"class_id", "name", "p"}], best first
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "error": self.error} if self.error else {"file": self.file, "top": self.top}
+
+
+def load_inputs(items: list[tuple[str, bytes | str | os.PathLike]]) -> list[ImagePrediction]:
+    """Decode every (name, bytes-or-path); a bad one gets its error message and is skipped later."""
+    out = []
+    for name, src in items:
+        if isinstance(src, bytes) and len(src) > config.MAX_UPLOAD_BYTES:
+            out.append(ImagePrediction(name, error=f"{name}: file is {len(src) / 2**20:.1f} MiB, above the "
+                                                   f"{config.MAX_UPLOAD_BYTES // 2**20} MiB limit"))
+            continue
+        try:
+            out.append(ImagePrediction(name, image=load_image(src, name=name)))
+        except ImageError as e:
+            out.append(ImagePrediction(name, error=str(e)))
+    return out
+
+
+def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]], *, model=None,
+                   top_k: int = TOP_K) -> list[ImagePrediction]:
+    """Top-k labels with confidence for each input, in input order."""
+    results = load_inputs(items)
+    good = [r for r in results if r.error is None]
+    if good:
+        model = model or model_from_checkpoint(ckpt)
+        proba = predict_proba(model, [r.image for r in good])
+        k = min(top_k, proba.shape[1])
+        for r, p in zip(good, proba):
+            order = np.argsort(-p)[:k]
+            r.top = [{"class_id": int(ckpt["class_ids"][i]), "name": ckpt["class_names"][i], "p": round(float(p[i]), 6)}
+                     for i in order]
+    return results
+
+
+def predict_paths(ckpt: dict, paths: list[str]) -> list[ImagePrediction]:
+    return predict_images(ckpt, [(str(p), Path(p)) for p in paths])

@@ -1,0 +1,95 @@
+"""The model registry: shipped models in ``artifacts/`` plus trained ones under the data root, recorded in the store."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import config, store
+from core.models import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    architecture: str
+    num_classes: int
+    dataset: str
+    parent: str | None
+    mode: str
+    epochs: int
+    metrics: dict
+    created: str
+    shipped: bool
+
+    def label(self) -> str:
+        acc = self.metrics.get("test_acc") or self.metrics.get("best_val_acc")
+        acc_txt = f", {'test' if 'test_acc' in self.metrics else 'val'} acc {acc:.2%}" if acc else ""
+        return f"{self.name} ({self.architecture}, {self.num_classes} classes, {self.dataset}{acc_txt})"
+
+
+def _record(name: str, path: Path, ckpt: dict, shipped: bool) -> dict:
+    return {"name": name, "path": str(path), "architecture": ckpt["architecture"],
+            "num_classes": len(ckpt["class_ids"]), "dataset": ckpt["dataset"], "parent": ckpt["parent"],
+            "mode": ckpt["mode"], "epochs": ckpt["epochs"], "metrics": ckpt.get("metrics", {}),
+            "created": ckpt["created"], "shipped": shipped}
+
+
+def _info(rec: dict) -> ModelInfo:
+    return ModelInfo(**{k: rec[k] for k in ModelInfo.__dataclass_fields__ if k != "path"}, path=Path(rec["path"]))
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
+        raise ValueError(f"model name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    return name
+
+
+def register(name: str, ckpt: dict, *, overwrite: bool = False) -> ModelInfo:
+    """Save a trained checkpoint atomically under the data root and record it in the store."""
+    check_name(name)
+    if not overwrite and any(m.name == name for m in list_models()):
+        raise ValueError(f"a model named {name!r} exists already; choose another name")
+    path = config.models_dir() / f"{name}.pt"
+    save_checkpoint(ckpt, path)
+    rec = _record(name, path, ckpt, shipped=False)
+    store.upsert("models", rec, key="name")
+    return _info(rec)
+
+
+def list_models() -> list[ModelInfo]:
+    """Shipped models first (from ``artifacts/*.pt``), then trained ones whose file still exists."""
+    out: dict[str, ModelInfo] = {}
+    cached = {r["path"]: r for r in store.all_records("models")}
+    for path in sorted(config.ARTIFACTS_DIR.glob("*.pt")):
+        rec = cached.get(str(path))
+        if rec is None or not rec.get("shipped"):
+            try:
+                rec = _record(path.stem, path, load_checkpoint(path), shipped=True)
+            except ValueError:
+                continue
+            store.upsert("models", rec, key="name")
+        out[rec["name"]] = _info(rec)
+    for rec in cached.values():
+        if not rec.get("shipped") and Path(rec["path"]).is_file() and rec["name"] not in out:
+            out[rec["name"]] = _info(rec)
+    return list(out.values())
+
+
+def get_model(name: str) -> ModelInfo:
+    for m in list_models():
+        if m.name == name:
+            return m
+    raise ValueError(f"no model named {name!r}; available: {', '.join(m.name for m in list_models()) or 'none'}")
+
+
+def lineage(name: str) -> list[ModelInfo]:
+    """The model and its ancestors, newest first (stops at an unknown parent or a loop)."""
+    chain, seen = [], set()
+    models = {m.name: m for m in list_models()}
+    while name and name in models and name not in seen:
+        seen.add(name)
+        chain.append(models[name])
+        name = models[name].parent
+    return chain

@@ -1,0 +1,67 @@
+"""Small Streamlit helpers shared by the pages: cached wrappers around core, pickers, job progress.
+
+Caching lives here, in the page layer, never in core.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import datasets, jobs, registry
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_index(path: str, fingerprint: str) -> list[dict]:
+    return datasets.read_index(datasets.read_info(datasets.Path(path)))
+
+
+def dataset_names() -> list[str]:
+    return [d.name for d in datasets.list_datasets()]
+
+
+def pick_dataset(label: str = "Dataset", key: str = "dataset") -> datasets.DatasetInfo | None:
+    infos = datasets.list_datasets()
+    if not infos:
+        st.warning("No datasets found. Build them with `python -m core datasets build --source ../shared/data`.")
+        return None
+    names = [d.name for d in infos]
+    name = st.selectbox(label, names, key=key,
+                        format_func=lambda n: n + (" (embedded sample)" if next(d for d in infos if d.name == n).embedded else ""))
+    return next(d for d in infos if d.name == name)
+
+
+def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo | None:
+    models = registry.list_models()
+    if not models:
+        st.warning("No models yet. Train one on the Improve model page.")
+        return None
+    names = [m.name for m in models]
+    name = st.selectbox(label, names, key=key, format_func=lambda n: next(m for m in models if m.name == n).label())
+    return next(m for m in models if m.name == name)
+
+
+def show_model_stats(model: registry.ModelInfo) -> None:
+    """Training stats and lineage of a model."""
+    chain = registry.lineage(model.name)
+    cols = st.columns(4)
+    cols[0].metric("Classes", model.num_classes)
+    cols[1].metric("Epochs", model.epochs)
+    acc = model.metrics.get("test_acc") or model.metrics.get("best_val_acc")
+    cols[2].metric("Test acc" if "test_acc" in model.metrics else "Best val acc", f"{acc:.2%}" if acc else "n/a")
+    cols[3].metric("Mode", model.mode)
+    st.caption("Lineage: " + " \u2190 ".join(f"{m.name} ({m.mode}, {m.dataset})" for m in chain))
+
+
+def job_status(job: dict) -> None:
+    """One line of status plus a progress bar for a job record."""
+    status = job["status"]
+    icon = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
+            "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}[status]
+    st.progress(float(job.get("progress") or 0.0), text=f"{icon} {job['title']} \u2014 {status}: {job.get('message', '')}")
+    if status == "failed" and job.get("error"):
+        st.error(job["error"])
+
+
+@st.cache_resource
+def recover_jobs_once() -> int:
+    """Jobs a previous app process left running become 'interrupted' (once per process)."""
+    return jobs.recover_interrupted()

@@ -1,0 +1,5 @@
+"""Added images (planned)."""
+import streamlit as st
+
+st.title("Added images")
+st.info("This page is not built yet. It will: See the images users added, move them between train, validation and test, edit them (crop, rotate) or delete them.")

@@ -1,0 +1,85 @@
+"""Improve model: incremental learning, transfer learning (frozen features or resume) or training from scratch."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from core import jobs, training
+from core.curves import history_frames
+from core.models import ARCHITECTURES
+from pages._ui import job_status, pick_dataset, pick_model, show_model_stats
+
+MODE_HELP = {
+    "incremental": "Expand the base model's classifier with the dataset's new classes; train only the new rows for "
+                   "1-2 epochs, then fine-tune on all classes. Recommended for adding classes.",
+    "transfer_freeze": "Freeze the feature layers, retrain the fully connected head.",
+    "resume": "Continue training every layer of the base model on the same classes.",
+    "scratch": "Train a new model from random weights.",
+}
+
+st.title("Improve model")
+left, right = st.columns([1, 1])
+with left:
+    mode = st.radio("Mode", ["incremental", "transfer_freeze", "resume", "scratch"],
+                    key="improve_mode", horizontal=True)
+    st.caption(MODE_HELP[mode])
+    base = None
+    if mode != "scratch":
+        base = pick_model("Base model", key="improve_base")
+        if base:
+            show_model_stats(base)
+    info = pick_dataset(key="improve_dataset")
+with right:
+    with st.form("improve_form"):
+        name = st.text_input("New model name", value=f"{mode}-model", key="improve_name")
+        c1, c2 = st.columns(2)
+        epochs = c1.number_input("Epochs", 1, 300, 10 if mode != "incremental" else 6, key="improve_epochs")
+        lr = c2.number_input("Learning rate", 1e-5, 0.5, 2e-3 if mode == "scratch" else 1e-3, format="%.5f",
+                             key="improve_lr")
+        augment = st.checkbox("In-model augmentation (recommended)", value=True, key="improve_augment")
+        arch = st.selectbox("Architecture (scratch only)", ARCHITECTURES, key="improve_arch", disabled=mode != "scratch")
+        with st.expander("Advanced"):
+            new_epochs = st.number_input("Incremental: epochs on new rows only", 1, 5, 1, key="improve_new_epochs")
+            replay = st.number_input("Incremental: replayed images per old class", 0, 500, 20, key="improve_replay")
+            lwf = st.number_input("Incremental: LwF distillation weight", 0.0, 10.0, 0.0, key="improve_lwf")
+            batch = st.number_input("Batch size", 8, 1024, 128, key="improve_batch")
+            seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="improve_seed")
+        submitted = st.form_submit_button("Start training", type="primary")
+    if submitted and info is not None:
+        cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
+                                   batch_size=int(batch), seed=int(seed), new_class_epochs=int(new_epochs),
+                                   replay_per_class=int(replay), lwf_weight=float(lwf))
+        try:
+            job_id = training.start_training(cfg, dataset=info.name, base=base.name if base else None, name=name)
+            st.session_state.improve_job = job_id
+            st.success(f"Started training job {job_id}.")
+        except ValueError as e:
+            st.error(str(e))
+
+
+@st.fragment(run_every=1.5)
+def training_jobs() -> None:
+    st.subheader("Training jobs")
+    recent = jobs.list_jobs("train")[:6]
+    if not recent:
+        st.caption("No training jobs yet.")
+        return
+    for job in recent:
+        with st.container(border=True):
+            job_status(job)
+            loss, acc = history_frames(job.get("history") or [])
+            if len(loss):
+                c1, c2 = st.columns(2)
+                c1.plotly_chart(px.line(loss, x="epoch", y="loss", markers=True, height=250, title="loss"),
+                                key=f"loss-{job['id']}-{len(loss)}")
+                c2.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=250,
+                                        title="accuracy"), key=f"acc-{job['id']}-{len(loss)}")
+            if job["status"] in jobs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
+                jobs.cancel(job["id"])
+            if job["status"] == "done" and job.get("result"):
+                r = job["result"]
+                st.success(f"Model **{r['model']}** saved: best val acc {r['best_val_acc']:.2%} "
+                           f"(epoch {r['best_epoch']}), {r['seconds']:.0f} s. It is now in every model picker.")
+
+
+training_jobs()
