@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+
+from core import models
+
+
+def test_published_architecture_matches_the_paper():
+    m = models.build_model("published", 43)
+    convs = [l for l in m.features if isinstance(l, nn.Conv2d)]
+    assert [(c.kernel_size, c.out_channels) for c in convs] == [((1, 1), 1), ((5, 5), 29), ((3, 3), 59), ((3, 3), 74)]
+    pools = [l for l in m.features if isinstance(l, nn.MaxPool2d)]
+    assert len(pools) == 3 and all(p.kernel_size == 3 and p.stride == 2 and p.ceil_mode for p in pools)
+    assert m.features(torch.zeros(2, 3, 48, 48)).shape == (2, 1184)
+    fcs = [l for l in m.head if isinstance(l, nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(1184, 300), (300, 300)]
+    assert (m.classifier.in_features, m.classifier.out_features) == (300, 43)
+    assert m(torch.zeros(3, 3, 48, 48)).shape == (3, 43)
+
+
+def test_bn_stn_is_selectable_and_keeps_the_interface():
+    m = models.build_model("bn_stn", 48)
+    assert any(isinstance(l, nn.BatchNorm2d) for l in m.features)
+    assert m.eval()(torch.randn(2, 3, 48, 48)).shape == (2, 48)
+    assert m.embed(torch.randn(2, 3, 48, 48)).shape == (2, 300)
+
+
+def test_unknown_architecture_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="published"):
+        models.build_model("resnet", 10)
+
+
+def test_expand_classifier_keeps_old_rows_exactly():
+    torch.manual_seed(0)
+    m = models.build_model("published", 43).eval()
+    x = torch.randn(4, 3, 48, 48)
+    before = m(x).detach()
+    w, b = m.classifier.weight.detach().clone(), m.classifier.bias.detach().clone()
+    models.expand_classifier(m, 5)
+    assert m.num_classes == 48
+    assert torch.equal(m.classifier.weight[:43], w) and torch.equal(m.classifier.bias[:43], b)
+    assert torch.equal(m(x)[:, :43], before)
+
+
+def _ckpt(model, n):
+    return models.make_checkpoint(model, architecture="published", class_ids=list(range(n)),
+                                  class_names=[f"c{i}" for i in range(n)], dataset="d", dataset_fingerprint="f",
+                                  parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    m = models.build_model("published", 7).eval()
+    path = models.save_checkpoint(_ckpt(m, 7), tmp_path / "m.pt")
+    ck = models.load_checkpoint(path)
+    assert set(models.CHECKPOINT_KEYS) <= set(ck)
+    m2 = models.model_from_checkpoint(ck)
+    x = torch.randn(2, 3, 48, 48)
+    assert torch.equal(m(x), m2(x))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_wrong_class_count_gives_a_clear_error(tmp_path):
+    m = models.build_model("published", 7)
+    ck = _ckpt(m, 7)
+    ck["class_ids"] = list(range(9))
+    with pytest.raises(ValueError, match="do not fit"):
+        models.model_from_checkpoint(ck)
+
+
+def test_wrong_architecture_gives_a_clear_error():
+    ck = _ckpt(models.build_model("published", 7), 7)
+    ck["architecture"] = "bn_stn"
+    with pytest.raises(ValueError, match="do not fit"):
+        models.model_from_checkpoint(ck)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"])
+def test_corrupt_checkpoint_files_are_refused(tmp_path, content):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.pt"):
+        models.load_checkpoint(p)
+
+
+def test_foreign_checkpoint_without_our_keys_is_refused(tmp_path):
+    p = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, p)
+    with pytest.raises(ValueError, match="not a workbench checkpoint"):
+        models.load_checkpoint(p)
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"weights": {}, "architecture": object}, p)
+    with pytest.raises(ValueError):
+        models.load_checkpoint(p)

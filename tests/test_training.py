@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from core import datasets, jobs, models, registry, training
+from core.inference import Cancelled
+
+SAMPLE = "Sample48"
+
+
+def _cfg(**kw):
+    base = dict(epochs=1, batch_size=64, augment=False, seed=0)
+    base.update(kw)
+    return training.TrainConfig(**base)
+
+
+def _parent43(seed=0):
+    """A 43-class 'benchmark' checkpoint over GTSRB ids 0-42 (weights random but fixed)."""
+    torch.manual_seed(seed)
+    m = models.build_model("published", 43)
+    return models.make_checkpoint(m, architecture="published", class_ids=list(range(43)),
+                                  class_names=[f"c{i}" for i in range(43)], dataset="GTSRB",
+                                  dataset_fingerprint="x", parent=None, mode="scratch", epochs=3, history=[],
+                                  metrics={}, config={})
+
+
+@pytest.fixture
+def sample():
+    return datasets.get_dataset(SAMPLE)
+
+
+def test_scratch_one_epoch_records_history(sample):
+    res = training.train(_cfg(augment=True), sample)
+    (h,) = res.history
+    assert {"epoch", "loss", "train_acc", "val_acc", "val_aug_acc", "seconds", "lr"} <= set(h)
+    ck = res.checkpoint
+    assert ck["class_ids"] == list(range(48)) and len(ck["class_names"]) == 48
+    assert ck["dataset"] == SAMPLE and ck["mode"] == "scratch" and ck["epochs"] == 1
+    assert ck["metrics"]["best_epoch"] == 1
+
+
+def test_training_is_seeded(sample):
+    a = training.train(_cfg(augment=True), sample)
+    b = training.train(_cfg(augment=True), sample)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+    assert all(torch.equal(a.checkpoint["weights"][k], b.checkpoint["weights"][k]) for k in a.checkpoint["weights"])
+
+
+def test_training_learns_on_the_sample(sample):
+    res = training.train(_cfg(epochs=6, lr=3e-3), sample)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert res.history[-1]["train_acc"] > 2 / 48  # clearly above chance
+
+
+def test_incremental_phase1_trains_only_the_new_rows(sample):
+    parent = _parent43()
+    res = training.train(_cfg(mode="incremental", epochs=1, new_class_epochs=1), sample, parent=parent,
+                         parent_name="p")
+    w = res.checkpoint["weights"]
+    assert res.checkpoint["class_ids"] == list(range(48))
+    assert torch.equal(w["classifier.weight"][:43], parent["weights"]["classifier.weight"])
+    assert torch.equal(w["classifier.bias"][:43], parent["weights"]["classifier.bias"])
+    assert not torch.equal(w["classifier.weight"][43:], torch.zeros_like(w["classifier.weight"][43:]))
+    for k in parent["weights"]:
+        if not k.startswith("classifier"):
+            assert torch.equal(w[k], parent["weights"][k]), k
+    assert res.history[0]["phase"] == "new_rows"
+    assert res.checkpoint["parent"] == "p"
+
+
+def test_incremental_then_finetune_changes_all_layers(sample):
+    parent = _parent43()
+    res = training.train(_cfg(mode="incremental", epochs=2, new_class_epochs=1, lwf_weight=1.0), sample,
+                         parent=parent, parent_name="p")
+    assert [h["phase"] for h in res.history] == ["new_rows", "all"]
+    w = res.checkpoint["weights"]
+    assert not torch.equal(w["features.1.weight"], parent["weights"]["features.1.weight"])
+
+
+def test_transfer_freeze_keeps_features(sample):
+    parent = _parent43()
+    res = training.train(_cfg(mode="transfer_freeze"), sample, parent=parent, parent_name="p")
+    w = res.checkpoint["weights"]
+    for k in parent["weights"]:
+        if k.startswith("features"):
+            assert torch.equal(w[k], parent["weights"][k]), k
+    assert not torch.equal(w["head.1.weight"], parent["weights"]["head.1.weight"])
+    assert res.checkpoint["class_ids"] == list(range(48))  # new classifier for the dataset's classes
+
+
+def test_resume_refuses_classes_the_model_does_not_know(sample):
+    with pytest.raises(ValueError, match="incremental"):
+        training.train(_cfg(mode="resume"), sample, parent=_parent43(), parent_name="p")
+
+
+def test_incremental_without_new_classes_is_refused(sample):
+    parent = _parent43()
+    parent["class_ids"] = list(range(48))
+    parent["class_names"] = [str(i) for i in range(48)]
+    parent["weights"] = models.build_model("published", 48).state_dict()
+    with pytest.raises(ValueError, match="no classes beyond"):
+        training.train(_cfg(mode="incremental"), sample, parent=parent, parent_name="p")
+
+
+@pytest.mark.parametrize("kw, msg", [({"mode": "bogus"}, "valid modes"), ({"epochs": 0}, "epochs"),
+                                     ({"lr": 2.0}, "learning rate")])
+def test_bad_configs_are_refused(sample, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        training.train(_cfg(**kw), sample)
+
+
+def test_cancel_mid_epoch_raises_and_writes_nothing(sample):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        training.train(_cfg(epochs=3), sample, should_stop=stop)
+
+
+def test_empty_train_split_is_refused(tmp_path):
+    from core.datasets import SplitToWrite, write_dataset
+    empty = SplitToWrite([], np.zeros(0, np.int64), [], [], [], np.zeros((0, 2), np.int32))
+    write_dataset("Empty", {"train": empty}, classes={0: "a"}, source="t", recipe="t")
+    with pytest.raises(ValueError, match="empty train split"):
+        training.train(_cfg(), datasets.get_dataset("Empty"))
+
+
+def test_training_job_registers_the_model_and_history():
+    job_id = training.start_training(_cfg(), dataset=SAMPLE, base=None, name="tiny")
+    job = jobs.wait(job_id, timeout=120)
+    assert job["status"] == "done", job.get("error")
+    assert len(job["history"]) == 1 and job["progress"] == 1.0
+    m = registry.get_model("tiny")
+    assert m.num_classes == 48 and m.path.is_file() and m.dataset == SAMPLE
+    with pytest.raises(ValueError, match="exists already"):
+        training.start_training(_cfg(), dataset=SAMPLE, base=None, name="tiny")
+
+
+def test_cancelled_training_job_registers_nothing():
+    job_id = training.start_training(_cfg(epochs=50), dataset=SAMPLE, base=None, name="never")
+    deadline = __import__("time").monotonic() + 30
+    while jobs.get(job_id)["status"] == "queued" and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    jobs.cancel(job_id)
+    job = jobs.wait(job_id, timeout=60)
+    assert job["status"] == "cancelled"
+    assert "never" not in [m.name for m in registry.list_models()]
