@@ -9,6 +9,19 @@ import streamlit as st
 from core import datasets, jobs, registry
 
 
+def ensure_router() -> None:
+    """Make sure Home.py's ``st.navigation`` router is in charge.
+
+    Streamlit starts a process in the legacy "pages/ folder" mode until ``st.navigation`` has run once; a first
+    visit straight to a page URL would then run the page alone, with file names in the sidebar. Switching the
+    flag off and rerunning runs Home.py, which routes to the same page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_index(path: str, fingerprint: str) -> list[dict]:
     return datasets.read_index(datasets.read_info(datasets.Path(path)))

@@ -6,10 +6,11 @@ import streamlit as st
 
 from core import browse
 from core.datasets import SPLITS
-from pages._ui import cached_index, pick_dataset
+from pages._ui import ensure_router, cached_index, pick_dataset
 
 COLUMNS = 8
 
+ensure_router()
 st.title("Explore dataset")
 info = pick_dataset()
 if info is None:
@@ -21,7 +22,7 @@ split = c1.selectbox("Split", SPLITS, key="explore_split")
 class_options = [None] + sorted(info.classes)
 class_id = c2.selectbox("Class", class_options, key="explore_class",
                         format_func=lambda c: "All classes" if c is None else f"{c}: {info.classes[c]}")
-page_size = c3.selectbox("Per page", [24, 48, 96], index=1, key="explore_page_size")
+page_size = c3.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
 
 # Page state survives reruns; it resets when the filter changes.
 filter_key = (info.name, split, class_id, page_size)
@@ -31,13 +32,15 @@ if st.session_state.get("explore_filter") != filter_key:
 result = browse.browse(info, split=split, class_id=class_id, page=st.session_state.explore_page,
                        page_size=page_size, index=index)
 
+
+
+def turn_page(delta: int) -> None:
+    st.session_state.explore_page = result.page + delta
+
+
 nav = st.columns([1, 1, 4])
-if nav[0].button("\u2190 Previous", disabled=result.page <= 1, key="explore_prev"):
-    st.session_state.explore_page = result.page - 1
-    st.rerun()
-if nav[1].button("Next \u2192", disabled=result.page >= result.pages, key="explore_next"):
-    st.session_state.explore_page = result.page + 1
-    st.rerun()
+nav[0].button("\u2190 Previous", disabled=result.page <= 1, key="explore_prev", on_click=turn_page, args=(-1,))
+nav[1].button("Next \u2192", disabled=result.page >= result.pages, key="explore_next", on_click=turn_page, args=(1,))
 nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images")
 
 if not result.rows:

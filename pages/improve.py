@@ -7,7 +7,7 @@ import streamlit as st
 from core import jobs, training
 from core.curves import history_frames
 from core.models import ARCHITECTURES
-from pages._ui import job_status, pick_dataset, pick_model, show_model_stats
+from pages._ui import ensure_router, job_status, pick_dataset, pick_model, show_model_stats
 
 MODE_HELP = {
     "incremental": "Expand the base model's classifier with the dataset's new classes; train only the new rows for "
@@ -17,6 +17,7 @@ MODE_HELP = {
     "scratch": "Train a new model from random weights.",
 }
 
+ensure_router()
 st.title("Improve model")
 left, right = st.columns([1, 1])
 with left:
@@ -31,11 +32,12 @@ with left:
     info = pick_dataset(key="improve_dataset")
 with right:
     with st.form("improve_form"):
-        name = st.text_input("New model name", value=f"{mode}-model", key="improve_name")
+        name = st.text_input("New model name", value="my-model", key="improve_name")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 300, 10 if mode != "incremental" else 6, key="improve_epochs")
-        lr = c2.number_input("Learning rate", 1e-5, 0.5, 2e-3 if mode == "scratch" else 1e-3, format="%.5f",
-                             key="improve_lr")
+        epochs = c1.number_input("Epochs", 1, 300, 8, key="improve_epochs",
+                                 help="Incremental: 1 epoch on the new rows, the rest on all classes.")
+        lr = c2.number_input("Learning rate", 1e-5, 0.5, 2e-3, format="%.5f", key="improve_lr",
+                             help="Peak of the one-cycle schedule.")
         augment = st.checkbox("In-model augmentation (recommended)", value=True, key="improve_augment")
         arch = st.selectbox("Architecture (scratch only)", ARCHITECTURES, key="improve_arch", disabled=mode != "scratch")
         with st.expander("Advanced"):

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -57,11 +54,6 @@ def streamlit_server(data_root: Path, *, timeout: float = 60.0):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-def require_browser() -> None:
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None and not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:

@@ -1,0 +1,88 @@
+"""User flows in a real browser: Playwright drives Debian's Chromium against ``streamlit run`` on localhost."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, SHOTS, streamlit_server, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"Chromium missing at {CHROMIUM}")
+        pytest.skip(f"Chromium missing at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-data")
+    os.environ["TSW_DATA_ROOT"] = str(root)
+    from core.datasets import SplitToWrite, write_dataset
+    rng = np.random.default_rng(0)
+    n = 30  # one class with 30 images: three pages of 12
+    imgs = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+    write_dataset("Paging", {"train": SplitToWrite(imgs, np.full(n, 14), [f"img_{i:02d}.png" for i in range(n)],
+                                                   ["synthetic"] * n, [""] * n, np.full((n, 2), 32))},
+                  classes={14: "Stop"}, source="synthetic", recipe="browser test")
+    with streamlit_server(root) as url:
+        yield url, root
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.click()
+    page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_for_app(page)
+
+
+def test_explore_pages_through_a_class(browser, app):
+    url, _ = app
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url + "/explore")
+    page.get_by_role("heading", name="Explore dataset").wait_for(timeout=60_000)
+    wait_for_app(page)
+    choose(page, "Dataset", "Paging")
+    choose(page, "Class", "14: Stop")
+    choose(page, "Per page", "12")
+    page.get_by_text(re.compile(r"Page\s*1\s*/\s*3")).wait_for(timeout=20_000)
+    assert page.get_by_test_id("stImage").count() >= 12
+    page.get_by_role("button", name=re.compile("Next")).click()
+    page.get_by_text(re.compile(r"Page\s*2\s*/\s*3")).wait_for(timeout=20_000)
+    page.get_by_role("button", name=re.compile("Next")).click()
+    page.get_by_text(re.compile(r"Page\s*3\s*/\s*3")).wait_for(timeout=20_000)
+    wait_for_app(page)
+    assert page.get_by_role("button", name=re.compile("Next")).is_disabled()
+    assert page.get_by_text("img_24").first.is_visible() or page.get_by_text(re.compile("img_2[4-9]")).count() > 0
+    page.screenshot(path=str(SHOTS / "explore_paging.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
+def test_explore_embedded_sample_shows_details_and_chart(browser, app):
+    url, _ = app
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url + "/explore")
+    page.get_by_role("heading", name="Explore dataset").wait_for(timeout=60_000)
+    wait_for_app(page)
+    choose(page, "Dataset", "Sample48 (embedded sample)")
+    choose(page, "Class", "14: Stop")
+    page.get_by_text("reference pictogram").wait_for(timeout=20_000)
+    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
+    page.screenshot(path=str(SHOTS / "explore_sample.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
