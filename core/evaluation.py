@@ -171,3 +171,56 @@ def compare_reports(a: Report, b: Report) -> list[dict]:
             row[f"{m}_delta"] = (vb - va) if va is not None and vb is not None else None
         rows.append(row)
     return rows
+
+
+def per_class_frame(report: Report):
+    """Per-class table: class_id, name, support, then every metric."""
+    import pandas as pd
+    rows = [{"class_id": int(cid), "name": report.class_name(int(cid)), **vals}
+            for cid, vals in report.summary["per_class"].items()]
+    df = pd.DataFrame(rows)
+    front = ["class_id", "name", "support"]
+    return df[front + [c for c in df.columns if c not in front]].sort_values("class_id").reset_index(drop=True)
+
+
+def report_images(report: Report, indices) -> list[np.ndarray]:
+    """Decode the images behind some report rows (only those)."""
+    from core.images import load_image
+    info = datasets.get_dataset(report.summary["dataset"])
+    return [load_image(info.path / report.predictions.files[int(i)]) for i in indices]
+
+
+def run_anchor_job(ctx, cfg: dict) -> dict:
+    from core import explain
+    report = load_report(cfg["report"])
+    (image,) = report_images(report, [cfg["index"]])
+    ckpt = load_checkpoint(registry.get_model(report.summary["model"]).path)
+    model = model_from_checkpoint(ckpt)
+    res = explain.anchor_explanation(model, image, threshold=cfg["threshold"], seed=cfg.get("seed", 0),
+                                     progress=lambda f: ctx.progress(f, "searching anchors"),
+                                     should_stop=ctx.should_stop)
+    out = report_dir(cfg["report"]) / "anchors" / f"{ctx.job_id}.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, mask=res.mask, segments=res.segments)
+    atomic_write_bytes(out, buf.getvalue())
+    pred = int(ckpt["class_ids"][res.prediction])
+    return {"report": cfg["report"], "index": cfg["index"], "precision": float(res.precision),
+            "coverage": float(res.coverage), "anchor": [int(a) for a in res.anchor], "prediction": pred,
+            "met_threshold": bool(res.met_threshold), "num_samples": int(res.num_samples), "file": str(out)}
+
+
+def start_anchor(*, report: str, index: int, threshold: float = 0.95, seed: int = 0) -> str:
+    """Start an Anchors explanation of one report image as a background job."""
+    rep = load_report(report)
+    if not 0 <= index < len(rep.predictions.y_true):
+        raise ValueError(f"image index {index} is outside the report's {len(rep.predictions.y_true)} images")
+    if not 0 < threshold < 1:
+        raise ValueError(f"precision threshold must lie in (0, 1), got {threshold}")
+    return jobs.submit("anchor", {"report": report, "index": int(index), "threshold": float(threshold), "seed": seed},
+                       run_anchor_job, title=f"anchor for image {index} of {report}")
+
+
+def load_anchor(job: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(mask (48, 48) bool, segments (48, 48) int) of a finished anchor job."""
+    with np.load(job["result"]["file"], allow_pickle=False) as z:
+        return z["mask"], z["segments"]

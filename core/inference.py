@@ -8,7 +8,7 @@ import torch
 
 from core.images import preprocess
 
-EVAL_BATCH = 512
+EVAL_BATCH = 128  # measured fastest on 2 cores with channels_last (bench/bench_eval.py)
 
 
 def _batches(images, batch_size: int):

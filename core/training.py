@@ -259,7 +259,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
             val_acc = evaluate_accuracy(model, va_x, va_y)
             entry = {"epoch": epoch, "phase": phase, "loss": round(loss, 5), "train_acc": round(train_acc, 5),
                      "val_acc": round(val_acc, 5) if not math.isnan(val_acc) else None,
-                     "lr": cfg.lr, "seconds": round(time.perf_counter() - t0, 2)}
+                     "lr": round(float(optimizer.param_groups[0]["lr"]), 7),
+                     "seconds": round(time.perf_counter() - t0, 2)}
             if val_pipeline is not None and len(va_y):
                 aug_val = np.stack([val_pipeline(image=im)["image"] for im in va_x])
                 entry["val_aug_acc"] = round(evaluate_accuracy(model, aug_val, va_y), 5)

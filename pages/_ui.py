@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import datasets, jobs, registry
+from core import datasets, jobs, models, registry
 
 
 def ensure_router() -> None:
@@ -69,9 +69,23 @@ def job_status(job: dict) -> None:
     status = job["status"]
     icon = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
             "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}[status]
-    st.progress(float(job.get("progress") or 0.0), text=f"{icon} {job['title']} \u2014 {status}: {job.get('message', '')}")
+    msg = job.get("message") or ""
+    text = f"{icon} {job['title']} \u2014 {status}" + (f": {msg}" if msg and msg != status else "")
+    st.progress(float(job.get("progress") or 0.0), text=text)
     if status == "failed" and job.get("error"):
         st.error(job["error"])
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model...")
+def _load_model(path: str, mtime: float):
+    ckpt = models.load_checkpoint(path)
+    return ckpt, models.model_from_checkpoint(ckpt)
+
+
+def load_model(path: str):
+    """(checkpoint, network) of a model file, cached per file version."""
+    import os
+    return _load_model(path, os.path.getmtime(path))
 
 
 @st.cache_resource

@@ -1,8 +1,45 @@
-"""Make prediction (planned)."""
+"""Make prediction: upload images, get the top-5 labels with confidence, pictograms and Integrated Gradients."""
+from __future__ import annotations
+
 import streamlit as st
 
-from pages._ui import ensure_router
+from core import explain, prediction
+from core.datasets import pictogram_path
+from pages._ui import ensure_router, load_model, pick_model, show_model_stats
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
 
 ensure_router()
 st.title("Make prediction")
-st.info("This page is not built yet. It will: Upload images and get the model's top-5 labels with confidence, class pictograms and an Integrated Gradients overlay.")
+info = pick_model(key="predict_model")
+if info is None:
+    st.stop()
+show_model_stats(info)
+ckpt, model = load_model(str(info.path))
+files = st.file_uploader("Images (PNG, JPEG, PPM, WebP; any size; RGBA or greyscale are converted)",
+                         type=UPLOAD_TYPES, accept_multiple_files=True, key="predict_files")
+if not files:
+    st.caption("Upload one or more photos of traffic signs, ideally cropped to the sign.")
+    st.stop()
+
+results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model)
+n_bad = sum(r.error is not None for r in results)
+st.caption(f"{len(results) - n_bad} image(s) predicted" + (f", {n_bad} refused" if n_bad else ""))
+for r in results:
+    with st.container(border=True):
+        if r.error:
+            st.error(r.error)
+            continue
+        best = r.top[0]
+        st.markdown(f"**{r.file}** \u2192 **{best['name']}** (class {best['class_id']}, {best['p']:.1%})")
+        c1, c2, c3 = st.columns([1, 1, 2])
+        c1.image(r.image, caption=f"input {r.image.shape[1]}\u00d7{r.image.shape[0]}", width=150)
+        ig = explain.integrated_gradients(model, r.image, target=ckpt["class_ids"].index(best["class_id"]))
+        c2.image(explain.overlay(r.image, ig.heatmap), caption="Integrated Gradients (top-1)", width=150)
+        with c3:
+            for t in r.top[:5]:
+                p = pictogram_path(t["class_id"], t["name"])
+                cols = st.columns([1, 6])
+                if p:
+                    cols[0].image(str(p), width=32)
+                cols[1].progress(float(t["p"]), text=f"{t['class_id']}: {t['name']} \u2014 {t['p']:.1%}")

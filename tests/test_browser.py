@@ -86,3 +86,26 @@ def test_explore_embedded_sample_shows_details_and_chart(browser, app):
     page.screenshot(path=str(SHOTS / "explore_sample.png"), full_page=True)
     assert page.get_by_test_id("stException").count() == 0
     page.close()
+
+
+def test_improve_trains_a_model_and_shows_its_curves(browser, app):
+    url, _ = app
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url + "/improve")
+    page.get_by_role("heading", name="Improve model").wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.get_by_text("scratch", exact=True).click()
+    wait_for_app(page)
+    choose(page, "Dataset", "Sample48 (embedded sample)")
+    page.get_by_label("New model name").fill("browser-model")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile("Started training job")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=180_000)
+    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "improve_trained.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+    from core import registry
+    assert "browser-model" in [m.name for m in registry.list_models()]
+    page.close()

@@ -1,0 +1,131 @@
+"""Rendering of an evaluation report: metrics, per-class charts, confusion matrix, mistakes, explanations."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import evaluation, explain, jobs
+from core.metrics import METRIC_LABELS, METRIC_NAMES
+from pages._ui import job_status, load_model
+
+GRID = 8
+MAX_IMAGES = 48
+
+
+def show_report(report: evaluation.Report) -> None:
+    s = report.summary
+    st.caption(f"{s['model']} on {s['dataset']}/{s['split']}: {s['n']:,} images, {s['images_per_s']:.0f} images/s")
+    ov = s["metrics"]
+    cols = st.columns(5)
+    for col, (key, text) in zip(cols, [("accuracy", "Accuracy"), ("macro_f1", "Macro F1"),
+                                       ("macro_precision", "Macro precision"), ("macro_recall", "Macro recall"),
+                                       ("mcc", "Matthews corr.")]):
+        col.metric(text, f"{ov[key]:.4f}")
+    with st.expander("All overall metrics"):
+        st.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in ov.items()]), hide_index=True)
+    table = evaluation.per_class_frame(report)
+    st.subheader("Per class")
+    st.dataframe(table, hide_index=True, height=300)
+    metric = st.selectbox("Chart metric", METRIC_NAMES, format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
+    fig = px.bar(table, x="class_id", y=metric, hover_data=["name", "support"], height=300)
+    fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric])
+    st.plotly_chart(fig, key="eval_metric_chart")
+    show_confusion(report)
+    show_mistakes(report)
+
+
+def show_confusion(report: evaluation.Report) -> None:
+    st.subheader("Confusion matrix")
+    labels = report.summary["labels"]
+    cm = np.asarray(report.summary["confusion"])
+    z = np.log1p(cm)  # log colour scale: the diagonal would hide every mistake otherwise
+    fig = px.imshow(z, x=[str(c) for c in labels], y=[str(c) for c in labels], color_continuous_scale="Reds",
+                    labels=dict(x="predicted", y="true", color="log(1+n)"), aspect="equal", height=620)
+    fig.update_traces(customdata=cm, hovertemplate="true %{y}, predicted %{x}: %{customdata} images<extra></extra>")
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_confusion")
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    if points:
+        st.session_state.eval_cell_true = int(points[0]["y"])
+        st.session_state.eval_cell_pred = int(points[0]["x"])
+    c1, c2 = st.columns(2)
+    name = report.class_name
+    t = c1.selectbox("Cell: true class", labels, key="eval_cell_true", format_func=lambda c: f"{c}: {name(c)}")
+    p = c2.selectbox("Cell: predicted class", labels, key="eval_cell_pred", format_func=lambda c: f"{c}: {name(c)}")
+    idx = evaluation.cell_indices(report, t, p)
+    st.caption(f"{len(idx)} image(s) of class {t} predicted as {p}" + (f"; showing {MAX_IMAGES}" if len(idx) > MAX_IMAGES else ""))
+    image_grid(report, idx[:MAX_IMAGES], key="cell")
+
+
+def image_grid(report: evaluation.Report, idx: np.ndarray, *, key: str) -> None:
+    if not len(idx):
+        return
+    images = evaluation.report_images(report, idx)
+    pr = report.predictions
+    cols = st.columns(GRID)
+    for k, (i, im) in enumerate(zip(idx, images)):
+        cols[k % GRID].image(im, width=64, caption=f"#{i}: {pr.y_pred[i]} ({pr.confidence[i]:.0%})")
+
+
+def show_mistakes(report: evaluation.Report) -> None:
+    st.subheader("Misclassified images")
+    pr = report.predictions
+    wrong_classes = sorted(set(int(c) for c in pr.y_true[pr.y_true != pr.y_pred]))
+    if not wrong_classes:
+        st.success("No misclassified images.")
+        return
+    cid = st.selectbox("True class", wrong_classes, key="eval_wrong_class",
+                       format_func=lambda c: f"{c}: {report.class_name(c)} ({len(evaluation.misclassified(report, c))} wrong)")
+    idx = evaluation.misclassified(report, cid)[:MAX_IMAGES]
+    image_grid(report, idx, key="wrong")
+    pick = st.selectbox("Explain image", idx, key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
+                        f"predicted {pr.y_pred[i]} ({report.class_name(int(pr.y_pred[i]))}), {pr.confidence[i]:.1%}")
+    explain_one(report, int(pick))
+
+
+def explain_one(report: evaluation.Report, index: int) -> None:
+    from core import registry
+    (image,) = evaluation.report_images(report, [index])
+    ckpt, model = load_model(str(registry.get_model(report.summary["model"]).path))
+    pred = int(report.predictions.y_pred[index])
+    ig = explain.integrated_gradients(model, image, target=ckpt["class_ids"].index(pred))
+    c1, c2, c3 = st.columns(3)
+    c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
+    c2.image(explain.overlay(image, ig.heatmap), width=160, caption="Integrated Gradients (predicted class)")
+    threshold = c3.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
+    if c3.button("Run Anchors", key="eval_anchor_run"):
+        st.session_state[f"anchor-{report.id}-{index}"] = evaluation.start_anchor(report=report.id, index=index,
+                                                                                   threshold=threshold)
+    job_id = st.session_state.get(f"anchor-{report.id}-{index}")
+    if job_id:
+        show_anchor(job_id, image, c3)
+
+
+@st.fragment(run_every=1.0)
+def show_anchor(job_id: str, image: np.ndarray, col) -> None:
+    job = jobs.get(job_id)
+    if job is None:
+        return
+    if job["status"] != "done":
+        job_status(job)
+        return
+    r = job["result"]
+    mask, _ = evaluation.load_anchor(job)
+    st.image(explain.anchor_overlay_mask(image, mask), width=160,
+             caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
+                     + ("" if r["met_threshold"] else " (threshold not reached)"))
+
+
+def show_comparison(a: evaluation.Report, b: evaluation.Report) -> None:
+    rows = pd.DataFrame(evaluation.compare_reports(a, b))
+    st.caption(f"A: {a.summary['model']} on {a.summary['dataset']}/{a.summary['split']} \u2014 "
+               f"B: {b.summary['model']} on {b.summary['dataset']}/{b.summary['split']}; delta = B \u2212 A")
+    c = st.columns(2)
+    c[0].metric("Accuracy B", f"{b.summary['accuracy']:.4f}", f"{b.summary['accuracy'] - a.summary['accuracy']:+.4f}")
+    c[1].metric("Macro F1 B", f"{b.summary['macro_f1']:.4f}", f"{b.summary['macro_f1'] - a.summary['macro_f1']:+.4f}")
+    fig = px.bar(rows, x="class_id", y="f1_delta", hover_data=["name", "f1_a", "f1_b"], height=300,
+                 color=rows["f1_delta"].fillna(0) >= 0, color_discrete_map={True: "#2e7d32", False: "#c62828"})
+    fig.update_layout(showlegend=False, yaxis_title="F1 delta (B \u2212 A)", margin=dict(t=10, b=10))
+    st.plotly_chart(fig, key="eval_compare_chart")
+    st.dataframe(rows, hide_index=True, height=300)

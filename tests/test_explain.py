@@ -1,0 +1,206 @@
+"""Integrated Gradients and Anchors on a hand-made model whose decision rule is known exactly."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core import explain
+from core.images import preprocess
+from core.inference import Cancelled
+from core.models import build_model
+
+S = 48
+BLOCK = 12  # the hand-made superpixel grid: 4 x 4 blocks of 12 x 12 px
+# The decisive region spans blocks 0 and 1 (rows 0-11, cols 0-23). It is deliberately not square, so a
+# transposed (H/W-swapped) attribution map fails the tests.
+ROWS, COLS = slice(0, 12), slice(0, 24)
+DECISIVE_BLOCKS = {0, 1}
+BRIGHT, DARK = 255, 40
+LEVEL = 200  # class 1 iff the region's mean is brighter than this grey (0-255)
+
+
+class RegionModel(nn.Module):
+    """Class 1 iff the decisive region of the preprocessed input is brighter than grey ``LEVEL``.
+
+    logit_1 = 4 tanh(2 (mean(region) - t)) + 0.1 mean(image), logit_0 = 0. The small global term gives pixels
+    outside the region a little (but known-small) attribution; tanh makes the completeness check non-trivial.
+    """
+
+    num_classes = 2
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("t", preprocess(np.full((S, S, 3), LEVEL, np.uint8)).mean())
+
+    def forward(self, x):
+        region = x[:, :, ROWS, COLS].mean(dim=(1, 2, 3))
+        z = 4 * torch.tanh(2 * (region - self.t)) + 0.1 * x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return RegionModel().eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    img = np.full((S, S, 3), DARK, np.uint8)
+    img[ROWS, COLS] = BRIGHT
+    return img
+
+
+def grid_segments():
+    r, c = np.mgrid[0:S, 0:S]
+    return (r // BLOCK) * (S // BLOCK) + c // BLOCK
+
+
+def logits(model, img):
+    with torch.no_grad():
+        return model(preprocess(img))[0].numpy()
+
+
+# ---------------------------------------------------------------- Integrated Gradients
+
+def test_ig_attributions_concentrate_in_the_decisive_region_and_are_complete(model, image):
+    res = explain.integrated_gradients(model, image)
+    assert res.target == 1
+    assert res.attributions.shape == (S, S, 3) and res.attributions.dtype == np.float32
+    assert res.heatmap.shape == (S, S) and res.heatmap.dtype == np.float32
+    assert res.heatmap.min() >= 0 and res.heatmap.max() == pytest.approx(1.0)
+    mass = np.abs(res.attributions).sum(axis=2)
+    inside = mass[ROWS, COLS].sum() / mass.sum()
+    assert inside > 0.8
+    assert mass.T[ROWS, COLS].sum() / mass.sum() < 0.6  # the transposed region is not the answer
+    # Completeness: attributions add up to f(x) - f(baseline) for the target logit.
+    gap = logits(model, image)[1] - logits(model, np.zeros_like(image))[1]
+    assert res.attributions.sum() == pytest.approx(gap, rel=1e-3)
+    assert abs(res.convergence_delta) < 1e-3 * abs(gap)
+    assert res.attributions.sum() - gap == pytest.approx(res.convergence_delta, abs=1e-3)
+
+
+def test_ig_blur_baseline_target_choice_and_inference_mode_caller(model, image):
+    with torch.inference_mode():  # as a caller holding inference mode would
+        res = explain.integrated_gradients(model, image, baseline="blur", steps=16)
+    assert res.baseline == "blur" and res.steps == 16 and abs(res.convergence_delta) < 1e-2
+    # logit 0 is constant, so explaining class 0 gives no attribution at all, and an all-zero heatmap.
+    zero = explain.integrated_gradients(model, image, target=0)
+    assert zero.target == 0 and not np.abs(zero.attributions).any() and not zero.heatmap.any()
+
+
+def test_overlay_blends_red_yellow_by_heat(image):
+    heat = np.zeros((S, S), np.float32)
+    assert np.array_equal(explain.overlay(image, heat), image)  # no heat: the image unchanged
+    full = explain.overlay(image, np.ones((S, S), np.float32), alpha=1.0)
+    assert full.dtype == np.uint8 and (full == [255, 255, 0]).all()  # top of the colormap is yellow
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    assert explain.overlay(big, heat, size="image").shape == (2 * S, 2 * S, 3)
+    assert explain.overlay(big, heat).shape == (S, S, 3)
+
+
+# ---------------------------------------------------------------- Anchors
+
+def fresh_precision(model, image, anchor_blocks, prediction, *, n=2000, seed=12345):
+    """Precision re-measured from scratch: keep the anchor's blocks, each other block with prob. 1/2."""
+    seg = grid_segments()
+    rng = np.random.default_rng(seed)
+    keep = rng.random((n, seg.max() + 1)) < 0.5
+    keep[:, list(anchor_blocks)] = True
+    fill = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)  # documented "absent" colour
+    imgs = np.where(keep[:, seg][..., None], image, fill)
+    with torch.no_grad():
+        pred = model(preprocess(imgs)).argmax(1).numpy()
+    return (pred == prediction).mean()
+
+
+def test_anchor_contains_the_decisive_blocks_and_holds_on_fresh_samples(model, image):
+    fractions = []
+    res = explain.anchor_explanation(model, image, segments=grid_segments(), threshold=0.95, seed=0,
+                                     progress=fractions.append)
+    assert res.prediction == 1 and res.met_threshold
+    assert DECISIVE_BLOCKS <= set(res.anchor)
+    assert res.mask.shape == (S, S) and res.mask.dtype == bool
+    assert res.mask[ROWS, COLS].all()
+    assert np.array_equal(res.mask, np.isin(grid_segments(), res.anchor))
+    assert res.precision_lower_bound >= 0.95 and res.precision >= res.precision_lower_bound
+    assert fresh_precision(model, image, res.anchor, res.prediction) >= res.threshold
+    assert 0 < res.coverage <= 1
+    assert res.num_samples >= 1000  # at least the coverage samples
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    shown = explain.anchor_overlay(image, res)
+    assert np.array_equal(shown[res.mask], image[res.mask])
+    outside = shown[~res.mask]
+    assert (outside[:, 0] == outside[:, 1]).all() and (outside[:, 1] == outside[:, 2]).all()  # greyed
+
+
+def test_anchor_same_seed_same_anchor(model, image):
+    a = explain.anchor_explanation(model, image, n_segments=16, seed=3, coverage_samples=300)
+    b = explain.anchor_explanation(model, image, n_segments=16, seed=3, coverage_samples=300)
+    assert a.anchor == b.anchor and a.precision == b.precision and a.num_samples == b.num_samples
+    assert np.array_equal(a.segments, b.segments) and a.segments.shape == (S, S)
+
+
+def test_anchor_unmet_threshold_returns_best_with_flag(model, image):
+    # With anchors of one block at most, no anchor can pin the prediction down.
+    res = explain.anchor_explanation(model, image, segments=grid_segments(), max_anchor_size=1, seed=0)
+    assert not res.met_threshold and len(res.anchor) == 1 and res.precision < 0.95
+
+
+def test_anchor_cancelled(model, image):
+    with pytest.raises(Cancelled):
+        explain.anchor_explanation(model, image, segments=grid_segments(), should_stop=lambda: True)
+    calls = []
+
+    def stop_later():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        explain.anchor_explanation(model, image, segments=grid_segments(), should_stop=stop_later)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((S, S, 3), np.float32), np.zeros((S, S), np.uint8),
+                                 np.zeros((S, S, 4), np.uint8), [[0, 0, 0]]])
+def test_bad_images_are_refused(model, bad):
+    with pytest.raises(ValueError, match="image"):
+        explain.integrated_gradients(model, bad)
+    with pytest.raises(ValueError, match="image"):
+        explain.anchor_explanation(model, bad)
+
+
+@pytest.mark.parametrize("kwargs", [dict(threshold=0), dict(threshold=1), dict(threshold=1.5), dict(delta=0),
+                                    dict(segments=np.zeros((32, 32), int)), dict(beam_size=0),
+                                    dict(segmentation="watershed"), dict(fill="white")])
+def test_bad_anchor_options_are_refused(model, image, kwargs):
+    with pytest.raises(ValueError):
+        explain.anchor_explanation(model, image, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(baseline="white"), dict(steps=1), dict(target=2)])
+def test_bad_ig_options_are_refused(model, image, kwargs):
+    with pytest.raises(ValueError):
+        explain.integrated_gradients(model, image, **kwargs)
+
+
+def test_bad_overlay_inputs_are_refused(image):
+    with pytest.raises(ValueError, match="heatmap"):
+        explain.overlay(image, np.full((S, S), 2.0))
+    with pytest.raises(ValueError, match="alpha"):
+        explain.overlay(image, np.zeros((S, S)), alpha=1.5)
+
+
+# ---------------------------------------------------------------- the real network
+
+def test_smoke_on_the_published_network():
+    torch.manual_seed(0)
+    net = build_model("published", 43).eval()
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)  # not 48 x 48 on purpose
+    ig = explain.integrated_gradients(net, img)
+    assert ig.attributions.shape == (S, S, 3) and ig.heatmap.shape == (S, S) and 0 <= ig.target < 43
+    assert explain.overlay(img, ig.heatmap).shape == (S, S, 3)
+    assert explain.overlay(img, ig.heatmap, size="image").shape == (32, 32, 3)
+    res = explain.anchor_explanation(net, img, coverage_samples=300)
+    assert res.mask.shape == (S, S) and res.mask.dtype == bool and res.segments.shape == (S, S)
+    assert 0 <= res.precision <= 1 and 0 < res.coverage <= 1 and 0 <= res.prediction < 43
+    assert set(res.anchor) <= set(np.unique(res.segments).tolist())
+    assert explain.anchor_overlay(img, res, size="image").shape == (32, 32, 3)
