@@ -24,6 +24,13 @@ def _datasets(args: argparse.Namespace) -> int:
                                         progress=lambda m: print(m, file=sys.stderr))
         print(json.dumps(timings))
         return 0
+    if args.action == "import":
+        if not (args.layout and args.path and args.name):
+            raise ValueError("datasets import needs --layout, --path and --name")
+        path = builds.import_dataset(args.layout, Path(args.path), name=args.name, seed=args.seed)
+        info = datasets.read_info(path)
+        print(json.dumps(info.summary()))
+        return 0
     infos = datasets.list_datasets()
     if args.json:
         print(json.dumps([i.summary() for i in infos]))
@@ -155,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("datasets", help="build or list datasets")
-    d.add_argument("action", choices=["build", "list"])
+    d.add_argument("action", choices=["build", "list", "import"],
+                   help="build the standard datasets, list datasets, or import your own download")
     d.add_argument("--source", default=str(config.PROJECT_ROOT.parent / "shared" / "data"),
                    help="folder with gtsrb/ and tsrd/ npz files (default: ../shared/data)")
     d.add_argument("--seed", type=int, default=0)
@@ -163,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build only these datasets")
     d.add_argument("--sample", action="store_true", help="rebuild the embedded sample (data/sample) instead")
     d.add_argument("--json", action="store_true", help="list as JSON")
+    d.add_argument("--layout", choices=["official", "kaggle", "folder", "npz"], help="import: layout of --path")
+    d.add_argument("--path", help="import: folder of the download")
+    d.add_argument("--name", help="import: name of the new dataset")
     d.set_defaults(func=_datasets)
     _add_model_commands(sub)
     return p

@@ -237,3 +237,55 @@ def build_sample(source: Path, *, seed: int = 0, out: Path = config.SAMPLE_DIR) 
     shutil.rmtree(pict, ignore_errors=True)
     extract_pictograms(Path(source) / "gtsrb" / "gtsrb_meta.zip", read_signnames(Path(source) / "gtsrb" / "signnames.csv"), pict)
     return path
+
+
+IMPORT_LAYOUTS = ("official", "kaggle", "folder", "npz")
+
+
+def import_dataset(layout: str, path: Path, *, name: str, seed: int = 0, val_fraction: float = VAL_FRACTION,
+                   root: Path | None = None) -> Path:
+    """Turn a user's own download into a workbench dataset.
+
+    ``layout``: ``official`` (GTSRB ``Final_Training``/``Final_Test``), ``kaggle`` (``Train.csv``/``Test.csv``),
+    ``folder`` (class folders, optionally under train/val/test) or ``npz`` (a folder with
+    ``gtsrb_train_32.npz``/``gtsrb_test_32.npz``). A train split without val is split by track (or per class
+    at random where there are no tracks). Class names come from a ``signnames.csv`` in ``path`` if present,
+    else from GTSRB's names for ids 0-42, else ``class <id>``.
+    """
+    from core import importers
+    path = Path(path)
+    if layout == "official":
+        src = importers.import_gtsrb_official(path)
+    elif layout == "kaggle":
+        src = importers.import_kaggle(path)
+    elif layout == "folder":
+        src = importers.import_folder(path)
+    elif layout == "npz":
+        src = import_gtsrb_npz(path / "gtsrb_train_32.npz", path / "gtsrb_test_32.npz")
+    else:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(IMPORT_LAYOUTS)}")
+    splits = {s: _to_write(v) for s, v in src.splits.items()}
+    if "val" not in splits and "train" in splits:
+        tr = src.splits["train"]
+        if any(tr.tracks):
+            a, b = split_by_track(tr.labels, tr.tracks, val_fraction=val_fraction, seed=seed)
+        else:
+            a, b = _stratified_split(tr.labels, val_fraction, seed)
+        splits["train"], splits["val"] = _subset(splits["train"], a), _subset(splits["train"], b)
+    ids = sorted({int(c) for s in splits.values() for c in s.labels})
+    names = _class_names(path, ids)
+    return write_dataset(name, splits, classes=names, source=f"imported {layout} layout from {path}",
+                         recipe=f"import --layout {layout}, val by track/stratified at {val_fraction:.0%}, seed {seed}",
+                         root=root)
+
+
+def _class_names(path: Path, ids: list[int]) -> dict[int, str]:
+    known: dict[int, str] = {}
+    csv_path = path / "signnames.csv"
+    if csv_path.is_file():
+        known = read_signnames(csv_path)
+    else:
+        names_json = config.SAMPLE_DIR / "pictograms" / "names.json"
+        if names_json.is_file():
+            known = {int(k): v for k, v in json.loads(names_json.read_text()).items()}
+    return {c: known.get(c, f"class {c}") for c in ids}

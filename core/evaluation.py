@@ -224,3 +224,11 @@ def load_anchor(job: dict) -> tuple[np.ndarray, np.ndarray]:
     """(mask (48, 48) bool, segments (48, 48) int) of a finished anchor job."""
     with np.load(job["result"]["file"], allow_pickle=False) as z:
         return z["mask"], z["segments"]
+
+
+def anchor_display(image: np.ndarray, mask: np.ndarray, *, grey: int = 160) -> np.ndarray:
+    """The 48x48 input with everything outside the anchor's superpixels greyed out (uint8 RGB)."""
+    from core.images import resize_to_input
+    small = resize_to_input(image, mask.shape[0]).copy()
+    small[~mask] = (0.25 * small[~mask] + 0.75 * grey).astype(np.uint8)
+    return small

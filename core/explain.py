@@ -56,7 +56,7 @@ MIN_INITIAL_SAMPLES = 32
 MAX_VALIDATION_SAMPLES = 1024
 #: KL-LUCB stops after this many rounds even if the best and the rest are not yet ``epsilon`` apart; it then
 #: returns its current best guess. Keeps the latency bounded on models whose candidates all look alike.
-MAX_KLLUCB_ROUNDS = 64
+MAX_KLLUCB_ROUNDS = 24
 #: Constants of the KL-LUCB exploration rate (Kaufmann & Kalyanakrishnan 2013; alibi uses the same values).
 KL_ALPHA, KL_K = 1.1, 405.5
 #: Bisection steps for the KL confidence bounds: 2**-17 < 1e-5, far below any precision we report.
@@ -176,13 +176,15 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
     Parameters
     ----------
     model : torch.nn.Module
-        Maps (N, 3, 48, 48) preprocessed images to logits (N, K). Put in eval mode (dropout off).
+        Maps (N, 3, 48, 48) preprocessed images to logits (N, K). Switched to eval mode (dropout off) and
+        channels_last, as :func:`core.inference.predict_proba` does.
     image : np.ndarray (H, W, 3) uint8 RGB, any size
         Resized to 48 x 48 and normalised by :func:`core.images.preprocess`.
     target : int, optional
         Class to explain; defaults to the model's predicted class.
     steps : int
-        Integration steps, all evaluated in one batch (one forward + one backward pass of ``steps`` images).
+        Integration steps (Gauss-Legendre nodes), all evaluated in one batch: one forward and one backward
+        pass of ``steps`` images, plus single-image forwards for the prediction and the convergence check.
     baseline : {"black", "blur"}
         Reference input: the preprocessed all-black image, or the preprocessed image blurred with a Gaussian
         of ``BLUR_SIGMA`` network pixels.
@@ -195,12 +197,14 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
     steps = _check_int("steps", steps, IG_MIN_STEPS, IG_MAX_STEPS)
     baseline = _check_choice("baseline", baseline, IG_BASELINES)
     model.eval()
+    # channels_last as in core.inference: ~25 % faster forward + backward for these convs on CPU (measured).
+    model = model.to(memory_format=torch.channels_last)
     small = resize_to_input(image)
     # Callers (e.g. a Streamlit page) may sit inside inference_mode; tensors made there can never take part
     # in autograd, so build the inputs with it switched off.
     with torch.inference_mode(False), torch.enable_grad():
-        x = preprocess(small)
-        base = preprocess(_baseline_image(small, baseline))
+        x = preprocess(small).contiguous(memory_format=torch.channels_last)
+        base = preprocess(_baseline_image(small, baseline)).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             logits = model(x)
         n_classes = int(logits.shape[1])
@@ -439,7 +443,8 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
                        segments: np.ndarray | None = None, n_segments: int = 25, segmentation: str = "slic",
                        fill: str = "mean", seed: int = 0, delta: float = 0.1, epsilon: float = 0.15,
                        batch_size: int = 64, beam_size: int = 2, max_anchor_size: int | None = None,
-                       coverage_samples: int = 1000, progress: Callable[[float], None] | None = None,
+                       coverage_samples: int = 1000, max_samples: int = 15_000,
+                       progress: Callable[[float], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> AnchorResult:
     """Anchor explanation (Ribeiro et al. 2018): superpixels that, kept, pin the prediction down.
 
@@ -489,6 +494,11 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
     coverage_samples : int
         Uniform perturbations (anchor = empty) used to estimate coverage. They are also classified, which
         gives every small candidate its first precision samples for free.
+    max_samples : int
+        Latency guard: once this many perturbed images have been classified (about 0.3 ms each for the
+        published CNN on one core), the search stops after the current bandit or validation round and
+        returns the best anchor so far (``met_threshold`` says whether it holds). Typical GTSRB images need
+        1,000-4,000.
     progress : callable(float), optional
         Called with a coarse fraction done in [0, 1].
     should_stop : callable() -> bool, optional
@@ -511,6 +521,7 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
     batch_size = _check_int("batch_size", batch_size, 1)
     beam_size = _check_int("beam_size", beam_size, 1)
     coverage_samples = _check_int("coverage_samples", coverage_samples, 1)
+    max_samples = _check_int("max_samples", max_samples, coverage_samples)
     if max_anchor_size is not None:
         max_anchor_size = _check_int("max_anchor_size", max_anchor_size, 1)
     if not hasattr(model, "num_classes"):
@@ -547,6 +558,9 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
     # Union bound over the candidates that can be validated, as in alibi's anchor_beam.
     beta_valid = math.log(1.0 / (delta / (1 + (beam_size - 1) * n_seg)))
 
+    def out_of_budget() -> bool:
+        return sampler.num_samples >= max_samples
+
     def bounds(anchor: tuple[int, ...]) -> tuple[float, float, float]:
         n, pos = sampler.stats[anchor]
         mean = pos / n
@@ -561,7 +575,7 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
                 mean, lb, ub = bounds(a)
                 if lb < threshold <= ub and sampler.stats[a][0] < MAX_VALIDATION_SAMPLES:
                     open_.append(a)
-            if not open_:
+            if not open_ or out_of_budget():
                 return
             sampler.draw([(a, min(batch_size, MAX_VALIDATION_SAMPLES - sampler.stats[a][0])) for a in open_])
 
@@ -572,12 +586,19 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
             n = np.array([sampler.stats[a][0] for a in arms], float)
             pos = np.array([sampler.stats[a][1] for a in arms], float)
             means = pos / n
-            order = np.argsort(means, kind="stable")
+            certified = _kl_lower(means, beta_valid / n) >= threshold
+            # Sort by (certified, mean): a candidate already proven valid heads the beam.
+            order = np.lexsort((means, certified))
             best, rest = order[-top_n:], order[:-top_n]
+            if certified.any():
+                # This size already has a valid anchor. Coverage halves with every superpixel added, so no
+                # larger anchor will beat it: ranking the rest of the beam (often a many-way tie that KL-LUCB
+                # separates only with thousands of samples) would just burn time.
+                break
             beta = _lucb_beta(len(arms), t, delta)
             ub = _kl_upper(means[rest], beta / n[rest])
             lb = _kl_lower(means[best], beta / n[best])
-            if ub.max() - lb.min() <= epsilon:
+            if ub.max() - lb.min() <= epsilon or out_of_budget():
                 break
             # The two arms most likely on the wrong side: the strongest outsider and the weakest insider.
             sampler.draw([(arms[rest[np.argmax(ub)]], batch_size), (arms[best[np.argmin(lb)]], batch_size)])
@@ -585,15 +606,16 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
 
     sampler.stats[()] = [coverage_samples, int(cov_correct.sum())]
     validate([()])
-    mean0, lb0, _ = bounds(())
-    if lb0 >= threshold:
+    if bounds(())[1] >= threshold:
         # The prediction does not depend on the image content at all: the empty anchor already holds.
         best_anchor, best_cov, met = (), 1.0, True
     else:
         best_anchor, best_cov, met = None, -1.0, False
         beam: list[tuple[int, ...]] = [()]
-        tried: list[tuple[int, ...]] = []
+        tried: list[tuple[int, ...]] = [()]
         for size in range(1, max_size + 1):
+            if out_of_budget():
+                break
             candidates = sorted({tuple(sorted(a + (j,))) for a in beam for j in range(n_seg) if j not in a})
             candidates = [c for c in candidates if sampler.coverage(c, cov_present) > best_cov]
             if not candidates:

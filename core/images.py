@@ -73,7 +73,8 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None,
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{label}: image too large ({e})") from None
+        raise ImageError(f"{label}: image too large, above the limit of {max_pixels:,} pixels ({e}); "
+                         "crop or downscale it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image file (or an unknown format)") from None
     except (OSError, SyntaxError, ValueError) as e:

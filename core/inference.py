@@ -16,28 +16,31 @@ def _batches(images, batch_size: int):
         yield start, preprocess(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
 def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH,
                   progress: Callable[[float], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Softmax probabilities (N, K) float32 for RGB uint8 images (N, H, W, 3) or a list of any sizes."""
     model.eval()
-    model = model.to(memory_format=torch.channels_last)
+    # Outside inference mode: converting parameters inside it would turn them into inference tensors,
+    # which autograd (training, Integrated Gradients) can no longer use.
+    model.to(memory_format=torch.channels_last)
     out = np.zeros((len(images), model.num_classes), np.float32)
-    for start, x in _batches(images, batch_size):
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped by request")
-        out[start:start + len(x)] = torch.softmax(model(x), dim=1).numpy()
-        if progress is not None:
-            progress(min(1.0, (start + len(x)) / max(len(images), 1)))
+    with torch.inference_mode():
+        for start, x in _batches(images, batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped by request")
+            out[start:start + len(x)] = torch.softmax(model(x), dim=1).numpy()
+            if progress is not None:
+                progress(min(1.0, (start + len(x)) / max(len(images), 1)))
     return out
 
 
-@torch.inference_mode()
 def embed(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Penultimate-layer features (N, 300) float32."""
     model.eval()
-    feats = [model.embed(x).numpy() for _, x in _batches(images, batch_size)]
+    model.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        feats = [model.embed(x).numpy() for _, x in _batches(images, batch_size)]
     return np.concatenate(feats) if feats else np.zeros((0, 300), np.float32)
 
 

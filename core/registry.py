@@ -22,6 +22,7 @@ class ModelInfo:
     metrics: dict
     created: str
     shipped: bool
+    history: tuple = ()
 
     def label(self) -> str:
         acc = self.metrics.get("test_acc") or self.metrics.get("best_val_acc")
@@ -33,11 +34,12 @@ def _record(name: str, path: Path, ckpt: dict, shipped: bool) -> dict:
     return {"name": name, "path": str(path), "architecture": ckpt["architecture"],
             "num_classes": len(ckpt["class_ids"]), "dataset": ckpt["dataset"], "parent": ckpt["parent"],
             "mode": ckpt["mode"], "epochs": ckpt["epochs"], "metrics": ckpt.get("metrics", {}),
-            "created": ckpt["created"], "shipped": shipped}
+            "created": ckpt["created"], "shipped": shipped, "history": ckpt.get("history", [])}
 
 
 def _info(rec: dict) -> ModelInfo:
-    return ModelInfo(**{k: rec[k] for k in ModelInfo.__dataclass_fields__ if k != "path"}, path=Path(rec["path"]))
+    fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__ if k not in ("path", "history")}
+    return ModelInfo(**fields, path=Path(rec["path"]), history=tuple(rec.get("history") or ()))
 
 
 def check_name(name: str) -> str:
@@ -64,9 +66,10 @@ def list_models() -> list[ModelInfo]:
     cached = {r["path"]: r for r in store.all_records("models")}
     for path in sorted(config.ARTIFACTS_DIR.glob("*.pt")):
         rec = cached.get(str(path))
-        if rec is None or not rec.get("shipped"):
+        if rec is None or not rec.get("shipped") or rec.get("mtime") != path.stat().st_mtime:
             try:
                 rec = _record(path.stem, path, load_checkpoint(path), shipped=True)
+                rec["mtime"] = path.stat().st_mtime
             except ValueError:
                 continue
             store.upsert("models", rec, key="name")

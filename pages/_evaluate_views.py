@@ -112,7 +112,7 @@ def show_anchor(job_id: str, image: np.ndarray, col) -> None:
         return
     r = job["result"]
     mask, _ = evaluation.load_anchor(job)
-    st.image(explain.anchor_overlay_mask(image, mask), width=160,
+    st.image(evaluation.anchor_display(image, mask), width=160,
              caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
                      + ("" if r["met_threshold"] else " (threshold not reached)"))
 

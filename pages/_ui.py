@@ -62,6 +62,13 @@ def show_model_stats(model: registry.ModelInfo) -> None:
     cols[2].metric("Test acc" if "test_acc" in model.metrics else "Best val acc", f"{acc:.2%}" if acc else "n/a")
     cols[3].metric("Mode", model.mode)
     st.caption("Lineage: " + " \u2190 ".join(f"{m.name} ({m.mode}, {m.dataset})" for m in chain))
+    if model.history:
+        with st.expander("Training history"):
+            import plotly.express as px
+            from core.curves import history_frames
+            loss, acc = history_frames(list(model.history))
+            st.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=240),
+                            key=f"hist-{model.name}")
 
 
 def job_status(job: dict) -> None:

@@ -88,8 +88,9 @@ def test_explore_embedded_sample_shows_details_and_chart(browser, app):
     page.close()
 
 
-def test_improve_trains_a_model_and_shows_its_curves(browser, app):
-    url, _ = app
+def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
+    url, root = app
+    monkeypatch.setenv("TSW_DATA_ROOT", str(root))
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(url + "/improve")
     page.get_by_role("heading", name="Improve model").wait_for(timeout=60_000)

@@ -146,6 +146,12 @@ def test_anchor_unmet_threshold_returns_best_with_flag(model, image):
     assert not res.met_threshold and len(res.anchor) == 1 and res.precision < 0.95
 
 
+def test_anchor_sample_budget_stops_the_search(model, image):
+    # A budget of just the coverage samples leaves no room to grow anchors: the empty one comes back, flagged.
+    res = explain.anchor_explanation(model, image, segments=grid_segments(), coverage_samples=200, max_samples=200)
+    assert res.anchor == () and not res.met_threshold and res.num_samples < 300 and not res.mask.any()
+
+
 def test_anchor_cancelled(model, image):
     with pytest.raises(Cancelled):
         explain.anchor_explanation(model, image, segments=grid_segments(), should_stop=lambda: True)
@@ -170,7 +176,8 @@ def test_bad_images_are_refused(model, bad):
 
 @pytest.mark.parametrize("kwargs", [dict(threshold=0), dict(threshold=1), dict(threshold=1.5), dict(delta=0),
                                     dict(segments=np.zeros((32, 32), int)), dict(beam_size=0),
-                                    dict(segmentation="watershed"), dict(fill="white")])
+                                    dict(segmentation="watershed"), dict(fill="white"),
+                                    dict(coverage_samples=500, max_samples=100)])
 def test_bad_anchor_options_are_refused(model, image, kwargs):
     with pytest.raises(ValueError):
         explain.anchor_explanation(model, image, **kwargs)

@@ -112,3 +112,83 @@ def test_improve_refuses_a_duplicate_name_with_a_message():
     at.button[0].click().run()
     assert not at.exception
     assert any("model name" in e.value for e in at.error)
+
+
+def _register_small_model(name: str = "small48", n: int = 48) -> None:
+    import torch
+    from core import models
+    torch.manual_seed(0)
+    m = models.build_model("published", n)
+    names = [f"class {i}" for i in range(n)]
+    names[14] = "Stop"
+    ck = models.make_checkpoint(m, architecture="published", class_ids=list(range(n)), class_names=names,
+                                dataset="Sample48", dataset_fingerprint="x", parent=None, mode="scratch", epochs=1,
+                                history=[{"epoch": 1, "phase": "all", "loss": 3.0, "train_acc": 0.1, "val_acc": 0.1}],
+                                metrics={"best_val_acc": 0.1}, config={})
+    registry.register(name, ck)
+
+
+def _png_bytes(size=(40, 30), mode="RGB") -> bytes:
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new(mode, size, color=(200, 30, 30) if mode == "RGB" else 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
+    _register_small_model()
+    at = open_page("pages/evaluate.py")
+    assert any("No reports yet" in i.value for i in at.info)
+    at.selectbox(key="eval_model").set_value("small48").run()
+    at.selectbox(key="eval_dataset").set_value("Sample48").run()
+    at.selectbox(key="eval_split").set_value("test").run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    job_id = at.session_state["eval_report"]
+    assert jobs.wait(job_id, timeout=120)["status"] == "done"
+    at.run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "Accuracy" in labels and "Macro F1" in labels
+    assert len(at.get("plotly_chart")) >= 2  # per-class metric chart and the confusion matrix
+    assert any("image(s) of class" in c.value for c in at.caption)
+    # A random model makes mistakes: the misclassified grid and the IG overlay are shown.
+    captions = [c for img in at.get("image") for c in img.proto.imgs and [i.caption for i in img.proto.imgs]]
+    assert any("Integrated Gradients" in c for c in captions), captions
+    assert any(c.startswith("#") for c in captions)  # the misclassified grid
+
+
+def test_evaluate_refuses_an_empty_split_with_a_message():
+    from core.datasets import SplitToWrite, write_dataset
+    write_dataset("NoTest", {"train": SplitToWrite([np.zeros((32, 32, 3), np.uint8)], np.array([0]), ["a.png"],
+                                                   ["s"], [""], np.array([[32, 32]]))},
+                  classes={0: "a"}, source="t", recipe="t")
+    _register_small_model()
+    at = open_page("pages/evaluate.py")
+    at.selectbox(key="eval_dataset").set_value("NoTest").run()
+    at.selectbox(key="eval_split").set_value("test").run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception
+    assert any("empty" in e.value for e in at.error)
+
+
+def test_predict_shows_top5_and_ig_and_a_message_per_bad_file():
+    _register_small_model()
+    at = open_page("pages/predict.py")
+    at.selectbox(key="predict_model").set_value("small48").run()
+    at.file_uploader(key="predict_files").set_value([
+        ("sign.png", _png_bytes(), "image/png"),
+        ("alpha.png", _png_bytes((64, 64), "RGBA"), "image/png"),
+        ("grey.png", _png_bytes((20, 90), "L"), "image/png"),
+        ("broken.png", _png_bytes()[:40], "image/png"),
+        ("empty.png", b"", "image/png"),
+    ]).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and any("broken.png" in e for e in errors) and any("empty.png" in e for e in errors)
+    results = [m.value for m in at.markdown if "\u2192" in m.value]
+    assert len(results) == 3 and any(r.startswith("**sign.png**") for r in results)
+    bars = at.get("progress")
+    assert len(bars) == 15  # top-5 for each of the 3 good images
+    assert any("3 image(s) predicted, 2 refused" in c.value for c in at.caption)
