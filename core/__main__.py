@@ -88,6 +88,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         split = datasets.load_split(args.dataset, args.split)
         images, labels, files = split.images, split.labels, split.files
     summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=files)
+    if args.record:
+        from core.models import save_checkpoint
+        if not Path(args.model).is_file():
+            raise ValueError("--record needs --model to be a checkpoint path")
+        ckpt["metrics"].update({"test_acc": summary["accuracy"], "test_macro_f1": summary["macro_f1"],
+                                "test_set": args.npz and Path(args.npz).name or f"{args.dataset}/{args.split}",
+                                "test_n": summary["n"]})
+        save_checkpoint(ckpt, Path(args.model))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -149,6 +157,7 @@ Example (the shipped benchmark):
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--npz", help="npz file with images (N,H,W,3) uint8 and labels (N,)")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--record", action="store_true", help="store accuracy and macro F1 in the checkpoint's metrics")
     e.set_defaults(func=_evaluate)
     pr = sub.add_parser("predict", help="top-5 predictions for image files")
     pr.add_argument("--model", required=True, help="registry name or checkpoint path")

@@ -232,3 +232,13 @@ def anchor_display(image: np.ndarray, mask: np.ndarray, *, grey: int = 160) -> n
     small = resize_to_input(image, mask.shape[0]).copy()
     small[~mask] = (0.25 * small[~mask] + 0.75 * grey).astype(np.uint8)
     return small
+
+
+def confusion_cells(report: Report):
+    """Non-empty confusion-matrix cells as a table: true, predicted, count, log_count."""
+    import pandas as pd
+    labels = report.summary["labels"]
+    cm = np.asarray(report.summary["confusion"])
+    t, p = np.nonzero(cm)
+    return pd.DataFrame({"true": np.asarray(labels)[t], "predicted": np.asarray(labels)[p], "count": cm[t, p],
+                         "log_count": np.log1p(cm[t, p])})

@@ -39,14 +39,20 @@ def show_report(report: evaluation.Report) -> None:
 def show_confusion(report: evaluation.Report) -> None:
     st.subheader("Confusion matrix")
     labels = report.summary["labels"]
-    cm = np.asarray(report.summary["confusion"])
-    z = np.log1p(cm)  # log colour scale: the diagonal would hide every mistake otherwise
-    fig = px.imshow(z, x=[str(c) for c in labels], y=[str(c) for c in labels], color_continuous_scale="Reds",
-                    labels=dict(x="predicted", y="true", color="log(1+n)"), aspect="equal", height=620)
-    fig.update_traces(customdata=cm, hovertemplate="true %{y}, predicted %{x}: %{customdata} images<extra></extra>")
+    cells = evaluation.confusion_cells(report)
+    # A scatter of square markers, one per non-empty cell: unlike a heatmap, its points can be clicked.
+    fig = px.scatter(cells, x="predicted", y="true", color="log_count", custom_data=["count"],
+                     color_continuous_scale=["#fcae91", "#a50f15", "#3b0000"], height=640, labels={"log_count": "log(1+n)"})
+    fig.update_traces(marker=dict(symbol="square", size=max(6, 560 // max(len(labels), 1)), line=dict(width=0)),
+                      hovertemplate="true %{y}, predicted %{x}: %{customdata[0]} images<extra></extra>")
+    axis = dict(tickmode="array", tickvals=labels, range=[min(labels) - 1, max(labels) + 1], dtick=1)
+    fig.update_layout(xaxis=dict(title="predicted", **axis), margin=dict(t=10, b=10),
+                      yaxis=dict(title="true", autorange="reversed", **{k: v for k, v in axis.items() if k != "range"}))
+    st.caption("Click a cell to see the images behind it (or pick it below).")
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_confusion")
     points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if points:
+    if points and st.session_state.get("_eval_last_click") != points[0]:
+        st.session_state._eval_last_click = points[0]
         st.session_state.eval_cell_true = int(points[0]["y"])
         st.session_state.eval_cell_pred = int(points[0]["x"])
     c1, c2 = st.columns(2)
@@ -99,11 +105,12 @@ def explain_one(report: evaluation.Report, index: int) -> None:
                                                                                    threshold=threshold)
     job_id = st.session_state.get(f"anchor-{report.id}-{index}")
     if job_id:
-        show_anchor(job_id, image, c3)
+        with c3:
+            show_anchor(job_id, image)
 
 
 @st.fragment(run_every=1.0)
-def show_anchor(job_id: str, image: np.ndarray, col) -> None:
+def show_anchor(job_id: str, image: np.ndarray) -> None:
     job = jobs.get(job_id)
     if job is None:
         return

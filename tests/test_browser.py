@@ -110,3 +110,57 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     from core import registry
     assert "browser-model" in [m.name for m in registry.list_models()]
     page.close()
+
+
+def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
+    url, root = app
+    monkeypatch.setenv("TSW_DATA_ROOT", str(root))
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url + "/evaluate")
+    page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
+    wait_for_app(page)
+    choose(page, "Model", next(o for o in model_options(page, "Model") if o.startswith(SHIPPED)))
+    choose(page, "Dataset", "Sample48 (embedded sample)")
+    page.get_by_role("button", name="Run evaluation").click()
+    page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
+    wait_for_app(page)
+    # Open a cell by clicking it in the heatmap: the diagonal cell of class 14 (Stop).
+    chart = page.locator(".st-key-eval_confusion")
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    # Each non-empty cell is a square marker; find the one plotly drew for (true 14, predicted 14).
+    point = chart.locator("g.points path.point").nth(cell_index(page, 14, 14))
+    point.click(force=True)
+    page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for(timeout=30_000)
+    wait_for_app(page)
+    # A misclassified image's Integrated Gradients are shown at once; then run an Anchor job.
+    page.get_by_text("Misclassified images").scroll_into_view_if_needed()
+    page.get_by_text("Integrated Gradients (predicted class)").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run Anchors").click()
+    page.get_by_text(re.compile(r"Anchor: precision \d")).wait_for(timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "evaluate_report.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
+SHIPPED = "published43"
+
+
+def cell_index(page, true_id: int, pred_id: int) -> int:
+    """Index of the marker for a confusion cell, read from plotly's own data in the page."""
+    return page.evaluate(
+        """([t, p]) => {
+            const gd = document.querySelector('.st-key-eval_confusion .js-plotly-plot');
+            const tr = gd._fullData[0];
+            for (let i = 0; i < tr.x.length; i++) if (tr.x[i] === p && tr.y[i] === t) return i;
+            return -1;
+        }""", [true_id, pred_id])
+
+
+def model_options(page, label: str) -> list[str]:
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return options
