@@ -3,7 +3,8 @@
 ``published`` is the competition CNN exactly: 48x48 RGB input; 1x1 conv (one filter, a learned colour-to-grey
 transform); conv 5x5x29, conv 3x3x59, conv 3x3x74, each followed by 3x3 stride-2 max-pool with ceil mode ->
 74 x 4 x 4 = 1,184 features; FC 300, FC 300; classifier. ``bn_stn`` is the selectable improvement: a spatial
-transformer in front, a 3-filter 1x1 conv, and batch-norm after every conv; same widths otherwise.
+transformer in front, a 3-filter 1x1 conv, and batch-norm after every conv; same widths otherwise. ``bn`` is
+``bn_stn`` without the spatial transformer.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from core.store import atomic_write_bytes
 
-ARCHITECTURES = ("published", "bn_stn")
+ARCHITECTURES = ("published", "bn", "bn_stn")
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "weights", "architecture", "class_ids", "class_names", "dataset",
                    "dataset_fingerprint", "parent", "mode", "epochs", "history", "metrics", "config", "created")
@@ -51,7 +52,7 @@ class TrafficSignNet(nn.Module):
     Input (N, 3, 48, 48) from :func:`core.images.preprocess`; output logits (N, num_classes).
     """
 
-    def __init__(self, num_classes: int, *, improved: bool = False, dropout: float = 0.3):
+    def __init__(self, num_classes: int, *, improved: bool = False, stn: bool = True, dropout: float = 0.3):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -64,7 +65,7 @@ class TrafficSignNet(nn.Module):
                 layers.append(nn.BatchNorm2d(cout))
             return layers + [nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, ceil_mode=True)]
 
-        self.stn = SpatialTransformer(3) if improved else nn.Identity()
+        self.stn = SpatialTransformer(3) if improved and stn else nn.Identity()
         self.features = nn.Sequential(
             nn.Conv2d(3, c0, 1), *([nn.BatchNorm2d(c0), nn.ReLU(inplace=True)] if improved else []),
             *block(c0, 29, 5), *block(29, 59, 3), *block(59, 74, 3), nn.Flatten())
@@ -97,7 +98,7 @@ class TrafficSignNet(nn.Module):
 def build_model(architecture: str, num_classes: int) -> TrafficSignNet:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
-    return TrafficSignNet(num_classes, improved=architecture == "bn_stn")
+    return TrafficSignNet(num_classes, improved=architecture != "published", stn=architecture == "bn_stn")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -192,3 +192,16 @@ def test_predict_shows_top5_and_ig_and_a_message_per_bad_file():
     bars = at.get("progress")
     assert len(bars) == 15  # top-5 for each of the 3 good images
     assert any("3 image(s) predicted, 2 refused" in c.value for c in at.caption)
+
+
+def test_evaluate_compares_two_reports_per_class():
+    from core import evaluation
+    _register_small_model("one")
+    _register_small_model("two")
+    for m in ("one", "two"):
+        jobs.wait(evaluation.start_evaluation(model=m, dataset="Sample48", split="test"), timeout=120)
+    at = open_page("pages/evaluate.py")
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "Accuracy B" in labels and "Macro F1 B" in labels
+    assert any("delta = B" in c.value for c in at.caption)
