@@ -95,7 +95,7 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     page.goto(url + "/improve")
     page.get_by_role("heading", name="Improve model").wait_for(timeout=60_000)
     wait_for_app(page)
-    page.get_by_text("scratch", exact=True).click()
+    page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click()
     wait_for_app(page)
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_label("New model name").fill("browser-model")
