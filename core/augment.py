@@ -72,7 +72,8 @@ def build_pipeline(groups: Sequence[str] = GROUPS, *, p: float | Sequence[float]
         t = _group(g)
         t.p = q
         parts.append(t)
-    body = A.SomeOf(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
+    # RandomOrder, not SomeOf: SomeOf sorts the indices it draws, so its order never varies.
+    body = A.RandomOrder(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
     return A.Compose([body], seed=seed)
 
 

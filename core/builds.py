@@ -153,7 +153,8 @@ def assemble(source: Path, *, seed: int = 0) -> dict:
 
     diff = {s: _augmented(v, p=DIFFICULT_P, seed=seed + 101 + i) for i, (s, v) in enumerate(g48.items())}
     rng = np.random.default_rng(seed + 7)
-    extra_idx = np.sort(rng.choice(len(g48["test"].labels), size=TESTING_EXTRA, replace=False))
+    extra_idx = np.sort(rng.choice(len(g48["test"].labels), size=min(TESTING_EXTRA, len(g48["test"].labels)),
+                                   replace=False))
     extra = _augmented(_subset(g48["test"], extra_idx), p=TESTING_EXTRA_P, seed=seed + 303, tag="extra_")
     testing = {"train": diff["train"], "val": diff["val"],
                "test": _concat(_augmented(g48["test"], p=TESTING_P, seed=seed + 202), extra)}

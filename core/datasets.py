@@ -88,6 +88,9 @@ def write_dataset(name: str, splits: dict[str, SplitToWrite], *, classes: dict[i
     root = Path(root) if root else config.datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{name}-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; a dataset is an ordinary folder
     try:
         digest = hashlib.sha256()
         rows = []

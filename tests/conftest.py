@@ -14,14 +14,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # browser_support
 
 @pytest.fixture(autouse=True)
 def data_root(tmp_path, monkeypatch):
+    """A fresh, empty data root (``TSW_DATA_ROOT``) for every test."""
     root = tmp_path / "data-root"
     monkeypatch.setenv("TSW_DATA_ROOT", str(root))
     return root
+
+
+def random_images(n: int, size: int | tuple[int, int] = 32, seed: int = 0) -> np.ndarray:
+    """(n, h, w, 3) uint8 random RGB noise; ``size`` is a side or (h, w)."""
+    h, w = (size, size) if np.isscalar(size) else size
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def smooth_images(n: int, size: int | tuple[int, int] = 32, seed: int = 0) -> np.ndarray:
+    """(n, h, w, 3) uint8 sign-like images: a coloured gradient background with a bright disc and a dark bar."""
+    h, w = (size, size) if np.isscalar(size) else size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        base = rng.uniform(40, 200, 3)
+        grad = rng.uniform(-60, 60, 3)
+        img = base + grad * (xx / max(w - 1, 1))[..., None]
+        cy, cx, r = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w, rng.uniform(0.2, 0.35) * min(h, w)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        img[disc] = rng.uniform(150, 255, 3)
+        bar = disc & (np.abs(yy - cy) < r / 4)
+        img[bar] = rng.uniform(0, 60, 3)
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
 
 
 @pytest.fixture
 def make_images():
     """make_images(n, size=32, seed=0) -> (n, size, size, 3) uint8 random RGB images."""
     def _make(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
-        return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        return random_images(n, size, seed)
+    return _make
+
+
+@pytest.fixture
+def make_image():
+    """make_image(h, w, seed=0, smooth=False) -> one (h, w, 3) uint8 RGB image (noise, or sign-like if smooth)."""
+    def _make(h: int, w: int | None = None, seed: int = 0, smooth: bool = False) -> np.ndarray:
+        w = h if w is None else w
+        return (smooth_images if smooth else random_images)(1, (h, w), seed)[0]
     return _make

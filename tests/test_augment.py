@@ -1,0 +1,136 @@
+"""The seven augmentation groups: selectable, combinable, permutable, seeded."""
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from conftest import smooth_images
+from core import augment
+from core.augment import GROUP_LABELS, GROUPS, augment_images, build_pipeline
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_there_are_seven_labelled_groups():
+    assert len(GROUPS) == 7 and set(GROUPS) == set(GROUP_LABELS)
+    assert all(GROUP_LABELS[g] for g in GROUPS)
+
+
+@pytest.mark.parametrize("size", [32, 48])
+@pytest.mark.parametrize("group", GROUPS)
+def test_each_group_runs_keeps_shape_and_dtype_and_changes_images(group, size):
+    x = smooth_images(6, size, seed=size)
+    before = x.copy()
+    y = augment_images(x, groups=[group], p=1.0, seed=0)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert y is not x and np.array_equal(x, before)  # input untouched, a new array returned
+    changed = (y != x).any(axis=(1, 2, 3))
+    assert changed.all(), f"{group} at p=1 left {np.flatnonzero(~changed)} unchanged"
+
+
+def test_same_seed_same_output_different_seed_different_output():
+    x = smooth_images(8, 32, seed=1)
+    a = augment_images(x, p=0.5, seed=123)
+    b = augment_images(x, p=0.5, seed=123)
+    c = augment_images(x, p=0.5, seed=124)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # the pipeline also reproduces its sequence when rebuilt with the seed
+    p1, p2 = build_pipeline(p=0.7, seed=5), build_pipeline(p=0.7, seed=5)
+    for im in x[:3]:
+        assert np.array_equal(p1(image=im)["image"], p2(image=im)["image"])
+
+
+def test_images_in_a_batch_get_different_draws():
+    x = np.repeat(smooth_images(1, 32, seed=2), 6, axis=0)
+    y = augment_images(x, groups=["shift_rotate"], p=1.0, seed=0)
+    assert len({im.tobytes() for im in y}) > 1
+
+
+@pytest.mark.parametrize("groups", [GROUPS, ["noise"], ["dropout", "colour"]], ids=["all", "noise", "two"])
+def test_probability_zero_leaves_images_unchanged(groups):
+    x = smooth_images(5, 32, seed=3)
+    assert np.array_equal(augment_images(x, groups=groups, p=0.0, seed=9), x)
+    assert np.array_equal(augment_images(x, groups=groups, p=0.0, permute=False, seed=9), x)
+
+
+def test_per_group_probabilities():
+    x = smooth_images(5, 32, seed=4)
+    only_second_off = augment_images(x, groups=["noise", "dropout"], p=[0.0, 0.0], seed=0)
+    assert np.array_equal(only_second_off, x)
+    noise_only = augment_images(x, groups=["noise", "dropout"], p=[1.0, 0.0], seed=0, permute=False)
+    assert not np.array_equal(noise_only, x)
+
+
+def test_combining_groups_changes_images_more_than_any_single_group():
+    x = smooth_images(16, 32, seed=0)
+    seeds = range(3)
+    combined = np.mean([_mad(augment_images(x, groups=GROUPS, p=1.0, seed=s), x) for s in seeds])
+    singles = {g: np.mean([_mad(augment_images(x, groups=[g], p=1.0, seed=s), x) for s in seeds]) for g in GROUPS}
+    assert combined > max(singles.values()), (combined, singles)
+    three = np.mean([_mad(augment_images(x, groups=["brightness_contrast", "noise", "dropout"], p=1.0, seed=s), x)
+                     for s in seeds])
+    assert three > max(singles[g] for g in ("brightness_contrast", "noise", "dropout"))
+
+
+def _order_recording_groups(monkeypatch) -> list[str]:
+    """Replace each group by a marker transform that records when it runs (order is what we test)."""
+    applied: list[str] = []
+
+    def fake_group(name: str):
+        if name not in GROUPS:
+            raise ValueError(name)
+
+        def mark(img, **kw):
+            applied.append(name)
+            return img
+        return A.Lambda(image=mark, p=1)
+
+    monkeypatch.setattr(augment, "_group", fake_group)
+    return applied
+
+
+def _orders(applied: list[str], n_groups: int) -> list[tuple[str, ...]]:
+    return [tuple(applied[i:i + n_groups]) for i in range(0, len(applied), n_groups)]
+
+
+def test_permute_false_keeps_the_given_order(monkeypatch):
+    applied = _order_recording_groups(monkeypatch)
+    groups = ["noise", "brightness_contrast", "dropout", "colour"]
+    augment_images(smooth_images(10, 32), groups=groups, p=1.0, permute=False, seed=0)
+    assert set(_orders(applied, len(groups))) == {tuple(groups)}
+
+
+def test_permute_true_draws_a_new_order_per_image(monkeypatch):
+    applied = _order_recording_groups(monkeypatch)
+    groups = ["noise", "brightness_contrast", "dropout", "colour"]
+    augment_images(smooth_images(20, 32), groups=groups, p=1.0, permute=True, seed=0)
+    orders = _orders(applied, len(groups))
+    assert len(orders) == 20 and all(sorted(o) == sorted(groups) for o in orders)  # every group, once each
+    assert len(set(orders)) > 1
+
+
+def test_permute_true_still_applies_every_group_once(monkeypatch):
+    applied = _order_recording_groups(monkeypatch)
+    augment_images(smooth_images(6, 32), groups=GROUPS, p=1.0, permute=True, seed=1)
+    assert len(applied) == 6 * len(GROUPS)
+    assert all(sorted(o) == sorted(GROUPS) for o in _orders(applied, len(GROUPS)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"groups": ["nope"]}, "unknown augmentation group 'nope'"),
+    ({"groups": ["noise", "Noise"]}, "unknown augmentation group 'Noise'"),
+    ({"groups": []}, "at least one"),
+    ({"p": 1.5}, r"\[0, 1\]"),
+    ({"p": -0.1}, r"\[0, 1\]"),
+    ({"groups": ["noise", "colour"], "p": [0.5, 2.0]}, r"\[0, 1\]"),
+    ({"groups": ["noise", "colour"], "p": [0.5]}, "1 probabilities for 2 groups"),
+])
+def test_bad_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_pipeline(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        augment_images(smooth_images(1, 32), **kwargs)
