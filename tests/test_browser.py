@@ -144,7 +144,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     page.close()
 
 
-SHIPPED = "published43"
+SHIPPED = "benchmark"
 
 
 def cell_index(page, true_id: int, pred_id: int) -> int:
