@@ -98,7 +98,7 @@ def explain_one(report: evaluation.Report, index: int) -> None:
     ig = explain.integrated_gradients(model, image, target=ckpt["class_ids"].index(pred))
     c1, c2, c3 = st.columns(3)
     c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
-    c2.image(explain.overlay(image, ig.heatmap), width=160, caption="Integrated Gradients (predicted class)")
+    c2.image(explain.overlay(image, ig.heatmap, alpha=0.7), width=160, caption="Integrated Gradients (predicted class)")
     threshold = c3.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
     if c3.button("Run Anchors", key="eval_anchor_run"):
         st.session_state[f"anchor-{report.id}-{index}"] = evaluation.start_anchor(report=report.id, index=index,

@@ -35,7 +35,7 @@ for r in results:
         c1, c2, c3 = st.columns([1, 1, 2])
         c1.image(r.image, caption=f"input {r.image.shape[1]}\u00d7{r.image.shape[0]}", width=150)
         ig = explain.integrated_gradients(model, r.image, target=ckpt["class_ids"].index(best["class_id"]))
-        c2.image(explain.overlay(r.image, ig.heatmap), caption="Integrated Gradients (top-1)", width=150)
+        c2.image(explain.overlay(r.image, ig.heatmap, alpha=0.7), caption="Integrated Gradients (top-1)", width=150)
         with c3:
             for t in r.top[:5]:
                 p = pictogram_path(t["class_id"], t["name"])

@@ -164,3 +164,28 @@ def model_options(page, label: str) -> list[str]:
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return options
+
+
+def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_path):
+    url, _ = app
+    from core.datasets import get_dataset, list_files
+    sample = get_dataset("Sample48")
+    stop = sample.path / list_files(sample, "test", 14)[0]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url + "/predict")
+    page.get_by_role("heading", name="Make prediction").wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
+    page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=60_000)
+    page.get_by_text("Integrated Gradients (top-1)").wait_for(timeout=30_000)
+    page.get_by_text(re.compile("broken.png: ")).wait_for(timeout=30_000)
+    wait_for_app(page)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)
+    errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
+    assert len(errors) == 1 and "broken.png" in errors[0], errors
+    page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
