@@ -11,7 +11,6 @@ st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/tra
 
 
 def home() -> None:
-    recover_jobs_once()
     st.title("Traffic-sign model workbench")
     st.markdown(
         "Explore a traffic-sign dataset, find out **why** the model fails, add classes and images, retrain cheaply "
@@ -60,4 +59,5 @@ PAGES = {
     ],
 }
 
+recover_jobs_once()  # once per app process, whichever page is opened first
 st.navigation(PAGES).run()

@@ -205,3 +205,15 @@ def test_evaluate_compares_two_reports_per_class():
     labels = [m.label for m in at.metric]
     assert "Accuracy B" in labels and "Macro F1 B" in labels
     assert any("delta = B" in c.value for c in at.caption)
+
+
+def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
+    from core import store
+    from pages._ui import recover_jobs_once
+    recover_jobs_once.clear()
+    store.insert("jobs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
+                          "progress": 0.5, "message": "epoch 3", "created": 1.0, "owner": "dead-process",
+                          "history": []})
+    at = open_page("pages/improve.py")
+    assert jobs.get("train-old")["status"] == "interrupted"
+    assert any("train old \u2014 interrupted" in p.proto.text for p in at.get("progress"))
