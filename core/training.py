@@ -209,6 +209,11 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     if cfg.mode in ("resume",) and not set(present) <= known:
         extra = sorted(set(present) - known)
         raise ValueError(f"the dataset has classes {extra} the model does not know; use incremental mode to add them")
+    # Classes the model keeps but this dataset cannot teach: training goes on (they are still predicted),
+    # but the user is told, because such classes are likely to be forgotten.
+    missing = sorted(set(class_ids) - set(present))
+    if missing:
+        progress(0.0, f"warning: no train images for classes {missing}; the model may forget them", None)
     tr_keep = np.flatnonzero(np.isin(train_split.labels, class_ids))
     va_keep = np.flatnonzero(np.isin(val_split.labels, class_ids))
     tr_x, tr_y = train_split.images[tr_keep], _to_index(train_split.labels[tr_keep], class_ids)
@@ -281,7 +286,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         class_names=class_names, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint, parent=parent_name,
         mode=cfg.mode, epochs=done_epochs + (parent["epochs"] if parent and cfg.mode != "scratch" else 0),
         history=history, metrics={"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-                                  "train_seconds": round(seconds, 1)},
+                                  "train_seconds": round(seconds, 1),
+                                  **({"classes_without_train_images": missing} if missing else {})},
         config=asdict(cfg))
     return TrainResult(ckpt, history, seconds)
 

@@ -82,6 +82,9 @@ def training_jobs() -> None:
                 r = job["result"]
                 st.success(f"Model **{r['model']}** saved: best val acc {r['best_val_acc']:.2%} "
                            f"(epoch {r['best_epoch']}), {r['seconds']:.0f} s. It is now in every model picker.")
+                if r.get("classes_without_train_images"):
+                    st.warning(f"The dataset had no train images for classes {r['classes_without_train_images']}: "
+                               "the model kept them but may have forgotten them.")
 
 
 training_jobs()

@@ -93,6 +93,26 @@ def test_resume_refuses_classes_the_model_does_not_know(sample):
         training.train(_cfg(mode="resume"), sample, parent=_parent43(), parent_name="p")
 
 
+def test_resume_on_a_dataset_without_some_classes_warns_and_keeps_them(sample):
+    parent = _resized_parent(50)                     # the model knows 48 and 49; Sample48 has no images of them
+    messages = []
+    res = training.train(_cfg(mode="resume"), sample, parent=parent, parent_name="p",
+                         progress=lambda f, m, e=None: messages.append(m))
+    assert res.checkpoint["class_ids"] == list(range(50))
+    assert res.checkpoint["metrics"]["classes_without_train_images"] == [48, 49]
+    assert any("no train images for classes [48, 49]" in m for m in messages)
+    full = training.train(_cfg(mode="resume"), sample, parent=_resized_parent(48), parent_name="p")
+    assert "classes_without_train_images" not in full.checkpoint["metrics"]
+
+
+def _resized_parent(k):
+    parent = _parent43()
+    parent["class_ids"] = list(range(k))
+    parent["class_names"] = [str(i) for i in range(k)]
+    parent["weights"] = models.build_model("published", k).state_dict()
+    return parent
+
+
 def test_incremental_without_new_classes_is_refused(sample):
     parent = _parent43()
     parent["class_ids"] = list(range(48))
