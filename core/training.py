@@ -280,6 +280,10 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                      f"val acc {entry['val_acc']}", entry)
     if best["weights"] is not None:
         model.load_state_dict(best["weights"])
+    elif history:  # only incremental phase 1 ran: the model is its last epoch
+        last = history[-1]
+        best = {"val_acc": last["val_acc"] if last["val_acc"] is not None else last["train_acc"],
+                "epoch": last["epoch"], "weights": None}
     seconds = time.perf_counter() - t_start
     ckpt = make_checkpoint(
         model, architecture=parent["architecture"] if parent else cfg.architecture, class_ids=class_ids,

@@ -58,6 +58,8 @@ def test_incremental_phase1_trains_only_the_new_rows(sample):
                          parent_name="p")
     w = res.checkpoint["weights"]
     assert res.checkpoint["class_ids"] == list(range(48))
+    assert res.checkpoint["metrics"]["best_epoch"] == 1          # the phase-1 model is the last epoch
+    assert res.checkpoint["metrics"]["best_val_acc"] == res.history[-1]["val_acc"]
     assert torch.equal(w["classifier.weight"][:43], parent["weights"]["classifier.weight"])
     assert torch.equal(w["classifier.bias"][:43], parent["weights"]["classifier.bias"])
     assert not torch.equal(w["classifier.weight"][43:], torch.zeros_like(w["classifier.weight"][43:]))
