@@ -58,6 +58,7 @@ def _train(args: argparse.Namespace) -> int:
         mode=args.mode, architecture=args.arch, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         augment=not args.no_augment, augment_p=args.augment_p, seed=args.seed,
         new_class_epochs=args.new_class_epochs, replay_per_class=args.replay_per_class,
+        new_class_lr=args.new_class_lr,
         lwf_weight=args.lwf_weight, max_train_images=args.max_train_images)
     parent, parent_name = _resolve_model(args.base) if args.base else (None, None)
     info = datasets.get_dataset(args.dataset)
@@ -128,7 +129,8 @@ Modes:
   transfer_freeze  freeze --base's feature layers, retrain the fully connected head (new classifier if the
                    dataset's classes differ)
   incremental      expand --base's classifier with the dataset's new classes; train only the new rows for
-                   --new-class-epochs on new-class images plus a replay buffer, then fine-tune all layers
+                   --new-class-epochs on new-class images plus a replay buffer (peak rate --new-class-lr,
+                   small batches), then fine-tune all layers on all classes (--lr)
 
 Example (the shipped benchmark):
   python -m core train --dataset GTSRB --mode scratch --epochs 30 --out artifacts/benchmark.pt
@@ -145,6 +147,8 @@ Example (the shipped benchmark):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--new-class-epochs", type=int, default=1, help="incremental: epochs training only new rows")
     t.add_argument("--replay-per-class", type=int, default=20, help="incremental: old-class replay images per class")
+    t.add_argument("--new-class-lr", type=float, default=1e-2,
+                   help="incremental: peak learning rate of phase 1 (new rows only)")
     t.add_argument("--lwf-weight", type=float, default=0.0, help="incremental: distillation weight (0 = off)")
     t.add_argument("--max-train-images", type=int, help="cap train images per epoch (quick runs)")
     t.add_argument("--name", default="model", help="registry name for the new model")

@@ -31,6 +31,10 @@ MODES = ("scratch", "resume", "transfer_freeze", "incremental")
 ProgressFn = Callable[[float, str, dict | None], None]
 
 
+#: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
+PHASE1_MIN_STEPS = 40
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     mode: str = "scratch"
@@ -47,6 +51,8 @@ class TrainConfig:
     new_class_epochs: int = 1
     #: incremental: old-class images per class replayed during phase 1 (0 = none)
     replay_per_class: int = 20
+    #: incremental: peak learning rate of phase 1; only a few hundred weights move, in a dozen steps
+    new_class_lr: float = 1e-2
     #: incremental: weight of the Learning-without-Forgetting distillation term in phase 2 (0 = off)
     lwf_weight: float = 0.0
     lwf_temperature: float = 2.0
@@ -62,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"learning rate must lie in (0, 1), got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 < self.new_class_lr < 1:
+            raise ValueError(f"new_class_lr must lie in (0, 1), got {self.new_class_lr}")
         if self.mode == "incremental" and self.new_class_epochs >= self.epochs + 1:
             raise ValueError("new_class_epochs must not exceed epochs")
 
@@ -232,9 +240,15 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         _set_trainable(model, **trainable)
         params = [p for p in model.parameters() if p.requires_grad]
         wd = 0.0 if phase == "new_rows" else cfg.weight_decay
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
-        steps = n_epochs * math.ceil(min(len(y_p), cfg.max_train_images or len(y_p)) / cfg.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(steps, 1),
+        lr = cfg.new_class_lr if phase == "new_rows" else cfg.lr
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        n_images = min(len(y_p), cfg.max_train_images or len(y_p))
+        # Phase 1 sees only the new classes' images and the replay buffer (a few hundred): smaller batches
+        # give it enough optimizer steps to move the new rows.
+        batch_size = min(cfg.batch_size, max(16, n_images // PHASE1_MIN_STEPS)) if phase == "new_rows" \
+            else cfg.batch_size
+        steps = n_epochs * math.ceil(n_images / batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1),
                                                         pct_start=0.15 if phase != "new_rows" else 0.3)
         for _ in range(n_epochs):
             t0 = time.perf_counter()
@@ -243,7 +257,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
             sel = np.arange(len(y_p))
             if cfg.max_train_images and len(sel) > cfg.max_train_images:
                 sel = np.sort(rng.choice(sel, cfg.max_train_images, replace=False))
-            feeder = _BatchFeeder(x_p[sel], y_p[sel], batch_size=cfg.batch_size, rng=rng, pipeline=pipeline)
+            feeder = _BatchFeeder(x_p[sel], y_p[sel], batch_size=batch_size, rng=rng, pipeline=pipeline)
             epoch = done_epochs + 1
 
             def on_batch(i: int, n: int, _epoch=epoch) -> None:
@@ -264,7 +278,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
             val_acc = evaluate_accuracy(model, va_x, va_y)
             entry = {"epoch": epoch, "phase": phase, "loss": round(loss, 5), "train_acc": round(train_acc, 5),
                      "val_acc": round(val_acc, 5) if not math.isnan(val_acc) else None,
-                     "lr": round(float(optimizer.param_groups[0]["lr"]), 7),
+                     "lr": round(float(optimizer.param_groups[0]["lr"]), 7), "steps": len(feeder),
                      "seconds": round(time.perf_counter() - t0, 2)}
             if val_pipeline is not None and len(va_y):
                 aug_val = np.stack([val_pipeline(image=im)["image"] for im in va_x])

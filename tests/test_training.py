@@ -59,6 +59,10 @@ def test_incremental_phase1_trains_only_the_new_rows(sample):
     w = res.checkpoint["weights"]
     assert res.checkpoint["class_ids"] == list(range(48))
     assert res.checkpoint["metrics"]["best_epoch"] == 1          # the phase-1 model is the last epoch
+    # phase 1 sees only new-class images + replay (60 + 43 * 12 here): small batches give it enough steps
+    n_phase1 = 5 * 12 + 43 * 12
+    assert res.history[0]["steps"] >= min(training.PHASE1_MIN_STEPS, n_phase1 // 16)
+    assert res.history[0]["steps"] > -(-n_phase1 // 64)               # more than batch_size=64 would give
     assert res.checkpoint["metrics"]["best_val_acc"] == res.history[-1]["val_acc"]
     assert torch.equal(w["classifier.weight"][:43], parent["weights"]["classifier.weight"])
     assert torch.equal(w["classifier.bias"][:43], parent["weights"]["classifier.bias"])
