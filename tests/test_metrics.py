@@ -134,7 +134,8 @@ def test_single_class_everything_right_has_no_negatives():
     assert pc["specificity"][0] == 0.0       # tn + fp = 0: defined value, not NaN
     assert pc["nlr"][0] == 0.0               # 0 / 0
     assert overall_metrics(cm)["mcc"] == 0.0  # scikit-learn's convention for a zero denominator
-    assert skm.matthews_corrcoef([3, 3, 3], [3, 3, 3]) == 0.0
+    with pytest.warns(UserWarning, match="single label"):
+        assert skm.matthews_corrcoef([3, 3, 3], [3, 3, 3]) == 0.0
 
 
 def test_all_wrong_gives_zero_recall_and_capped_nlr_finite():
