@@ -1,4 +1,4 @@
-"""Latency of one explanation per image: Integrated Gradients and Anchors, published architecture.
+"""Latency of one explanation per image: Integrated Gradients and Anchors (published CNN unless a checkpoint is given).
 
     python bench/bench_explain.py [checkpoint.pt]
 
@@ -28,14 +28,13 @@ SEED = 0
 def main() -> None:
     torch.manual_seed(SEED)
     if len(sys.argv) > 1:
-        model = model_from_checkpoint(load_checkpoint(sys.argv[1]))
-        source = sys.argv[1]
+        ckpt = load_checkpoint(sys.argv[1])
+        model, arch, source = model_from_checkpoint(ckpt), ckpt["architecture"], sys.argv[1]
     else:
-        model = build_model("published", 43)
-        source = "random weights"
+        model, arch, source = build_model("published", 43), "published", "random weights"
     model.eval()
     images = np.random.default_rng(SEED).integers(0, 256, (N_IMAGES, IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8)
-    print(f"model: published ({source}); {N_IMAGES} random {IMAGE_SIDE}x{IMAGE_SIDE} images")
+    print(f"model: {arch} ({source}); {N_IMAGES} random {IMAGE_SIDE}x{IMAGE_SIDE} images")
     default_threads = torch.get_num_threads()
     # Also at 1 thread: with another job busy on the cores (a training run), 2 torch threads wait on each other
     # at every op and run several times slower than 1; the app decides, so show both.
