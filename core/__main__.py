@@ -132,8 +132,10 @@ Modes:
                    --new-class-epochs on new-class images plus a replay buffer (peak rate --new-class-lr,
                    small batches), then fine-tune all layers on all classes (--lr)
 
-Example (the shipped benchmark):
-  python -m core train --dataset GTSRB --mode scratch --epochs 30 --out artifacts/benchmark.pt
+Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md):
+  python -m core train --dataset GTSRB --mode scratch --arch bn_stn --epochs 35 --out my_model.pt
+  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \
+      --augment-p 0.1 --name my-incremental48
 """)
     t.add_argument("--dataset", required=True)
     t.add_argument("--mode", choices=MODES, default="scratch")

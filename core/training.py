@@ -51,7 +51,7 @@ class TrainConfig:
     new_class_epochs: int = 1
     #: incremental: old-class images per class replayed during phase 1 (0 = none)
     replay_per_class: int = 20
-    #: incremental: peak learning rate of phase 1; only a few hundred weights move, in a dozen steps
+    #: incremental: peak learning rate of phase 1, where only the new classifier rows move
     new_class_lr: float = 1e-2
     #: incremental: weight of the Learning-without-Forgetting distillation term in phase 2 (0 = off)
     lwf_weight: float = 0.0

@@ -129,7 +129,7 @@ def test_incremental_without_new_classes_is_refused(sample):
 
 
 @pytest.mark.parametrize("kw, msg", [({"mode": "bogus"}, "valid modes"), ({"epochs": 0}, "epochs"),
-                                     ({"lr": 2.0}, "learning rate")])
+                                     ({"lr": 2.0}, "learning rate"), ({"new_class_lr": 0.0}, "new_class_lr")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
         training.train(_cfg(**kw), sample)
