@@ -104,6 +104,15 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
     assert any("apptest-model" in s.value for s in at.success)
 
 
+def test_improve_warns_about_classes_the_dataset_could_not_teach():
+    result = {"model": "partial", "seconds": 3.0, "best_val_acc": 0.5, "best_epoch": 1,
+              "classes_without_train_images": [48, 49]}
+    job_id = jobs.submit("train", {}, lambda ctx, cfg: result, title="train partial (resume) on Sample48")
+    assert jobs.wait(job_id, timeout=30)["status"] == "done"
+    at = open_page("pages/improve.py")
+    assert any("no train images for classes [48, 49]" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_improve_refuses_a_duplicate_name_with_a_message():
     at = open_page("pages/improve.py")
     at.radio(key="improve_mode").set_value("scratch").run()
