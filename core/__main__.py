@@ -59,15 +59,18 @@ def _train(args: argparse.Namespace) -> int:
         augment=not args.no_augment, augment_p=args.augment_p, seed=args.seed,
         new_class_epochs=args.new_class_epochs, replay_per_class=args.replay_per_class,
         new_class_lr=args.new_class_lr,
-        lwf_weight=args.lwf_weight, max_train_images=args.max_train_images)
+        lwf_weight=args.lwf_weight, max_train_images=args.max_train_images,
+        teachers=tuple(args.teacher or ()), distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature)
     parent, parent_name = _resolve_model(args.base) if args.base else (None, None)
+    teachers = [_resolve_model(t)[0] for t in cfg.teachers]
     info = datasets.get_dataset(args.dataset)
 
     def progress(frac: float, msg: str, entry: dict | None) -> None:
         if entry is not None or not args.quiet:
             print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
 
-    result = training.train(cfg, info, parent=parent, parent_name=parent_name, progress=progress)
+    result = training.train(cfg, info, parent=parent, parent_name=parent_name, teachers=teachers, progress=progress)
     if args.out:
         save_checkpoint(result.checkpoint, Path(args.out))
         where = args.out
@@ -132,6 +135,9 @@ Modes:
                    --new-class-epochs on new-class images plus a replay buffer (peak rate --new-class-lr,
                    small batches), then fine-tune all layers on all classes (--lr)
 
+Any mode can also distil from --teacher models (repeat it for a committee): the model learns the committee's
+temperature-softened probabilities besides the labels (--distill-weight, --distill-temperature).
+
 Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md):
   python -m core train --dataset GTSRB --mode scratch --arch bn_stn --epochs 35 --out my_model.pt
   python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \
@@ -152,6 +158,10 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
     t.add_argument("--new-class-lr", type=float, default=1e-2,
                    help="incremental: peak learning rate of phase 1 (new rows only)")
     t.add_argument("--lwf-weight", type=float, default=0.0, help="incremental: distillation weight (0 = off)")
+    t.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="distil from this model (repeat for a committee): registry name or checkpoint path")
+    t.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term")
+    t.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature of the teachers")
     t.add_argument("--max-train-images", type=int, help="cap train images per epoch (quick runs)")
     t.add_argument("--name", default="model", help="registry name for the new model")
     t.add_argument("--out", help="write the checkpoint to this path instead of registering it")

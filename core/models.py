@@ -95,6 +95,31 @@ class TrafficSignNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
+class Committee(nn.Module):
+    """Several networks with the same classes averaged in probability space (a committee, as in MCDNN).
+
+    ``forward`` returns the log of the mean softmax, so ``softmax(forward(x))`` is the committee's probability.
+    Used as the teacher when distilling several models into one (``core.training``).
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("a committee needs at least one member")
+        sizes = {m.num_classes for m in members}
+        if len(sizes) != 1:
+            raise ValueError(f"committee members disagree on the number of classes: {sorted(sizes)}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.softmax(m(x), dim=1) for m in self.members]).mean(0)
+        return p.clamp_min(1e-12).log()
+
+
 def build_model(architecture: str, num_classes: int) -> TrafficSignNet:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")

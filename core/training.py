@@ -25,7 +25,8 @@ from core.augment import build_pipeline
 from core.datasets import DatasetInfo, SplitArrays, load_split
 from core.images import preprocess
 from core.inference import Cancelled, predict_proba
-from core.models import (TrafficSignNet, build_model, expand_classifier, make_checkpoint, model_from_checkpoint)
+from core.models import (Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
+                         model_from_checkpoint)
 
 MODES = ("scratch", "resume", "transfer_freeze", "incremental")
 ProgressFn = Callable[[float, str, dict | None], None]
@@ -56,6 +57,12 @@ class TrainConfig:
     #: incremental: weight of the Learning-without-Forgetting distillation term in phase 2 (0 = off)
     lwf_weight: float = 0.0
     lwf_temperature: float = 2.0
+    #: names of teacher models (provenance; the checkpoints are passed to :func:`train`): their committee's
+    #: softened probabilities are distilled into the model being trained, in any mode
+    teachers: tuple[str, ...] = ()
+    #: weight of the distillation term against the teachers' committee, and its temperature
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
     #: cap on train images per epoch (None = all), for quick runs
     max_train_images: int | None = None
 
@@ -70,6 +77,13 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 < self.new_class_lr < 1:
             raise ValueError(f"new_class_lr must lie in (0, 1), got {self.new_class_lr}")
+        if self.distill_weight < 0 or self.lwf_weight < 0:
+            raise ValueError("distillation weights must not be negative")
+        if self.distill_temperature <= 0 or self.lwf_temperature <= 0:
+            raise ValueError("distillation temperatures must be positive")
+        if self.teachers and self.lwf_weight > 0:
+            raise ValueError("use either teachers (distillation from other models) or lwf_weight (from the parent), "
+                             "not both")
         if self.mode == "incremental" and self.new_class_epochs >= self.epochs + 1:
             raise ValueError("new_class_epochs must not exceed epochs")
 
@@ -135,7 +149,7 @@ class _BatchFeeder:
 
 
 def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
-                    grad_mask: torch.Tensor | None = None, teacher: TrafficSignNet | None = None,
+                    grad_mask: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
                     lwf_weight: float = 0.0, lwf_temperature: float = 2.0,
                     on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """One pass over ``feeder``; returns (mean loss, train accuracy)."""
@@ -192,8 +206,13 @@ def _train_mode(model: TrafficSignNet, *, features: bool, head: bool) -> None:
 
 
 def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None, parent_name: str | None = None,
-          progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          teachers: list[dict] | None = None, progress: ProgressFn | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train according to ``cfg`` on ``dataset`` (its train and val splits); returns the best checkpoint.
+
+    ``teachers`` (checkpoints, one per name in ``cfg.teachers``) form a committee whose temperature-softened
+    probabilities the model learns besides the labels (knowledge distillation, Hinton et al. 2015): a way to
+    fold an ensemble's accuracy into one network. Their class ids must be the model's (or its first ones).
 
     Raises ValueError for impossible requests (empty split, classes the mode cannot handle) and
     :class:`Cancelled` if ``should_stop`` turns true; nothing is written here.
@@ -212,6 +231,12 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         raise ValueError(f"dataset {dataset.name} has an empty train split; add images first")
     present = sorted(set(int(c) for c in train_split.labels))
     model, class_ids, teacher = _prepare_model(cfg, dataset, parent, present)
+    distill_weight, distill_temperature = cfg.lwf_weight, cfg.lwf_temperature
+    if len(teachers or []) != len(cfg.teachers):
+        raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
+    if teachers:
+        teacher = _committee(teachers, cfg.teachers, class_ids)
+        distill_weight, distill_temperature = cfg.distill_weight, cfg.distill_temperature
     class_names = [dataset.classes.get(c, f"class {c}") for c in class_ids]
     known = set(class_ids)
     if cfg.mode in ("resume",) and not set(present) <= known:
@@ -271,8 +296,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
             try:
                 loss, train_acc = train_one_epoch(
                     model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=cfg.label_smoothing,
-                    grad_mask=grad_mask, teacher=teacher if phase == "all" else None,
-                    lwf_weight=cfg.lwf_weight, lwf_temperature=cfg.lwf_temperature, on_batch=on_batch)
+                    grad_mask=grad_mask, teacher=teacher if phase != "new_rows" else None,
+                    lwf_weight=distill_weight, lwf_temperature=distill_temperature, on_batch=on_batch)
             finally:
                 feeder.close()
             val_acc = evaluate_accuracy(model, va_x, va_y)
@@ -338,6 +363,23 @@ def _prepare_model(cfg: TrainConfig, dataset: DatasetInfo, parent: dict | None,
     return expand_classifier(model, len(new_ids)), old_ids + new_ids, teacher
 
 
+def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int]) -> Committee:
+    """Frozen, eval-mode committee of the teacher checkpoints; each must predict the model's first classes."""
+    members = []
+    for ckpt, name in zip(teachers, names):
+        t_ids = [int(c) for c in ckpt["class_ids"]]
+        if t_ids != class_ids[:len(t_ids)]:
+            raise ValueError(f"teacher {name!r} predicts classes {t_ids[:6]}... which are not the model's "
+                             f"(first) classes {class_ids[:6]}...; a teacher must share the model's class ids")
+        members.append(model_from_checkpoint(ckpt))
+    if len({len(c["class_ids"]) for c in teachers}) != 1:
+        raise ValueError("all teachers must predict the same classes")
+    committee = Committee(members).eval().to(memory_format=torch.channels_last)
+    for p in committee.parameters():
+        p.requires_grad_(False)
+    return committee
+
+
 def _phases(cfg: TrainConfig, parent: dict | None, class_ids: list[int]) -> list[tuple[str, int]]:
     if cfg.mode == "incremental":
         n1 = min(cfg.new_class_epochs, cfg.epochs)
@@ -371,10 +413,11 @@ def run_training_job(ctx, job_cfg: dict) -> dict:
     """Job runner: train, then register the best checkpoint under ``job_cfg['name']`` (never a partial one)."""
     from core import datasets, registry
     from core.models import load_checkpoint
-    cfg = TrainConfig(**job_cfg["train"])
+    cfg = TrainConfig(**{**job_cfg["train"], "teachers": tuple(job_cfg["train"].get("teachers", ()))})
     info = datasets.get_dataset(job_cfg["dataset"])
     parent = load_checkpoint(registry.get_model(job_cfg["base"]).path) if job_cfg.get("base") else None
-    result = train(cfg, info, parent=parent, parent_name=job_cfg.get("base"),
+    teachers = [load_checkpoint(registry.get_model(t).path) for t in cfg.teachers]
+    result = train(cfg, info, parent=parent, parent_name=job_cfg.get("base"), teachers=teachers,
                    progress=lambda f, m, e=None: ctx.progress(f, m, e), should_stop=ctx.should_stop)
     ctx.check()  # a cancel that arrived during the last validation pass still wins
     model = registry.register(job_cfg["name"], result.checkpoint)
@@ -392,6 +435,8 @@ def start_training(cfg: TrainConfig, *, dataset: str, base: str | None, name: st
         raise ValueError(f"mode {cfg.mode!r} needs a base model")
     if base:
         registry.get_model(base)
+    for t in cfg.teachers:
+        registry.get_model(t)
     info = datasets.get_dataset(dataset)
     if info.split_size("train") == 0:
         raise ValueError(f"dataset {dataset} has no training images")

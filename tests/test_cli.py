@@ -120,6 +120,17 @@ def test_train_one_epoch_on_the_sample_writes_a_checkpoint(data_root, tmp_path):
     assert ck["dataset"] == "Sample48" and len(ck["history"]) == 1
 
 
+def test_train_distils_from_a_teacher_checkpoint(data_root, tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    out = run_cli("train", "--dataset", "Sample48", "--epochs", "1", "--out", str(teacher), "--quiet", root=data_root)
+    assert out.returncode == 0, out.stderr
+    out = run_cli("train", "--dataset", "Sample48", "--epochs", "1", "--teacher", str(teacher), "--distill-weight",
+                  "2", "--out", str(tmp_path / "s.pt"), "--quiet", root=data_root)
+    assert out.returncode == 0, out.stderr
+    cfg = models.load_checkpoint(tmp_path / "s.pt")["config"]
+    assert cfg["teachers"] == (str(teacher),) and cfg["distill_weight"] == 2.0
+
+
 def test_import_official_layout_splits_by_track(data_root, tmp_path):
     src = tmp_path / "GTSRB"
     for cid in (0, 1):

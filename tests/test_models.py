@@ -94,3 +94,15 @@ def test_pickled_objects_are_not_loaded(tmp_path):
     torch.save({"weights": {}, "architecture": object}, p)
     with pytest.raises(ValueError):
         models.load_checkpoint(p)
+
+
+def test_committee_averages_member_probabilities():
+    torch.manual_seed(0)
+    a, b = models.build_model("published", 5).eval(), models.build_model("bn", 5).eval()
+    x = torch.randn(4, 3, 48, 48)
+    c = models.Committee([a, b]).eval()
+    with torch.no_grad():
+        expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+        assert torch.allclose(torch.softmax(c(x), 1), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="disagree"):
+        models.Committee([a, models.build_model("published", 6)])

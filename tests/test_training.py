@@ -129,7 +129,10 @@ def test_incremental_without_new_classes_is_refused(sample):
 
 
 @pytest.mark.parametrize("kw, msg", [({"mode": "bogus"}, "valid modes"), ({"epochs": 0}, "epochs"),
-                                     ({"lr": 2.0}, "learning rate"), ({"new_class_lr": 0.0}, "new_class_lr")])
+                                     ({"lr": 2.0}, "learning rate"), ({"new_class_lr": 0.0}, "new_class_lr"),
+                                     ({"distill_weight": -1.0}, "not be negative"),
+                                     ({"distill_temperature": 0.0}, "positive"),
+                                     ({"teachers": ("a",), "lwf_weight": 1.0}, "not both")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
         training.train(_cfg(**kw), sample)
@@ -174,3 +177,48 @@ def test_cancelled_training_job_registers_nothing():
     job = jobs.wait(job_id, timeout=60)
     assert job["status"] == "cancelled"
     assert "never" not in [m.name for m in registry.list_models()]
+
+
+def _teacher48(seed=1):
+    torch.manual_seed(seed)
+    m = models.build_model("published", 48)
+    return models.make_checkpoint(m, architecture="published", class_ids=list(range(48)),
+                                  class_names=[str(i) for i in range(48)], dataset=SAMPLE, dataset_fingerprint="x",
+                                  parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
+
+
+def _agreement(ckpt, teacher, images):
+    from core.inference import predict_proba
+    a = predict_proba(models.model_from_checkpoint(ckpt), images).argmax(1)
+    b = predict_proba(models.model_from_checkpoint(teacher), images).argmax(1)
+    return float((a == b).mean())
+
+
+def test_distillation_pulls_the_model_towards_its_teachers(sample):
+    # The teacher is an untrained net: its (arbitrary) decisions can only be learned through the distillation term.
+    teacher = _teacher48()
+    x = datasets.load_split(sample, "train").images
+    plain = training.train(_cfg(epochs=3, lr=3e-3), sample)
+    distilled = training.train(_cfg(epochs=3, lr=3e-3, teachers=("t",), distill_weight=20.0,
+                                    distill_temperature=1.0), sample, teachers=[teacher])
+    assert distilled.checkpoint["config"]["teachers"] == ("t",)
+    assert _agreement(distilled.checkpoint, teacher, x) > _agreement(plain.checkpoint, teacher, x) + 0.2
+
+
+def test_teachers_must_share_the_model_classes(sample):
+    bad = _parent43()
+    bad["class_ids"] = list(range(5, 48))
+    with pytest.raises(ValueError, match="share the model's class ids"):
+        training.train(_cfg(teachers=("bad",)), sample, teachers=[bad])
+    with pytest.raises(ValueError, match="checkpoints were given"):
+        training.train(_cfg(teachers=("a", "b")), sample, teachers=[_teacher48()])
+
+
+def test_training_job_distils_from_registered_teachers():
+    registry.register("teacher-a", _teacher48())
+    job_id = training.start_training(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, base=None, name="student")
+    job = jobs.wait(job_id, timeout=300)
+    assert job["status"] == "done", job.get("error")
+    assert list(models.load_checkpoint(registry.get_model("student").path)["config"]["teachers"]) == ["teacher-a"]
+    with pytest.raises(ValueError, match="no model named|unknown model|not found"):
+        training.start_training(_cfg(teachers=("nobody",)), dataset=SAMPLE, base=None, name="student2")
