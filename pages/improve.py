@@ -4,7 +4,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core import jobs, training
+from core import jobs, registry, training
 from core.curves import history_frames
 from core.models import ARCHITECTURES
 from pages._ui import ensure_router, job_status, pick_dataset, pick_model, show_model_stats
@@ -44,13 +44,20 @@ with right:
             new_epochs = st.number_input("Incremental: epochs on new rows only", 1, 5, 1, key="improve_new_epochs")
             replay = st.number_input("Incremental: replayed images per old class", 0, 500, 20, key="improve_replay")
             lwf = st.number_input("Incremental: LwF distillation weight", 0.0, 10.0, 0.0, key="improve_lwf")
+            teachers = st.multiselect("Distil from (teacher models)", [m.name for m in registry.list_models()],
+                                      key="improve_teachers",
+                                      help="The new model also learns the averaged, softened predictions of these "
+                                           "models: folds an ensemble's accuracy into one network. Teachers must "
+                                           "predict the model's classes (or its first ones).")
+            distill = st.number_input("Distillation weight", 0.0, 50.0, 1.0, key="improve_distill")
             batch = st.number_input("Batch size", 8, 1024, 128, key="improve_batch")
             seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="improve_seed")
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted and info is not None:
         cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
                                    batch_size=int(batch), seed=int(seed), new_class_epochs=int(new_epochs),
-                                   replay_per_class=int(replay), lwf_weight=float(lwf))
+                                   replay_per_class=int(replay), lwf_weight=float(lwf), teachers=tuple(teachers),
+                                   distill_weight=float(distill))
         try:
             job_id = training.start_training(cfg, dataset=info.name, base=base.name if base else None, name=name)
             st.session_state.improve_job = job_id

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, registry
+from core import jobs, models, registry
 
 @pytest.fixture(autouse=True)
 def router_mode(monkeypatch):
@@ -102,6 +102,22 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
     assert "apptest-model" in [m.name for m in registry.list_models()]
     at.run()
     assert any("apptest-model" in s.value for s in at.success)
+
+
+def test_improve_distils_from_chosen_teachers():
+    at = open_page("pages/improve.py")
+    at.radio(key="improve_mode").set_value("scratch").run()
+    at.selectbox(key="improve_dataset").set_value("Sample48").run()
+    assert "published43" in at.multiselect(key="improve_teachers").options
+    at.text_input(key="improve_name").set_value("apptest-student")
+    at.number_input(key="improve_epochs").set_value(1)
+    at.multiselect(key="improve_teachers").set_value(["published43"])
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    job = jobs.wait(at.session_state["improve_job"], timeout=120)
+    assert job["status"] == "done", job.get("error")
+    cfg = models.load_checkpoint(registry.get_model("apptest-student").path)["config"]
+    assert list(cfg["teachers"]) == ["published43"]
 
 
 def test_improve_warns_about_classes_the_dataset_could_not_teach():
