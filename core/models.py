@@ -117,7 +117,7 @@ class Committee(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = torch.stack([torch.softmax(m(x), dim=1) for m in self.members]).mean(0)
-        return p.clamp_min(1e-12).log()
+        return p.clamp_min(1e-8).log()
 
 
 def build_model(architecture: str, num_classes: int) -> TrafficSignNet:

@@ -371,7 +371,8 @@ def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int
         if t_ids != class_ids[:len(t_ids)]:
             raise ValueError(f"teacher {name!r} predicts classes {t_ids[:6]}... which are not the model's "
                              f"(first) classes {class_ids[:6]}...; a teacher must share the model's class ids")
-        members.append(model_from_checkpoint(ckpt))
+        with torch.random.fork_rng():  # building the teachers must not shift the student's random stream
+            members.append(model_from_checkpoint(ckpt))
     if len({len(c["class_ids"]) for c in teachers}) != 1:
         raise ValueError("all teachers must predict the same classes")
     committee = Committee(members).eval().to(memory_format=torch.channels_last)

@@ -222,3 +222,10 @@ def test_training_job_distils_from_registered_teachers():
     assert list(models.load_checkpoint(registry.get_model("student").path)["config"]["teachers"]) == ["teacher-a"]
     with pytest.raises(ValueError, match="no model named|unknown model|not found"):
         training.start_training(_cfg(teachers=("nobody",)), dataset=SAMPLE, base=None, name="student2")
+
+
+def test_a_teacher_with_weight_zero_changes_nothing(sample):
+    # Building the teachers must not consume the student's random stream (init, dropout, batch order).
+    plain = training.train(_cfg(augment=True), sample)
+    zero = training.train(_cfg(augment=True, teachers=("t",), distill_weight=0.0), sample, teachers=[_teacher48()])
+    assert all(torch.equal(plain.checkpoint["weights"][k], zero.checkpoint["weights"][k]) for k in plain.checkpoint["weights"])
