@@ -369,8 +369,10 @@ def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int
     for ckpt, name in zip(teachers, names):
         t_ids = [int(c) for c in ckpt["class_ids"]]
         if t_ids != class_ids[:len(t_ids)]:
-            raise ValueError(f"teacher {name!r} predicts classes {t_ids[:6]}... which are not the model's "
-                             f"(first) classes {class_ids[:6]}...; a teacher must share the model's class ids")
+            extra = sorted(set(t_ids) - set(class_ids))
+            raise ValueError(f"teacher {name!r} predicts {len(t_ids)} classes, the model {len(class_ids)}: a teacher "
+                             "must share the model's class ids (all, or its first ones, in the same order)"
+                             + (f"; classes the model does not have: {extra[:10]}" if extra else ""))
         with torch.random.fork_rng():  # building the teachers must not shift the student's random stream
             members.append(model_from_checkpoint(ckpt))
     if len({len(c["class_ids"]) for c in teachers}) != 1:
