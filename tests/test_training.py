@@ -229,3 +229,9 @@ def test_a_teacher_with_weight_zero_changes_nothing(sample):
     plain = training.train(_cfg(augment=True), sample)
     zero = training.train(_cfg(augment=True, teachers=("t",), distill_weight=0.0), sample, teachers=[_teacher48()])
     assert all(torch.equal(plain.checkpoint["weights"][k], zero.checkpoint["weights"][k]) for k in plain.checkpoint["weights"])
+
+
+def test_teachers_of_different_class_counts_are_refused(sample):
+    t43 = _parent43()
+    with pytest.raises(ValueError, match="disagree on the number of classes"):
+        training.train(_cfg(teachers=("a", "b")), sample, teachers=[t43, _teacher48()])
