@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import config, datasets, jobs, registry
-from pages._ui import job_status, recover_jobs_once
+from core import config, datasets, registry, runs
+from pages._ui import recover_runs_once, run_status
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
 
@@ -21,9 +21,10 @@ def home() -> None:
     if infos:
         st.dataframe(pd.DataFrame([{"dataset": d.name, "classes": d.num_classes, "train": d.split_size("train"),
                                     "val": d.split_size("val"), "test": d.split_size("test"),
-                                    "source": d.source + (" (embedded sample)" if d.embedded else "")}
+                                    "source": d.source + (" (embedded sample)" if d.embedded else ""),
+                                    "version": d.fingerprint}
                                    for d in infos]), hide_index=True, width="stretch")
-    if all(d.embedded for d in infos):
+    if all(d.embedded for d in infos if d.kind != "workspace"):
         st.info("You are running on the small embedded sample. Build the full GTSRB, GTSRB_48, Difficult and "
                 "Testing datasets with `python -m core datasets build --source ../shared/data` "
                 f"(data root: `{config.data_root()}`, movable with `{config.DATA_ROOT_ENV}`).")
@@ -36,11 +37,11 @@ def home() -> None:
                      hide_index=True, width="stretch")
     else:
         st.caption("No models yet: train one on the Improve model page.")
-    active = jobs.list_jobs(statuses=jobs.ACTIVE)
+    active = runs.list_runs(statuses=runs.ACTIVE)
     if active:
-        st.subheader("Running jobs")
-        for job in active:
-            job_status(job)
+        st.subheader("Running")
+        for run in active:
+            run_status(run)
 
 
 PAGES = {
@@ -59,5 +60,5 @@ PAGES = {
     ],
 }
 
-recover_jobs_once()  # once per app process, whichever page is opened first
+recover_runs_once()  # once per app process, whichever page is opened first
 st.navigation(PAGES).run()

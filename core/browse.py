@@ -35,7 +35,7 @@ def browse(info: DatasetInfo, *, split: str, class_id: int | None = None, page: 
     pages = max(1, math.ceil(len(rows) / page_size))
     page = min(max(1, int(page)), pages)
     chunk = rows[(page - 1) * page_size: page * page_size]
-    return BrowsePage(chunk, [info.path / r["file"] for r in chunk], len(rows), page, pages)
+    return BrowsePage(chunk, [info.image_path(r["file"]) for r in chunk], len(rows), page, pages)
 
 
 def class_counts(info: DatasetInfo) -> pd.DataFrame:
@@ -60,7 +60,7 @@ class ImageDetails:
 
 
 def image_details(info: DatasetInfo, row: dict) -> ImageDetails:
-    im = load_image(info.path / row["file"])
+    im = load_image(info.image_path(row["file"]))
     cid = int(row["class_id"])
     name = info.classes.get(cid, f"class {cid}")
     orig = f"{row['orig_w']}x{row['orig_h']}" if row.get("orig_w") not in (None, "", "0") else "unknown"

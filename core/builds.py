@@ -21,14 +21,14 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from core import config
+from core import config, importers
 from core.augment import augment_images
 from core.datasets import SplitToWrite, split_by_track, write_dataset
 from core.importers import ImportedSplit, SourceError, import_gtsrb_npz, import_tsrd_npz, read_signnames
+from core.progress import ProgressFn, StopFn, check, silent
 
 #: TSRD class id -> GTSRB class id, for the classes that mean the same sign.
 TSRD_TO_GTSRB = {
@@ -67,6 +67,10 @@ TESTING_EXTRA = 4000
 VAL_FRACTION = 0.1
 TSRD_VAL_FRACTION = 0.15
 SAMPLE_PER_CLASS = {"train": 12, "val": 3, "test": 6}
+#: The datasets ``python -m core datasets build`` makes, in build order.
+STANDARD_DATASETS = ("GTSRB", "GTSRB_48", "Difficult", "Testing")
+#: Layouts ``python -m core datasets import`` reads.
+IMPORT_LAYOUTS = ("official", "kaggle", "folder", "npz")
 
 
 def _to_write(s: ImportedSplit, labels: np.ndarray | None = None) -> SplitToWrite:
@@ -206,16 +210,21 @@ def extract_pictograms(meta_zip: Path, names: dict[int, str], out_dir: Path) -> 
 
 
 def build_standard(source: Path, *, seed: int = 0, root: Path | None = None,
-                   names: tuple[str, ...] = ("GTSRB", "GTSRB_48", "Difficult", "Testing"),
-                   progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Build the standard datasets from ``source``; returns {name: seconds} plus the new TSRD classes."""
+                   names: tuple[str, ...] = STANDARD_DATASETS, progress: ProgressFn | None = None,
+                   should_stop: StopFn | None = None) -> dict:
+    """Build the standard datasets from ``source``; returns {name: seconds} plus the new TSRD classes.
+
+    Each dataset appears atomically when written; a cancel between two datasets keeps the ones already built.
+    """
+    progress = progress or silent
     t0 = time.perf_counter()
-    progress("reading and assembling sources")
+    progress(0.0, "reading and assembling sources")
     parts = assemble(source, seed=seed)
     timings = {"assemble_s": round(time.perf_counter() - t0, 1), "new_tsrd_classes": parts["_new_classes"]}
-    for name in names:
+    for k, name in enumerate(names):
+        check(should_stop)
         t1 = time.perf_counter()
-        progress(f"writing {name}")
+        progress((k + 1) / (len(names) + 1), f"writing {name}")
         splits, classes, src, recipe = parts[name]
         write_dataset(name, splits, classes=classes, source=src, recipe=recipe, root=root)
         timings[name] = round(time.perf_counter() - t1, 1)
@@ -240,9 +249,6 @@ def build_sample(source: Path, *, seed: int = 0, out: Path = config.SAMPLE_DIR) 
     return path
 
 
-IMPORT_LAYOUTS = ("official", "kaggle", "folder", "npz")
-
-
 def import_dataset(layout: str, path: Path, *, name: str, seed: int = 0, val_fraction: float = VAL_FRACTION,
                    root: Path | None = None) -> Path:
     """Turn a user's own download into a workbench dataset.
@@ -253,7 +259,6 @@ def import_dataset(layout: str, path: Path, *, name: str, seed: int = 0, val_fra
     at random where there are no tracks). Class names come from a ``signnames.csv`` in ``path`` if present,
     else from GTSRB's names for ids 0-42, else ``class <id>``.
     """
-    from core import importers
     path = Path(path)
     if layout == "official":
         src = importers.import_gtsrb_official(path)

@@ -45,5 +45,21 @@ def reports_dir() -> Path:
     return data_root() / "reports"
 
 
-def store_path() -> Path:
-    return data_root() / "store.json"
+def store_dir() -> Path:
+    """One TinyDB file per table (see :mod:`core.store`)."""
+    return data_root() / "store"
+
+
+def workspaces_dir() -> Path:
+    """Workspace datasets: user-changed datasets derived from built ones (see :mod:`core.workspaces`)."""
+    return data_root() / "workspaces"
+
+
+def runs_dir() -> Path:
+    """One folder per run: its progress file and whatever files it produces besides models and reports."""
+    return data_root() / "runs"
+
+
+def cache_dir() -> Path:
+    """Derived files that can be recomputed at any time (decoded splits)."""
+    return data_root() / "cache"

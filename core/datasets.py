@@ -1,8 +1,14 @@
 """Datasets on disk: ``<root>/datasets/<name>/<split>/<class_id>/*.png`` plus ``meta.json`` and ``index.csv``.
 
-Datasets are written into a temp folder and renamed into place, so a failed build leaves nothing half-written.
-Reading a split goes through a cached array file keyed by the dataset fingerprint, so a 39k-image split is
-decoded once, not on every use.
+Two kinds, one reading API (:func:`list_datasets`, :func:`get_dataset`, :func:`read_index`, :func:`load_split`):
+
+- **built** datasets (GTSRB, GTSRB_48, Difficult, Testing, imported ones, the embedded sample) are immutable:
+  written once into a temp folder and renamed into place, never changed afterwards;
+- **workspaces** (:mod:`core.workspaces`) are what users change: derived from a built dataset, copy-on-write.
+
+Every dataset state has a version (``DatasetInfo.fingerprint``: the content hash of a built dataset, the
+overlay's fingerprint of a workspace), recorded by models and reports. Reading a split goes through a cached
+array file keyed by that version, so a 39k-image split is decoded once, not on every use.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,8 +41,17 @@ class DatasetInfo:
     counts: dict[str, dict[int, int]]  # split -> class id -> images
     source: str
     recipe: str
-    fingerprint: str
+    fingerprint: str   # the version of this state of the dataset
     embedded: bool
+    kind: str = "built"  # "built" (immutable) or "workspace"
+    base: str | None = None  # a workspace's base dataset
+    base_path: Path | None = None
+
+    def image_path(self, file: str) -> Path:
+        """Absolute path of an index row's ``file`` (a workspace's untouched images live in its base)."""
+        if self.kind == "workspace" and not file.startswith("added/"):
+            return self.base_path / file
+        return self.path / file
 
     @property
     def num_classes(self) -> int:
@@ -45,8 +61,8 @@ class DatasetInfo:
         return sum(self.counts.get(split, {}).values())
 
     def summary(self) -> dict:
-        return {"name": self.name, "num_classes": self.num_classes,
-                "splits": {s: self.split_size(s) for s in SPLITS}}
+        return {"name": self.name, "num_classes": self.num_classes, "kind": self.kind, "base": self.base,
+                "version": self.fingerprint, "splits": {s: self.split_size(s) for s in SPLITS}}
 
 
 @dataclass
@@ -84,7 +100,7 @@ def write_dataset(name: str, splits: dict[str, SplitToWrite], *, classes: dict[i
 
     Byte-identical output for identical input: deterministic PNG encoding, sorted metadata, no timestamps.
     """
-    _check_name(name)
+    check_name(name)
     root = Path(root) if root else config.datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{name}-"))
@@ -143,9 +159,12 @@ def write_dataset(name: str, splits: dict[str, SplitToWrite], *, classes: dict[i
         raise
 
 
-def _check_name(name: str) -> None:
-    if not name or not all(c.isalnum() or c in "-_" for c in name) or name.startswith((".", "-")):
-        raise ValueError(f"dataset name {name!r} must be letters, digits, '-' and '_' only")
+def check_name(name: str) -> str:
+    """A dataset name is also a folder name: 1-64 ASCII letters, digits, '-' or '_', not starting with '-'."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name or ""):
+        raise ValueError(f"dataset name {name!r} must be letters, digits, '-' and '_' only (1-64 characters, "
+                         "no spaces, dots or slashes, not starting with '-')")
+    return name
 
 
 def dataset_dirs() -> list[tuple[Path, bool]]:
@@ -170,8 +189,8 @@ def read_info(path: Path, *, embedded: bool = False) -> DatasetInfo:
         raise ValueError(f"{path / 'meta.json'}: not a valid dataset description ({e})") from None
 
 
-def list_datasets() -> list[DatasetInfo]:
-    """Every dataset; a built dataset hides an embedded one of the same name."""
+def list_built() -> list[DatasetInfo]:
+    """Built datasets; a built dataset hides an embedded one of the same name."""
     seen, out = set(), []
     for path, embedded in dataset_dirs():
         try:
@@ -184,6 +203,18 @@ def list_datasets() -> list[DatasetInfo]:
     return out
 
 
+def get_built(name: str) -> DatasetInfo | None:
+    return next((d for d in list_built() if d.name == name), None)
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """Every dataset: built ones, then workspaces."""
+    from core import workspaces  # cycle: workspaces build on the built-dataset readers of this module
+    built = list_built()
+    names = {d.name for d in built}
+    return built + [w for w in workspaces.list_workspaces() if w.name not in names]
+
+
 def get_dataset(name: str) -> DatasetInfo:
     for info in list_datasets():
         if info.name == name:
@@ -194,6 +225,9 @@ def get_dataset(name: str) -> DatasetInfo:
 
 def read_index(info: DatasetInfo, split: str | None = None) -> list[dict]:
     """Rows of ``index.csv`` (optionally one split), in file order."""
+    if info.kind == "workspace":
+        from core import workspaces  # cycle, see list_datasets
+        return workspaces.read_rows(info, split)
     with open(info.path / "index.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
@@ -208,7 +242,25 @@ def list_files(info: DatasetInfo, split: str, class_id: int | None = None) -> li
 
 def _cache_dir(info: DatasetInfo) -> Path:
     # Embedded datasets are read-only: their caches live under the data root.
-    return config.data_root() / "cache" / f"{info.name}-{info.fingerprint}"
+    return config.cache_dir() / f"{info.name}-{info.fingerprint}"
+
+
+def read_cached_split(path: Path, n: int) -> SplitArrays | None:
+    """A split cached by :func:`write_cached_split`, or None if missing, unreadable or not ``n`` images long."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = SplitArrays(d["images"], d["labels"], [str(f) for f in d["files"]])
+    except (OSError, ValueError, KeyError):
+        return None
+    return arrays if len(arrays) == n else None
+
+
+def write_cached_split(path: Path, arrays: SplitArrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, images=arrays.images, labels=arrays.labels, files=np.asarray(arrays.files, dtype=str))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_split(info: DatasetInfo | str, split: str, *, classes: list[int] | None = None) -> SplitArrays:
@@ -220,22 +272,16 @@ def load_split(info: DatasetInfo | str, split: str, *, classes: list[int] | None
         info = get_dataset(info)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    rows = read_index(info, split)
-    cache = _cache_dir(info) / f"{split}.npz"
-    arrays = None
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as d:
-                arrays = SplitArrays(d["images"], d["labels"], [str(f) for f in d["files"]])
-            if len(arrays) != len(rows):
-                arrays = None
-        except (OSError, ValueError, KeyError):
-            arrays = None
-    if arrays is None:
-        arrays = _decode_split(info, rows)
-        buf = io.BytesIO()
-        np.savez(buf, images=arrays.images, labels=arrays.labels, files=np.asarray(arrays.files, dtype=str))
-        atomic_write_bytes(cache, buf.getvalue())
+    if info.kind == "workspace":
+        from core import workspaces  # cycle, see list_datasets
+        arrays = workspaces.load_split(info, split)
+    else:
+        rows = read_index(info, split)
+        cache = _cache_dir(info) / f"{split}.npz"
+        arrays = read_cached_split(cache, len(rows))
+        if arrays is None:
+            arrays = _decode_split(info, rows)
+            write_cached_split(cache, arrays)
     if classes is not None:
         keep = np.isin(arrays.labels, np.asarray(classes))
         idx = np.flatnonzero(keep)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -27,7 +27,8 @@ from skimage.segmentation import quickshift, slic
 
 from core import config
 from core.images import preprocess, resize_to_input
-from core.inference import Cancelled, predict_proba
+from core.inference import predict_proba
+from core.progress import ProgressFn, StopFn, check
 
 #: Side of the network input; all maps returned here are this size.
 INPUT = config.INPUT_SIZE
@@ -357,7 +358,7 @@ class _Sampler:
     """
 
     def __init__(self, model, small: np.ndarray, seg_index: np.ndarray, n_seg: int, fill: np.ndarray,
-                 prediction: int, rng: np.random.Generator, should_stop: Callable[[], bool] | None):
+                 prediction: int, rng: np.random.Generator, should_stop: StopFn | None):
         self.model, self.small, self.seg_index, self.n_seg = model, small, seg_index, n_seg
         self.fill, self.prediction, self.rng, self.should_stop = fill, prediction, rng, should_stop
         self._present: list[np.ndarray] = []
@@ -408,8 +409,7 @@ class _Sampler:
         return out
 
     def _label(self, present: np.ndarray) -> np.ndarray:
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled("stopped by request")
+        check(self.should_stop)
         keep_pixel = present[:, self.seg_index]  # (N, 48, 48)
         images = np.where(keep_pixel[..., None], self.small, self.fill)
         proba = predict_proba(self.model, images, should_stop=self.should_stop)
@@ -439,13 +439,213 @@ def _segment(small: np.ndarray, segmentation: str, n_segments: int, seed: int) -
                       rng=seed, channel_axis=-1)
 
 
+@dataclass(frozen=True)
+class _AnchorOptions:
+    """The tuning arguments of :func:`anchor_explanation` (documented there); :meth:`checked` validates them."""
+
+    threshold: float
+    n_segments: int
+    segmentation: str
+    fill: str
+    seed: int
+    delta: float
+    epsilon: float
+    batch_size: int
+    beam_size: int
+    max_anchor_size: int | None
+    coverage_samples: int
+    max_samples: int
+
+    def checked(self) -> _AnchorOptions:
+        """A validated copy (plain int / float values); raises ValueError naming the first bad argument."""
+        threshold = _check_probability("threshold", self.threshold)
+        delta = _check_probability("delta", self.delta)
+        epsilon = _check_probability("epsilon", self.epsilon)
+        segmentation = _check_choice("segmentation", self.segmentation, SEGMENTATIONS)
+        fill = _check_choice("fill", self.fill, FILLS)
+        n_segments = _check_int("n_segments", self.n_segments, 1)
+        seed = _check_int("seed", self.seed, 0)
+        batch_size = _check_int("batch_size", self.batch_size, 1)
+        beam_size = _check_int("beam_size", self.beam_size, 1)
+        coverage_samples = _check_int("coverage_samples", self.coverage_samples, 1)
+        max_samples = _check_int("max_samples", self.max_samples, coverage_samples)
+        max_anchor_size = self.max_anchor_size
+        if max_anchor_size is not None:
+            max_anchor_size = _check_int("max_anchor_size", max_anchor_size, 1)
+        return _AnchorOptions(threshold=threshold, n_segments=n_segments, segmentation=segmentation, fill=fill,
+                              seed=seed, delta=delta, epsilon=epsilon, batch_size=batch_size, beam_size=beam_size,
+                              max_anchor_size=max_anchor_size, coverage_samples=coverage_samples,
+                              max_samples=max_samples)
+
+
+def _anchor_labels(small: np.ndarray, segments: np.ndarray | None, options: _AnchorOptions) -> np.ndarray:
+    """The superpixel label map (48, 48) int64: the caller's ``segments``, checked, or a fresh segmentation."""
+    if segments is None:
+        labels = _segment(small, options.segmentation, options.n_segments, options.seed)
+    else:
+        labels = np.asarray(segments)
+        if labels.shape != (INPUT, INPUT) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"segments must be an integer label map of shape ({INPUT}, {INPUT}) (network-input "
+                             f"pixels), got shape {labels.shape} dtype {labels.dtype}")
+    return np.array(labels, dtype=np.int64)
+
+
+class _AnchorSearch:
+    """One run of :func:`anchor_explanation`, split into its steps.
+
+    Holds the validated options, the superpixels, the :class:`_Sampler` (and with it the seeded rng and every
+    labelled sample, hence the sample budget) and the coverage samples. :meth:`run` does the whole search:
+    coverage samples, the empty anchor, then :meth:`_beam_search` (candidates, :meth:`kl_lucb`,
+    :meth:`validate`), and finally :meth:`_result`.
+    """
+
+    def __init__(self, model, small: np.ndarray, labels: np.ndarray, options: _AnchorOptions,
+                 progress: ProgressFn | None, should_stop: StopFn | None):
+        self.opts, self.labels, self.progress = options, labels, progress
+        ids, seg_index = np.unique(labels, return_inverse=True)
+        self.ids, self.seg_index, self.n_seg = ids, seg_index.reshape(labels.shape), len(ids)
+        n_seg = self.n_seg
+        self.max_size = n_seg if options.max_anchor_size is None else min(options.max_anchor_size, n_seg)
+        fill = small.reshape(-1, 3).mean(axis=0).round() if options.fill == "mean" else np.zeros(3)
+        check(should_stop)
+        self.prediction = int(predict_proba(model, [small]).argmax(axis=1)[0])
+        rng = np.random.default_rng(options.seed)
+        self.sampler = _Sampler(model, small, self.seg_index, n_seg, fill.astype(np.uint8), self.prediction, rng,
+                                should_stop)
+        self.cov_present = np.zeros((0, n_seg), bool)  # set by run(): which superpixels each coverage sample kept
+        # Union bound over the candidates that can be validated, as in alibi's anchor_beam.
+        self.beta_valid = math.log(1.0 / (options.delta / (1 + (options.beam_size - 1) * n_seg)))
+
+    @classmethod
+    def start(cls, model, image, segments, options: _AnchorOptions, progress, should_stop) -> _AnchorSearch:
+        """Check the arguments (image first, then options, then model), segment and classify the image."""
+        image = _check_image(image)
+        options = options.checked()
+        if not hasattr(model, "num_classes"):
+            raise ValueError("model must expose num_classes (as core.models.TrafficSignNet does)")
+        small = resize_to_input(image)
+        return cls(model, small, _anchor_labels(small, segments, options), options, progress, should_stop)
+
+    def report(self, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(float(min(1.0, max(0.0, fraction))), "searching anchors")
+
+    def out_of_budget(self) -> bool:
+        return self.sampler.num_samples >= self.opts.max_samples
+
+    def bounds(self, anchor: tuple[int, ...]) -> tuple[float, float, float]:
+        """(precision, KL lower bound, KL upper bound) of ``anchor`` at the union-bounded level ``beta_valid``."""
+        n, pos = self.sampler.stats[anchor]
+        mean = pos / n
+        return (mean, float(_kl_lower(np.array([mean]), self.beta_valid / n)[0]),
+                float(_kl_upper(np.array([mean]), self.beta_valid / n)[0]))
+
+    def validate(self, anchors: list[tuple[int, ...]]) -> None:
+        """Sample the undecided ones together (one model call per round) until each is decided or capped."""
+        threshold, batch_size = self.opts.threshold, self.opts.batch_size
+        while True:
+            open_ = []
+            for a in anchors:
+                mean, lb, ub = self.bounds(a)
+                if lb < threshold <= ub and self.sampler.stats[a][0] < MAX_VALIDATION_SAMPLES:
+                    open_.append(a)
+            if not open_ or self.out_of_budget():
+                return
+            self.sampler.draw([(a, min(batch_size, MAX_VALIDATION_SAMPLES - self.sampler.stats[a][0]))
+                               for a in open_])
+
+    def kl_lucb(self, arms: list[tuple[int, ...]], top_n: int) -> list[tuple[int, ...]]:
+        """The ``top_n`` most precise arms, most precise first (KL-LUCB, capped at MAX_KLLUCB_ROUNDS rounds)."""
+        if len(arms) <= top_n:
+            return list(arms)
+        stats, opts = self.sampler.stats, self.opts
+        for t in range(1, MAX_KLLUCB_ROUNDS + 1):
+            n = np.array([stats[a][0] for a in arms], float)
+            pos = np.array([stats[a][1] for a in arms], float)
+            means = pos / n
+            certified = _kl_lower(means, self.beta_valid / n) >= opts.threshold
+            # Sort by (certified, mean): a candidate already proven valid heads the beam.
+            order = np.lexsort((means, certified))
+            best, rest = order[-top_n:], order[:-top_n]
+            if certified.any():
+                # This size already has a valid anchor. Coverage halves with every superpixel added, so no
+                # larger anchor will beat it: ranking the rest of the beam (often a many-way tie that KL-LUCB
+                # separates only with thousands of samples) would just burn time.
+                break
+            beta = _lucb_beta(len(arms), t, opts.delta)
+            ub = _kl_upper(means[rest], beta / n[rest])
+            lb = _kl_lower(means[best], beta / n[best])
+            if ub.max() - lb.min() <= opts.epsilon or self.out_of_budget():
+                break
+            # The two arms most likely on the wrong side: the strongest outsider and the weakest insider.
+            self.sampler.draw([(arms[rest[np.argmax(ub)]], opts.batch_size),
+                               (arms[best[np.argmin(lb)]], opts.batch_size)])
+        return [arms[i] for i in best[::-1]]
+
+    def _candidates(self, beam: list[tuple[int, ...]], best_cov: float) -> list[tuple[int, ...]]:
+        """Every beam member grown by one superpixel, keeping only those that could still beat ``best_cov``."""
+        candidates = sorted({tuple(sorted(a + (j,))) for a in beam for j in range(self.n_seg) if j not in a})
+        return [c for c in candidates if self.sampler.coverage(c, self.cov_present) > best_cov]
+
+    def _beam_search(self) -> tuple[tuple[int, ...], float, bool]:
+        """Grow the beam one superpixel per round; returns (anchor, its coverage, whether it meets threshold)."""
+        best_anchor, best_cov, met = None, -1.0, False
+        beam: list[tuple[int, ...]] = [()]
+        tried: list[tuple[int, ...]] = [()]
+        for size in range(1, self.max_size + 1):
+            if self.out_of_budget():
+                break
+            candidates = self._candidates(beam, best_cov)
+            if not candidates:
+                break
+            self.sampler.init_stats(candidates)
+            beam = self.kl_lucb(candidates, min(self.opts.beam_size, len(candidates)))
+            self.validate(beam)
+            tried.extend(beam)
+            for a in beam:
+                _, lb, _ = self.bounds(a)
+                cov = self.sampler.coverage(a, self.cov_present)
+                if lb >= self.opts.threshold and cov > best_cov:
+                    best_anchor, best_cov, met = a, cov, True
+            self.report(COVERAGE_PROGRESS + (1 - COVERAGE_PROGRESS) * size / self.max_size)
+        if best_anchor is None:
+            # Nothing reached the threshold: report the most confidently precise candidate we validated.
+            best_anchor = max(tried, key=lambda a: (self.bounds(a)[1], self.bounds(a)[0], -len(a)))
+            best_cov = self.sampler.coverage(best_anchor, self.cov_present)
+        return best_anchor, best_cov, met
+
+    def run(self) -> AnchorResult:
+        coverage_samples = self.opts.coverage_samples
+        # Coverage samples double as the first precision samples for every candidate (anchor = empty).
+        (cov_correct,) = self.sampler.draw([((), coverage_samples)])
+        self.cov_present = self.sampler._arrays()[0].copy()
+        self.report(COVERAGE_PROGRESS)
+        self.sampler.stats[()] = [coverage_samples, int(cov_correct.sum())]
+        self.validate([()])
+        if self.bounds(())[1] >= self.opts.threshold:
+            # The prediction does not depend on the image content at all: the empty anchor already holds.
+            return self._result((), 1.0, True)
+        return self._result(*self._beam_search())
+
+    def _result(self, best_anchor: tuple[int, ...], best_cov: float, met: bool) -> AnchorResult:
+        precision, lower, _ = self.bounds(best_anchor)
+        anchor_ids = tuple(sorted(int(self.ids[i]) for i in best_anchor))
+        mask = np.isin(self.seg_index, list(best_anchor)) if best_anchor else np.zeros((INPUT, INPUT), bool)
+        self.report(1.0)
+        return AnchorResult(mask=_readonly(mask), segments=_readonly(self.labels), anchor=anchor_ids,
+                            precision=float(precision), precision_lower_bound=float(lower),
+                            coverage=float(best_cov), prediction=self.prediction,
+                            num_samples=self.sampler.num_samples, threshold=self.opts.threshold,
+                            met_threshold=bool(met))
+
+
 def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: float = 0.95,
                        segments: np.ndarray | None = None, n_segments: int = 25, segmentation: str = "slic",
                        fill: str = "mean", seed: int = 0, delta: float = 0.1, epsilon: float = 0.15,
                        batch_size: int = 64, beam_size: int = 2, max_anchor_size: int | None = None,
                        coverage_samples: int = 1000, max_samples: int = 15_000,
-                       progress: Callable[[float], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> AnchorResult:
+                       progress: ProgressFn | None = None,
+                       should_stop: StopFn | None = None) -> AnchorResult:
     """Anchor explanation (Ribeiro et al. 2018): superpixels that, kept, pin the prediction down.
 
     The 48 x 48 network-input image is cut into superpixels. A perturbation keeps the anchor's superpixels and
@@ -499,10 +699,10 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
         published CNN on one core), the search stops after the current bandit or validation round and
         returns the best anchor so far (``met_threshold`` says whether it holds). Typical GTSRB images need
         1,000-4,000.
-    progress : callable(float), optional
+    progress : core.progress.ProgressFn, optional
         Called with a coarse fraction done in [0, 1].
     should_stop : callable() -> bool, optional
-        Polled before every model call; True raises :class:`core.inference.Cancelled`.
+        Polled before every model call; True raises :class:`core.progress.Cancelled`.
 
     Returns
     -------
@@ -510,162 +710,60 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
         ``met_threshold=False`` means no candidate up to ``max_anchor_size`` reached ``threshold``; the result
         is then the validated candidate with the highest precision lower bound.
     """
-    image = _check_image(image)
-    threshold = _check_probability("threshold", threshold)
-    delta = _check_probability("delta", delta)
-    epsilon = _check_probability("epsilon", epsilon)
-    segmentation = _check_choice("segmentation", segmentation, SEGMENTATIONS)
-    fill = _check_choice("fill", fill, FILLS)
-    n_segments = _check_int("n_segments", n_segments, 1)
-    seed = _check_int("seed", seed, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    beam_size = _check_int("beam_size", beam_size, 1)
-    coverage_samples = _check_int("coverage_samples", coverage_samples, 1)
-    max_samples = _check_int("max_samples", max_samples, coverage_samples)
-    if max_anchor_size is not None:
-        max_anchor_size = _check_int("max_anchor_size", max_anchor_size, 1)
-    if not hasattr(model, "num_classes"):
-        raise ValueError("model must expose num_classes (as core.models.TrafficSignNet does)")
-
-    small = resize_to_input(image)
-    if segments is None:
-        labels = _segment(small, segmentation, n_segments, seed)
-    else:
-        labels = np.asarray(segments)
-        if labels.shape != (INPUT, INPUT) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"segments must be an integer label map of shape ({INPUT}, {INPUT}) (network-input "
-                             f"pixels), got shape {labels.shape} dtype {labels.dtype}")
-    labels = np.array(labels, dtype=np.int64)
-    ids, seg_index = np.unique(labels, return_inverse=True)
-    seg_index = seg_index.reshape(labels.shape)
-    n_seg = len(ids)
-    max_size = n_seg if max_anchor_size is None else min(max_anchor_size, n_seg)
-    fill_colour = (small.reshape(-1, 3).mean(axis=0).round() if fill == "mean" else np.zeros(3)).astype(np.uint8)
-
-    def report(fraction: float) -> None:
-        if progress is not None:
-            progress(float(min(1.0, max(0.0, fraction))))
-
-    if should_stop is not None and should_stop():
-        raise Cancelled("stopped by request")
-    prediction = int(predict_proba(model, [small]).argmax(axis=1)[0])
-    rng = np.random.default_rng(seed)
-    sampler = _Sampler(model, small, seg_index, n_seg, fill_colour, prediction, rng, should_stop)
-    # Coverage samples double as the first precision samples for every candidate (anchor = empty).
-    (cov_correct,) = sampler.draw([((), coverage_samples)])
-    cov_present = sampler._arrays()[0].copy()
-    report(COVERAGE_PROGRESS)
-    # Union bound over the candidates that can be validated, as in alibi's anchor_beam.
-    beta_valid = math.log(1.0 / (delta / (1 + (beam_size - 1) * n_seg)))
-
-    def out_of_budget() -> bool:
-        return sampler.num_samples >= max_samples
-
-    def bounds(anchor: tuple[int, ...]) -> tuple[float, float, float]:
-        n, pos = sampler.stats[anchor]
-        mean = pos / n
-        return (mean, float(_kl_lower(np.array([mean]), beta_valid / n)[0]),
-                float(_kl_upper(np.array([mean]), beta_valid / n)[0]))
-
-    def validate(anchors: list[tuple[int, ...]]) -> None:
-        # Sample the undecided ones together (one model call per round) until each is decided or capped.
-        while True:
-            open_ = []
-            for a in anchors:
-                mean, lb, ub = bounds(a)
-                if lb < threshold <= ub and sampler.stats[a][0] < MAX_VALIDATION_SAMPLES:
-                    open_.append(a)
-            if not open_ or out_of_budget():
-                return
-            sampler.draw([(a, min(batch_size, MAX_VALIDATION_SAMPLES - sampler.stats[a][0])) for a in open_])
-
-    def kl_lucb(arms: list[tuple[int, ...]], top_n: int) -> list[tuple[int, ...]]:
-        if len(arms) <= top_n:
-            return list(arms)
-        for t in range(1, MAX_KLLUCB_ROUNDS + 1):
-            n = np.array([sampler.stats[a][0] for a in arms], float)
-            pos = np.array([sampler.stats[a][1] for a in arms], float)
-            means = pos / n
-            certified = _kl_lower(means, beta_valid / n) >= threshold
-            # Sort by (certified, mean): a candidate already proven valid heads the beam.
-            order = np.lexsort((means, certified))
-            best, rest = order[-top_n:], order[:-top_n]
-            if certified.any():
-                # This size already has a valid anchor. Coverage halves with every superpixel added, so no
-                # larger anchor will beat it: ranking the rest of the beam (often a many-way tie that KL-LUCB
-                # separates only with thousands of samples) would just burn time.
-                break
-            beta = _lucb_beta(len(arms), t, delta)
-            ub = _kl_upper(means[rest], beta / n[rest])
-            lb = _kl_lower(means[best], beta / n[best])
-            if ub.max() - lb.min() <= epsilon or out_of_budget():
-                break
-            # The two arms most likely on the wrong side: the strongest outsider and the weakest insider.
-            sampler.draw([(arms[rest[np.argmax(ub)]], batch_size), (arms[best[np.argmin(lb)]], batch_size)])
-        return [arms[i] for i in best[::-1]]
-
-    sampler.stats[()] = [coverage_samples, int(cov_correct.sum())]
-    validate([()])
-    if bounds(())[1] >= threshold:
-        # The prediction does not depend on the image content at all: the empty anchor already holds.
-        best_anchor, best_cov, met = (), 1.0, True
-    else:
-        best_anchor, best_cov, met = None, -1.0, False
-        beam: list[tuple[int, ...]] = [()]
-        tried: list[tuple[int, ...]] = [()]
-        for size in range(1, max_size + 1):
-            if out_of_budget():
-                break
-            candidates = sorted({tuple(sorted(a + (j,))) for a in beam for j in range(n_seg) if j not in a})
-            candidates = [c for c in candidates if sampler.coverage(c, cov_present) > best_cov]
-            if not candidates:
-                break
-            sampler.init_stats(candidates)
-            beam = kl_lucb(candidates, min(beam_size, len(candidates)))
-            validate(beam)
-            tried.extend(beam)
-            for a in beam:
-                _, lb, _ = bounds(a)
-                cov = sampler.coverage(a, cov_present)
-                if lb >= threshold and cov > best_cov:
-                    best_anchor, best_cov, met = a, cov, True
-            report(COVERAGE_PROGRESS + (1 - COVERAGE_PROGRESS) * size / max_size)
-        if best_anchor is None:
-            # Nothing reached the threshold: report the most confidently precise candidate we validated.
-            best_anchor = max(tried, key=lambda a: (bounds(a)[1], bounds(a)[0], -len(a)))
-            best_cov = sampler.coverage(best_anchor, cov_present)
-
-    precision, lower, _ = bounds(best_anchor)
-    anchor_ids = tuple(sorted(int(ids[i]) for i in best_anchor))
-    mask = np.isin(seg_index, list(best_anchor)) if best_anchor else np.zeros((INPUT, INPUT), bool)
-    report(1.0)
-    return AnchorResult(mask=_readonly(mask), segments=_readonly(labels), anchor=anchor_ids,
-                        precision=float(precision), precision_lower_bound=float(lower), coverage=float(best_cov),
-                        prediction=prediction, num_samples=sampler.num_samples, threshold=threshold,
-                        met_threshold=bool(met))
+    options = _AnchorOptions(threshold=threshold, n_segments=n_segments, segmentation=segmentation, fill=fill,
+                             seed=seed, delta=delta, epsilon=epsilon, batch_size=batch_size, beam_size=beam_size,
+                             max_anchor_size=max_anchor_size, coverage_samples=coverage_samples,
+                             max_samples=max_samples)
+    return _AnchorSearch.start(model, image, segments, options, progress, should_stop).run()
 
 
-def anchor_overlay(image: np.ndarray, result: AnchorResult, *,
+def _check_mask(mask) -> np.ndarray:
+    if isinstance(mask, AnchorResult):
+        return mask.mask
+    if not isinstance(mask, np.ndarray):
+        raise ValueError("mask must be a 2-D boolean numpy array (h, w), such as AnchorResult.mask, "
+                         f"got {type(mask).__name__}")
+    if mask.ndim != 2 or mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise ValueError("mask must be a 2-D boolean array (h, w), such as AnchorResult.mask, got shape "
+                         f"{mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype.kind not in "iuf":
+        raise ValueError(f"mask must be a boolean array (or 0/1 numbers), got dtype {mask.dtype}")
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"mask must be a boolean array (or 0/1 numbers), got {mask.dtype} values other than 0 "
+                         "and 1 (a heatmap? threshold it first)")
+    return mask.astype(bool)
+
+
+def anchor_overlay(image: np.ndarray, mask: np.ndarray | AnchorResult, *,
                    size: None | str | tuple[int, int] = None) -> np.ndarray:
     """The image with everything outside the anchor greyed out (desaturated and faded towards light grey).
 
     Parameters
     ----------
     image : np.ndarray (H, W, 3) uint8 RGB, the explained image
-    result : AnchorResult
+    mask : np.ndarray (h, w) bool
+        The anchor's pixels, normally ``AnchorResult.mask`` (48 x 48, network-input pixels); any 2-D mask
+        covering the whole image works, upsampled nearest to the output size. 0/1 integer or float arrays
+        are taken as boolean. An :class:`AnchorResult` is still accepted (its ``mask`` is used).
     size : None, "image" or (height, width)
-        As in :func:`overlay`: None gives 48 x 48, "image" the image's own size (mask upsampled nearest).
+        As in :func:`overlay`: None gives 48 x 48, "image" the image's own size.
 
     Returns
     -------
     np.ndarray (height, width, 3) uint8
+        Pixels inside the mask unchanged; the others grey, ``(luma + OVERLAY_GREY) / 2`` in every channel.
+
+    Raises
+    ------
+    ValueError
+        If ``image`` is not (H, W, 3) uint8, ``mask`` is not a 2-D boolean-like array, or ``size`` is invalid.
     """
     image = _check_image(image)
-    if not isinstance(result, AnchorResult):
-        raise ValueError(f"result must be an AnchorResult from anchor_explanation, got {type(result).__name__}")
+    mask = _check_mask(mask)
     hw = _output_size(size, image)
     base = _resize_for_display(image, hw)
-    mask = result.mask
     if mask.shape != hw:
         mask = cv2.resize(mask.astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
     luma = base.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma

@@ -73,7 +73,7 @@ def _read_csv(path: Path, *, required: tuple[str, ...], delimiter: str) -> list[
         return list(reader)
 
 
-def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+def load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: file not found")
@@ -99,7 +99,7 @@ def import_gtsrb_npz(train_npz: Path, test_npz: Path) -> ImportedSource:
     """GTSRB npz files (keys images, labels, orig_size_wh, paths). Track ids come from the train paths."""
     splits = {}
     for split, path in (("train", train_npz), ("test", test_npz)):
-        d = _load_npz(path, ("images", "labels", "paths"))
+        d = load_npz(path, ("images", "labels", "paths"))
         paths = [str(p) for p in d["paths"]]
         names = [p.replace("/", "_") for p in paths]
         tracks = [track_from_kaggle_path(p) for p in paths] if split == "train" else [""] * len(paths)
@@ -123,7 +123,7 @@ def import_tsrd_npz(train_npz: Path, test_npz: Path) -> ImportedSource:
     splits = {}
     for split, path in (("train", train_npz), ("test", test_npz)):
         req = ("images", "labels", "filenames", "first_copy") + (("pixel_identical_in_train",) if split == "test" else ())
-        d = _load_npz(path, req)
+        d = load_npz(path, req)
         keep = d["first_copy"].astype(bool)
         if split == "test":
             keep &= ~d["pixel_identical_in_train"].astype(bool)

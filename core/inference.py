@@ -1,12 +1,11 @@
 """Batched inference shared by training (validation), evaluation, prediction and embeddings."""
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
 from core.images import preprocess
+from core.progress import ProgressFn, StopFn, check
 
 EVAL_BATCH = 128  # measured fastest on 2 cores with channels_last (bench/bench_eval.py)
 
@@ -17,8 +16,7 @@ def _batches(images, batch_size: int):
 
 
 def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH,
-                  progress: Callable[[float], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> np.ndarray:
     """Softmax probabilities (N, K) float32 for RGB uint8 images (N, H, W, 3) or a list of any sizes."""
     model.eval()
     # Outside inference mode: converting parameters inside it would turn them into inference tensors,
@@ -27,11 +25,11 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray],
     out = np.zeros((len(images), model.num_classes), np.float32)
     with torch.inference_mode():
         for start, x in _batches(images, batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("stopped by request")
+            check(should_stop)
             out[start:start + len(x)] = torch.softmax(model(x), dim=1).numpy()
             if progress is not None:
-                progress(min(1.0, (start + len(x)) / max(len(images), 1)))
+                done = start + len(x)
+                progress(min(1.0, done / max(len(images), 1)), f"predicting: {done:,}/{len(images):,} images")
     return out
 
 
@@ -42,7 +40,3 @@ def embed(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batc
     with torch.inference_mode():
         feats = [model.embed(x).numpy() for _, x in _batches(images, batch_size)]
     return np.concatenate(feats) if feats else np.zeros((0, 300), np.float32)
-
-
-class Cancelled(Exception):
-    """Raised inside long work when its job was asked to stop."""

@@ -1,6 +1,9 @@
 """The model registry: shipped models in ``artifacts/`` plus trained ones under the data root, recorded in the store."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,21 @@ def _record(name: str, path: Path, ckpt: dict, shipped: bool) -> dict:
 def _info(rec: dict) -> ModelInfo:
     fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__ if k not in ("path", "history")}
     return ModelInfo(**fields, path=Path(rec["path"]), history=tuple(rec.get("history") or ()))
+
+
+def file_version(path: str | os.PathLike) -> str:
+    """The version of a model file: the first 16 hex digits of its SHA-256 (cached per path, size and mtime)."""
+    st = os.stat(path)
+    return _hash_file(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def check_name(name: str) -> str:

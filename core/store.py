@@ -1,8 +1,13 @@
-"""The store: one TinyDB JSON file under the data root.
+"""The store: small TinyDB JSON files under ``<data root>/store/``, one file per table.
 
-Every read-modify-write holds one re-entrant lock (threads of this process) plus an ``fcntl`` lock on a side
-file (other processes, e.g. the CLI next to the app). The file is replaced atomically, so a crash mid-write
-leaves the previous version intact.
+One file per table keeps hot data away from big data: registering a model or a report does not rewrite the runs,
+and a run's progress ticks do not touch the store at all (they go to a small file in the run's folder, see
+:mod:`core.runs`). User images live in their workspace's own file (:mod:`core.workspaces`), never here.
+
+Every read-modify-write holds one re-entrant lock (threads of this process) plus an ``fcntl`` lock on the table's
+side file (other processes, e.g. the CLI next to the app). Files are replaced atomically, so a crash mid-write
+leaves the previous version intact. A data root from before the split (one ``store.json``) is read once and its
+tables copied into their own files.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from tinydb.storages import Storage
 
 from core import config
 
-TABLES = ("classes", "datasets", "user_images", "models", "jobs", "reports")
+TABLES = ("runs", "models", "reports")
+#: Tables of the single-file store of earlier versions, and the table each became.
+LEGACY_TABLES = {"jobs": "runs", "models": "models", "reports": "reports"}
 _LOCK = threading.RLock()
 
 
@@ -44,8 +51,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_json(path: Path, value: Any) -> None:
+    """``value`` as compact JSON, written atomically."""
+    atomic_write_bytes(path, json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+
+
 class AtomicJSONStorage(Storage):
-    """TinyDB storage that reads the whole file and writes it back atomically."""
+    """TinyDB storage that reads the whole file and writes it back atomically (compact JSON: big tables)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -60,51 +72,80 @@ class AtomicJSONStorage(Storage):
         return json.loads(text)
 
     def write(self, data: dict) -> None:
-        atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+        atomic_write_json(self.path, data)
 
     def close(self) -> None:
         pass
 
 
 @contextlib.contextmanager
-def locked(path: Path | None = None) -> Iterator[TinyDB]:
-    """Hold the store lock and yield an open TinyDB on the store file."""
-    path = Path(path) if path else config.store_path()
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold this process's lock and an exclusive ``fcntl`` lock on ``path`` (created if missing)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _LOCK:
-        with open(path.with_suffix(".lock"), "a+") as lockfile:
+        with open(path, "a+") as lockfile:
             fcntl.flock(lockfile, fcntl.LOCK_EX)
             try:
-                yield TinyDB(path, storage=AtomicJSONStorage)
+                yield
             finally:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
 
 
-def insert(table: str, doc: dict) -> int:
+def table_path(table: str) -> Path:
     _check_table(table)
-    with locked() as db:
-        return db.table(table).insert(doc)
+    return config.store_dir() / f"{table}.json"
+
+
+@contextlib.contextmanager
+def locked(table: str) -> Iterator[Any]:
+    """Hold the table's lock and yield its TinyDB table (every operation on it reads and writes its file)."""
+    path = table_path(table)
+    with file_lock(path.with_suffix(".lock")):
+        if not path.exists():
+            _migrate_legacy(table, path)
+        yield TinyDB(path, storage=AtomicJSONStorage).table(table)
+
+
+def _migrate_legacy(table: str, path: Path) -> None:
+    legacy = config.data_root() / "store.json"
+    if not legacy.is_file():
+        return
+    try:
+        old = json.loads(legacy.read_text(encoding="utf-8") or "{}")
+    except ValueError:
+        return
+    docs = [doc for name, target in LEGACY_TABLES.items() if target == table for doc in old.get(name, {}).values()]
+    if docs:
+        TinyDB(path, storage=AtomicJSONStorage).table(table).insert_multiple(docs)
+
+
+def insert(table: str, doc: dict) -> int:
+    with locked(table) as t:
+        return t.insert(doc)
+
+
+def insert_many(table: str, docs: list[dict]) -> list[int]:
+    """Insert ``docs`` in one write."""
+    with locked(table) as t:
+        return t.insert_multiple(docs)
 
 
 def upsert(table: str, doc: dict, *, key: str) -> None:
     """Insert ``doc`` or replace the fields of the record whose ``key`` field equals ``doc[key]``."""
-    _check_table(table)
-    with locked() as db:
-        db.table(table).upsert(doc, Query()[key] == doc[key])
+    with locked(table) as t:
+        t.upsert(doc, Query()[key] == doc[key])
 
 
 def update(table: str, fields: dict, *, key: str, value: Any) -> int:
     """Set ``fields`` on records with ``record[key] == value``; returns how many changed."""
-    _check_table(table)
-    with locked() as db:
-        return len(db.table(table).update(fields, Query()[key] == value))
+    with locked(table) as t:
+        return len(t.update(fields, Query()[key] == value))
 
 
 def modify(table: str, fn: Callable[[dict], dict | None], *, key: str, value: Any) -> dict | None:
     """Read-modify-write one record under the lock. ``fn`` gets a copy and returns the new record (or None)."""
-    _check_table(table)
-    with locked() as db:
-        t = db.table(table)
+    with locked(table) as t:
         doc = t.get(Query()[key] == value)
         if doc is None:
             return None
@@ -115,22 +156,19 @@ def modify(table: str, fn: Callable[[dict], dict | None], *, key: str, value: An
 
 
 def get(table: str, *, key: str, value: Any) -> dict | None:
-    _check_table(table)
-    with locked() as db:
-        doc = db.table(table).get(Query()[key] == value)
+    with locked(table) as t:
+        doc = t.get(Query()[key] == value)
         return dict(doc) if doc is not None else None
 
 
 def all_records(table: str) -> list[dict]:
-    _check_table(table)
-    with locked() as db:
-        return [dict(d) for d in db.table(table).all()]
+    with locked(table) as t:
+        return [dict(d) for d in t.all()]
 
 
 def remove(table: str, *, key: str, value: Any) -> int:
-    _check_table(table)
-    with locked() as db:
-        return len(db.table(table).remove(Query()[key] == value))
+    with locked(table) as t:
+        return len(t.remove(Query()[key] == value))
 
 
 def _check_table(table: str) -> None:

@@ -7,6 +7,11 @@ Incremental learning (Inc48 in the published write-up): the parent's classifier 
 new classes; phase 1 trains only those rows (a gradient mask on the last layer, everything else frozen) on the
 new classes' examples plus a small replay buffer of old-class examples; phase 2 fine-tunes all layers on all
 classes, optionally with a Learning-without-Forgetting distillation term against the parent.
+
+The phases of a run are planned once (:func:`plan_phases`: a frozen :class:`Phase` each, saying what trains, at
+which rate and batch size, with or without the distillation term, and whether it competes for the kept
+checkpoint); :func:`train` loads the data, builds the model and runs the plan. This module is pure computation:
+running it as a run and registering the model happen in :mod:`core.runs`.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -24,51 +29,55 @@ import torch.nn.functional as F
 from core.augment import build_pipeline
 from core.datasets import DatasetInfo, SplitArrays, load_split
 from core.images import preprocess
-from core.inference import Cancelled, predict_proba
-from core.models import (Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
+from core.inference import predict_proba
+from core.progress import ProgressFn, StopFn, check, never, silent
+from core.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
                          model_from_checkpoint)
 
-MODES = ("scratch", "resume", "transfer_freeze", "incremental")
-ProgressFn = Callable[[float, str, dict | None], None]
-
-
+#: Training modes, in the order the Improve page offers them (the one for adding classes first).
+MODES = ("incremental", "transfer_freeze", "resume", "scratch")
 #: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
 PHASE1_MIN_STEPS = 40
 
 
+def _opt(default, help: str, **cli):
+    """A config field with its help text (and CLI hints: ``flag``, ``choices``, ``metavar``) in its metadata."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: str = "scratch"
-    architecture: str = "published"
-    epochs: int = 10
-    lr: float = 2e-3
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    augment: bool = True
-    augment_p: float = 0.25
-    label_smoothing: float = 0.05
-    seed: int = 0
-    #: incremental: epochs of phase 1 (new rows only) before fine-tuning on all classes
-    new_class_epochs: int = 1
-    #: incremental: old-class images per class replayed during phase 1 (0 = none)
-    replay_per_class: int = 20
-    #: incremental: peak learning rate of phase 1, where only the new classifier rows move
-    new_class_lr: float = 1e-2
-    #: incremental: weight of the Learning-without-Forgetting distillation term in phase 2 (0 = off)
-    lwf_weight: float = 0.0
-    lwf_temperature: float = 2.0
-    #: names of teacher models (provenance; the checkpoints are passed to :func:`train`): their committee's
-    #: softened probabilities are distilled into the model being trained, in any mode
-    teachers: tuple[str, ...] = ()
-    #: weight of the distillation term against the teachers' committee, and its temperature
-    distill_weight: float = 1.0
-    distill_temperature: float = 2.0
-    #: cap on train images per epoch (None = all), for quick runs
-    max_train_images: int | None = None
+    """Every training setting, defined once: the CLI's ``train`` flags and the Improve page's defaults come from
+    these fields and their help texts."""
+
+    mode: str = _opt("scratch", "training mode", choices=MODES)
+    architecture: str = _opt("published", "architecture of a new model (scratch mode); other modes keep the "
+                             "base model's", choices=ARCHITECTURES, flag="--arch")
+    epochs: int = _opt(10, "epochs in all (incremental: phase-1 epochs included)")
+    lr: float = _opt(2e-3, "peak learning rate of the one-cycle schedule")
+    batch_size: int = _opt(128, "images per batch")
+    weight_decay: float = _opt(5e-4, "AdamW weight decay (incremental phase 1 uses none)")
+    augment: bool = _opt(True, "in-model augmentation: the seven transform groups drawn anew every epoch")
+    augment_p: float = _opt(0.25, "probability of each augmentation group")
+    label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy loss")
+    seed: int = _opt(0, "seed of every random choice (weights, order, augmentation, replay)")
+    new_class_epochs: int = _opt(1, "incremental: epochs of phase 1, where only the new classifier rows train")
+    replay_per_class: int = _opt(20, "incremental: old-class images per class replayed in phase 1 (0 = none)")
+    new_class_lr: float = _opt(1e-2, "incremental: peak learning rate of phase 1")
+    lwf_weight: float = _opt(0.0, "incremental: weight of the Learning-without-Forgetting term against the "
+                             "parent model in phase 2 (0 = off)")
+    lwf_temperature: float = _opt(2.0, "incremental: temperature of the Learning-without-Forgetting term")
+    teachers: tuple[str, ...] = _opt((), "distil from this model (repeat for a committee): registry name or "
+                                     "checkpoint path", flag="--teacher", metavar="MODEL")
+    distill_weight: float = _opt(1.0, "weight of the distillation term against the teachers' committee")
+    distill_temperature: float = _opt(2.0, "softening temperature of the teachers' probabilities")
+    max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 < self.lr < 1:
@@ -86,6 +95,51 @@ class TrainConfig:
                              "not both")
         if self.mode == "incremental" and self.new_class_epochs >= self.epochs + 1:
             raise ValueError("new_class_epochs must not exceed epochs")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        """From ``asdict`` output (as kept in run records and checkpoints); unknown fields are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
+        return cls(**{**data, "teachers": tuple(data.get("teachers", ()))})
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of training, planned before any epoch runs (:func:`plan_phases`)."""
+
+    name: str                 # "new_rows" (incremental phase 1), "head" (transfer_freeze) or "all"
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    warmup: float             # share of the one-cycle schedule spent rising to ``lr``
+    train_features: bool      # spatial transformer and conv layers
+    train_head: bool          # the fully connected layers before the classifier
+    new_rows_only: bool       # only the classifier rows of new classes move (gradient mask); data: new + replay
+    distil: bool              # the distillation term (teachers or LwF) applies
+    competes_for_best: bool   # its epochs may become the kept checkpoint
+
+
+def plan_phases(cfg: TrainConfig, *, phase1_images: int = 0) -> list[Phase]:
+    """The phases of a run of ``cfg``; ``phase1_images``: images incremental phase 1 sees (new classes + replay)."""
+    common = dict(lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, warmup=0.15,
+                  new_rows_only=False, distil=True, competes_for_best=True)
+    if cfg.mode == "transfer_freeze":
+        return [Phase("head", cfg.epochs, train_features=False, train_head=True, **common)]
+    if cfg.mode != "incremental":
+        return [Phase("all", cfg.epochs, train_features=True, train_head=True, **common)]
+    n1 = min(cfg.new_class_epochs, cfg.epochs)
+    n_images = min(phase1_images, cfg.max_train_images or phase1_images)
+    # Phase 1 sees only the new classes' images and the replay buffer (a few hundred): smaller batches
+    # give it enough optimizer steps to move the new rows. It is a warm-up: it does not compete for "best".
+    phase1 = Phase("new_rows", n1, lr=cfg.new_class_lr, weight_decay=0.0, warmup=0.3,
+                   batch_size=min(cfg.batch_size, max(16, n_images // PHASE1_MIN_STEPS)), train_features=False,
+                   train_head=False, new_rows_only=True, distil=False, competes_for_best=False)
+    rest = [Phase("all", cfg.epochs - n1, train_features=True, train_head=True, **common)] if cfg.epochs > n1 else []
+    return [phase1] + rest
 
 
 @dataclass
@@ -148,21 +202,33 @@ class _BatchFeeder:
                 self.thread.join(timeout=0.05)
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """A frozen teacher (the teachers' committee, or the parent for LwF) whose softened probabilities the model
+    learns besides the labels, with the term's weight and temperature."""
+
+    teacher: torch.nn.Module
+    weight: float
+    temperature: float
+
+    def loss(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        k, temp = t_logits.shape[1], self.temperature  # a teacher may know only the first k classes
+        return self.weight * temp * temp * F.kl_div(
+            F.log_softmax(logits[:, :k] / temp, dim=1), F.softmax(t_logits / temp, dim=1), reduction="batchmean")
+
+
 def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
-                    grad_mask: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
-                    lwf_weight: float = 0.0, lwf_temperature: float = 2.0,
+                    grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
                     on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """One pass over ``feeder``; returns (mean loss, train accuracy)."""
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(feeder):
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if teacher is not None and lwf_weight > 0:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            k, temp = t_logits.shape[1], lwf_temperature
-            loss = loss + lwf_weight * temp * temp * F.kl_div(
-                F.log_softmax(logits[:, :k] / temp, dim=1), F.softmax(t_logits / temp, dim=1), reduction="batchmean")
+        if distill is not None and distill.weight > 0:
+            loss = loss + distill.loss(x, logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_mask is not None:
@@ -186,181 +252,224 @@ def evaluate_accuracy(model: TrafficSignNet, images: np.ndarray, targets: np.nda
     return float((proba.argmax(1) == targets).mean())
 
 
-def _set_trainable(model: TrafficSignNet, *, features: bool, head: bool) -> None:
+def _set_trainable(model: TrafficSignNet, phase: Phase) -> None:
     for p in list(model.stn.parameters()) + list(model.features.parameters()):
-        p.requires_grad_(features)
+        p.requires_grad_(phase.train_features)
     for p in model.head.parameters():
-        p.requires_grad_(head)
+        p.requires_grad_(phase.train_head)
     for p in model.classifier.parameters():
         p.requires_grad_(True)
 
 
-def _train_mode(model: TrafficSignNet, *, features: bool, head: bool) -> None:
+def _train_mode(model: TrafficSignNet, phase: Phase) -> None:
     """Frozen parts stay in eval mode so batch-norm statistics and dropout do not change them."""
     model.train()
-    if not features:
+    if not phase.train_features:
         model.stn.eval()
         model.features.eval()
-    if not head:
+    if not phase.train_head:
         model.head.eval()
+
+
+@dataclass
+class _Data:
+    """Train and val images with targets as indices into ``class_ids`` (the model's outputs)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    class_ids: list[int]
+    missing: list[int]        # the model's classes without train images
+    n_old: int                # incremental: the parent's classes (the first outputs); else all classes
 
 
 def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None, parent_name: str | None = None,
           teachers: list[dict] | None = None, progress: ProgressFn | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: StopFn | None = None) -> TrainResult:
     """Train according to ``cfg`` on ``dataset`` (its train and val splits); returns the best checkpoint.
 
     ``teachers`` (checkpoints, one per name in ``cfg.teachers``) form a committee whose temperature-softened
     probabilities the model learns besides the labels (knowledge distillation, Hinton et al. 2015): a way to
     fold an ensemble's accuracy into one network. Their class ids must be the model's (or its first ones).
+    The checkpoint records the dataset's version (``dataset_fingerprint``).
 
     Raises ValueError for impossible requests (empty split, classes the mode cannot handle) and
     :class:`Cancelled` if ``should_stop`` turns true; nothing is written here.
     """
     cfg.validate()
-    progress = progress or (lambda f, m, h=None: None)
-    should_stop = should_stop or (lambda: False)
+    progress = progress or silent
+    if len(teachers or []) != len(cfg.teachers):
+        raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_start = time.perf_counter()
-
-    progress(0.0, "loading data", None)
-    train_split = load_split(dataset, "train")
-    val_split = load_split(dataset, "val")
+    progress(0.0, "loading data")
+    train_split, val_split = load_split(dataset, "train"), load_split(dataset, "val")
     if len(train_split) == 0:
         raise ValueError(f"dataset {dataset.name} has an empty train split; add images first")
     present = sorted(set(int(c) for c in train_split.labels))
-    model, class_ids, teacher = _prepare_model(cfg, dataset, parent, present)
-    distill_weight, distill_temperature = cfg.lwf_weight, cfg.lwf_temperature
-    if len(teachers or []) != len(cfg.teachers):
-        raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
-    if teachers:
-        teacher = _committee(teachers, cfg.teachers, class_ids)
-        distill_weight, distill_temperature = cfg.distill_weight, cfg.distill_temperature
-    class_names = [dataset.classes.get(c, f"class {c}") for c in class_ids]
+    model, class_ids = _prepare_model(cfg, dataset, parent, present)
+    distill = _distillation(cfg, parent, teachers or [], class_ids)
+    n_old = len(parent["class_ids"]) if cfg.mode == "incremental" else len(class_ids)
+    data = _select(cfg, train_split, val_split, class_ids, present, n_old)
+    if data.missing:  # training goes on (they are still predicted), but such classes are likely to be forgotten
+        progress(0.0, f"warning: no train images for classes {data.missing}; the model may forget them")
+    phase1 = _phase1_indices(cfg, data.train_y, n_old, rng) if cfg.mode == "incremental" else None
+    loop = _Loop(cfg, model.to(memory_format=torch.channels_last), data, distill, rng, progress,
+                 should_stop or never, plan_phases(cfg, phase1_images=len(phase1) if phase1 is not None else 0))
+    loop.run(phase1)
+    seconds = time.perf_counter() - t_start
+    architecture = parent["architecture"] if parent else cfg.architecture
+    ckpt = make_checkpoint(
+        loop.model, architecture=architecture, class_ids=class_ids,
+        class_names=[dataset.classes.get(c, f"class {c}") for c in class_ids], dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint, parent=parent_name, mode=cfg.mode,
+        epochs=loop.epochs_done + (parent["epochs"] if parent and cfg.mode != "scratch" else 0),
+        history=loop.history, metrics={"best_val_acc": loop.best_score, "best_epoch": loop.best_epoch,
+                                       "train_seconds": round(seconds, 1),
+                                       **({"classes_without_train_images": data.missing} if data.missing else {})},
+        config={**asdict(cfg), "architecture": architecture})
+    return TrainResult(ckpt, loop.history, seconds)
+
+
+class _Loop:
+    """Runs the planned phases epoch by epoch; keeps the history and the best weights."""
+
+    def __init__(self, cfg: TrainConfig, model: TrafficSignNet, data: _Data, distill: Distillation | None,
+                 rng: np.random.Generator, progress: ProgressFn, should_stop: StopFn, phases: list[Phase]):
+        self.cfg, self.model, self.data, self.distill, self.rng = cfg, model, data, distill, rng
+        self.progress, self.should_stop, self.phases = progress, should_stop, phases
+        self.pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed) if cfg.augment else None
+        self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
+        self.total_epochs = sum(p.epochs for p in phases)
+        self.history: list[dict] = []
+        self.epochs_done = 0
+        self.best_score, self.best_epoch, self._best_weights = -1.0, 0, None
+
+    def run(self, phase1: np.ndarray | None) -> None:
+        for phase in self.phases:
+            sel = phase1 if phase.new_rows_only else np.arange(len(self.data.train_y))
+            self._run_phase(phase, self.data.train_x[sel], self.data.train_y[sel])
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        elif self.history:  # only incremental phase 1 ran: the model is its last epoch
+            last = self.history[-1]
+            self.best_score = last["val_acc"] if last["val_acc"] is not None else last["train_acc"]
+            self.best_epoch = last["epoch"]
+
+    def _run_phase(self, phase: Phase, x: np.ndarray, y: np.ndarray) -> None:
+        _set_trainable(self.model, phase)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+        n_images = min(len(y), self.cfg.max_train_images or len(y))
+        steps = phase.epochs * math.ceil(n_images / phase.batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=phase.lr, total_steps=max(steps, 1),
+                                                        pct_start=phase.warmup)
+        grad_mask = self._new_rows_mask() if phase.new_rows_only else None
+        for _ in range(phase.epochs):
+            check(self.should_stop, "training cancelled")
+            self._epoch(phase, x, y, optimizer, scheduler, grad_mask)
+
+    def _new_rows_mask(self) -> torch.Tensor:
+        """1 for the classifier rows of the new classes, 0 for the parent's (which stay exactly as they were)."""
+        mask = torch.zeros(len(self.data.class_ids))
+        mask[self.data.n_old:] = 1.0
+        return mask
+
+    def _epoch(self, phase: Phase, x: np.ndarray, y: np.ndarray, optimizer, scheduler, grad_mask) -> None:
+        t0 = time.perf_counter()
+        sel = np.arange(len(y))
+        if self.cfg.max_train_images and len(sel) > self.cfg.max_train_images:
+            sel = np.sort(self.rng.choice(sel, self.cfg.max_train_images, replace=False))
+        feeder = _BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline)
+        epoch = self.epochs_done + 1
+
+        def on_batch(i: int, n: int) -> None:
+            check(self.should_stop, "training cancelled")
+            if i % 20 == 0 or i == n:
+                self.progress(((epoch - 1) + i / n) / self.total_epochs,
+                              f"epoch {epoch}/{self.total_epochs} ({phase.name}): batch {i}/{n}")
+
+        _train_mode(self.model, phase)
+        try:
+            loss, train_acc = train_one_epoch(
+                self.model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=self.cfg.label_smoothing,
+                grad_mask=grad_mask, distill=self.distill if phase.distil else None, on_batch=on_batch)
+        finally:
+            feeder.close()
+        entry, val_acc = self._validate(epoch, phase, loss, train_acc, optimizer, len(feeder), t0)
+        self.history.append(entry)
+        self.epochs_done = epoch
+        score = val_acc if not math.isnan(val_acc) else train_acc
+        if phase.competes_for_best and score >= self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.progress(epoch / self.total_epochs, f"epoch {epoch}/{self.total_epochs} done: loss {loss:.3f}, "
+                      f"val acc {entry['val_acc']}", entry)
+
+    def _validate(self, epoch: int, phase: Phase, loss: float, train_acc: float, optimizer, steps: int,
+                  t0: float) -> tuple[dict, float]:
+        val_x, val_y = self.data.val_x, self.data.val_y
+        val_acc = evaluate_accuracy(self.model, val_x, val_y)
+        entry = {"epoch": epoch, "phase": phase.name, "loss": round(loss, 5), "train_acc": round(train_acc, 5),
+                 "val_acc": round(val_acc, 5) if not math.isnan(val_acc) else None,
+                 "lr": round(float(optimizer.param_groups[0]["lr"]), 7), "steps": steps,
+                 "seconds": round(time.perf_counter() - t0, 2)}
+        if self.val_pipeline is not None and len(val_y):
+            aug_val = np.stack([self.val_pipeline(image=im)["image"] for im in val_x])
+            entry["val_aug_acc"] = round(evaluate_accuracy(self.model, aug_val, val_y), 5)
+        return entry, val_acc
+
+
+def _select(cfg: TrainConfig, train_split: SplitArrays, val_split: SplitArrays, class_ids: list[int],
+            present: list[int], n_old: int) -> _Data:
     known = set(class_ids)
-    if cfg.mode in ("resume",) and not set(present) <= known:
+    if cfg.mode == "resume" and not set(present) <= known:
         extra = sorted(set(present) - known)
         raise ValueError(f"the dataset has classes {extra} the model does not know; use incremental mode to add them")
-    # Classes the model keeps but this dataset cannot teach: training goes on (they are still predicted),
-    # but the user is told, because such classes are likely to be forgotten.
-    missing = sorted(set(class_ids) - set(present))
-    if missing:
-        progress(0.0, f"warning: no train images for classes {missing}; the model may forget them", None)
     tr_keep = np.flatnonzero(np.isin(train_split.labels, class_ids))
     va_keep = np.flatnonzero(np.isin(val_split.labels, class_ids))
-    tr_x, tr_y = train_split.images[tr_keep], _to_index(train_split.labels[tr_keep], class_ids)
-    va_x, va_y = val_split.images[va_keep], _to_index(val_split.labels[va_keep], class_ids)
-
-    pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed) if cfg.augment else None
-    val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
-    model = model.to(memory_format=torch.channels_last)
-    history: list[dict] = []
-    best = {"val_acc": -1.0, "weights": None, "epoch": 0}
-    phases = _phases(cfg, parent, class_ids)
-    total_epochs = sum(n for _, n in phases)
-    done_epochs = 0
-    for phase, n_epochs in phases:
-        x_p, y_p, grad_mask, trainable = _phase_data(cfg, phase, tr_x, tr_y, parent, class_ids, rng)
-        _set_trainable(model, **trainable)
-        params = [p for p in model.parameters() if p.requires_grad]
-        wd = 0.0 if phase == "new_rows" else cfg.weight_decay
-        lr = cfg.new_class_lr if phase == "new_rows" else cfg.lr
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        n_images = min(len(y_p), cfg.max_train_images or len(y_p))
-        # Phase 1 sees only the new classes' images and the replay buffer (a few hundred): smaller batches
-        # give it enough optimizer steps to move the new rows.
-        batch_size = min(cfg.batch_size, max(16, n_images // PHASE1_MIN_STEPS)) if phase == "new_rows" \
-            else cfg.batch_size
-        steps = n_epochs * math.ceil(n_images / batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1),
-                                                        pct_start=0.15 if phase != "new_rows" else 0.3)
-        for _ in range(n_epochs):
-            t0 = time.perf_counter()
-            if should_stop():
-                raise Cancelled("training cancelled")
-            sel = np.arange(len(y_p))
-            if cfg.max_train_images and len(sel) > cfg.max_train_images:
-                sel = np.sort(rng.choice(sel, cfg.max_train_images, replace=False))
-            feeder = _BatchFeeder(x_p[sel], y_p[sel], batch_size=batch_size, rng=rng, pipeline=pipeline)
-            epoch = done_epochs + 1
-
-            def on_batch(i: int, n: int, _epoch=epoch) -> None:
-                if should_stop():
-                    raise Cancelled("training cancelled")
-                if i % 20 == 0 or i == n:
-                    progress(((_epoch - 1) + i / n) / total_epochs, f"epoch {_epoch}/{total_epochs} ({phase}): "
-                             f"batch {i}/{n}", None)
-
-            _train_mode(model, **trainable)
-            try:
-                loss, train_acc = train_one_epoch(
-                    model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=cfg.label_smoothing,
-                    grad_mask=grad_mask, teacher=teacher if phase != "new_rows" else None,
-                    lwf_weight=distill_weight, lwf_temperature=distill_temperature, on_batch=on_batch)
-            finally:
-                feeder.close()
-            val_acc = evaluate_accuracy(model, va_x, va_y)
-            entry = {"epoch": epoch, "phase": phase, "loss": round(loss, 5), "train_acc": round(train_acc, 5),
-                     "val_acc": round(val_acc, 5) if not math.isnan(val_acc) else None,
-                     "lr": round(float(optimizer.param_groups[0]["lr"]), 7), "steps": len(feeder),
-                     "seconds": round(time.perf_counter() - t0, 2)}
-            if val_pipeline is not None and len(va_y):
-                aug_val = np.stack([val_pipeline(image=im)["image"] for im in va_x])
-                entry["val_aug_acc"] = round(evaluate_accuracy(model, aug_val, va_y), 5)
-            history.append(entry)
-            done_epochs = epoch
-            score = val_acc if not math.isnan(val_acc) else train_acc
-            # Phase 1 of incremental learning is a warm-up: only the fine-tuned model competes for "best".
-            if phase != "new_rows" and score >= best["val_acc"]:
-                best = {"val_acc": score, "epoch": epoch,
-                        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            progress(epoch / total_epochs, f"epoch {epoch}/{total_epochs} done: loss {loss:.3f}, "
-                     f"val acc {entry['val_acc']}", entry)
-    if best["weights"] is not None:
-        model.load_state_dict(best["weights"])
-    elif history:  # only incremental phase 1 ran: the model is its last epoch
-        last = history[-1]
-        best = {"val_acc": last["val_acc"] if last["val_acc"] is not None else last["train_acc"],
-                "epoch": last["epoch"], "weights": None}
-    seconds = time.perf_counter() - t_start
-    ckpt = make_checkpoint(
-        model, architecture=parent["architecture"] if parent else cfg.architecture, class_ids=class_ids,
-        class_names=class_names, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint, parent=parent_name,
-        mode=cfg.mode, epochs=done_epochs + (parent["epochs"] if parent and cfg.mode != "scratch" else 0),
-        history=history, metrics={"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-                                  "train_seconds": round(seconds, 1),
-                                  **({"classes_without_train_images": missing} if missing else {})},
-        config=asdict(cfg))
-    return TrainResult(ckpt, history, seconds)
+    return _Data(train_split.images[tr_keep], _to_index(train_split.labels[tr_keep], class_ids),
+                 val_split.images[va_keep], _to_index(val_split.labels[va_keep], class_ids), class_ids,
+                 missing=sorted(known - set(present)), n_old=n_old)
 
 
 def _prepare_model(cfg: TrainConfig, dataset: DatasetInfo, parent: dict | None,
-                   present: list[int]) -> tuple[TrafficSignNet, list[int], TrafficSignNet | None]:
+                   present: list[int]) -> tuple[TrafficSignNet, list[int]]:
+    """The network to train and its class ids (its outputs, in order)."""
     if cfg.mode == "scratch":
-        return build_model(cfg.architecture, len(present)), present, None
+        return build_model(cfg.architecture, len(present)), present
     if parent is None:
         raise ValueError(f"mode {cfg.mode!r} needs a base model")
     model = model_from_checkpoint(parent)
     old_ids = [int(c) for c in parent["class_ids"]]
     if cfg.mode == "resume":
-        return model, old_ids, None
+        return model, old_ids
     if cfg.mode == "transfer_freeze":
         if present != old_ids:
             model.classifier = torch.nn.Linear(model.classifier.in_features, len(present))
-            return model, present, None
-        return model, old_ids, None
+            return model, present
+        return model, old_ids
     new_ids = [c for c in present if c not in set(old_ids)]
     if not new_ids:
         raise ValueError(f"dataset {dataset.name} has no classes beyond the base model's {len(old_ids)}; "
                          "use resume or transfer mode instead")
-    teacher = model_from_checkpoint(parent) if cfg.lwf_weight > 0 else None
-    if teacher is not None:
-        teacher.eval()
-        teacher = teacher.to(memory_format=torch.channels_last)
+    return expand_classifier(model, len(new_ids)), old_ids + new_ids
+
+
+def _distillation(cfg: TrainConfig, parent: dict | None, teachers: list[dict],
+                  class_ids: list[int]) -> Distillation | None:
+    """Teachers' committee (any mode) or, in incremental mode, the parent for Learning without Forgetting."""
+    if teachers:
+        return Distillation(_committee(teachers, cfg.teachers, class_ids), cfg.distill_weight, cfg.distill_temperature)
+    if cfg.mode == "incremental" and cfg.lwf_weight > 0:
+        with torch.random.fork_rng():  # as for teachers: building it must not shift the student's random stream
+            teacher = model_from_checkpoint(parent).eval().to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
-    return expand_classifier(model, len(new_ids)), old_ids + new_ids, teacher
+        return Distillation(teacher, cfg.lwf_weight, cfg.lwf_temperature)
+    return None
 
 
 def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int]) -> Committee:
@@ -381,65 +490,13 @@ def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int
     return committee
 
 
-def _phases(cfg: TrainConfig, parent: dict | None, class_ids: list[int]) -> list[tuple[str, int]]:
-    if cfg.mode == "incremental":
-        n1 = min(cfg.new_class_epochs, cfg.epochs)
-        return [("new_rows", n1)] + ([("all", cfg.epochs - n1)] if cfg.epochs > n1 else [])
-    if cfg.mode == "transfer_freeze":
-        return [("head", cfg.epochs)]
-    return [("all", cfg.epochs)]
-
-
-def _phase_data(cfg: TrainConfig, phase: str, x: np.ndarray, y: np.ndarray, parent: dict | None,
-                class_ids: list[int], rng: np.random.Generator):
-    if phase == "new_rows":
-        n_old = len(parent["class_ids"])
-        new_idx = np.flatnonzero(y >= n_old)
-        replay = []
-        if cfg.replay_per_class > 0:
-            for c in range(n_old):
-                cidx = np.flatnonzero(y == c)
-                if len(cidx):
-                    replay += list(rng.choice(cidx, size=min(cfg.replay_per_class, len(cidx)), replace=False))
-        idx = np.sort(np.concatenate([new_idx, np.asarray(replay, np.int64)]))
-        mask = torch.zeros(len(class_ids))
-        mask[n_old:] = 1.0
-        return x[idx], y[idx], mask, {"features": False, "head": False}
-    if phase == "head":
-        return x, y, None, {"features": False, "head": True}
-    return x, y, None, {"features": True, "head": True}
-
-
-def run_training_job(ctx, job_cfg: dict) -> dict:
-    """Job runner: train, then register the best checkpoint under ``job_cfg['name']`` (never a partial one)."""
-    from core import datasets, registry
-    from core.models import load_checkpoint
-    cfg = TrainConfig(**{**job_cfg["train"], "teachers": tuple(job_cfg["train"].get("teachers", ()))})
-    info = datasets.get_dataset(job_cfg["dataset"])
-    parent = load_checkpoint(registry.get_model(job_cfg["base"]).path) if job_cfg.get("base") else None
-    teachers = [load_checkpoint(registry.get_model(t).path) for t in cfg.teachers]
-    result = train(cfg, info, parent=parent, parent_name=job_cfg.get("base"), teachers=teachers,
-                   progress=lambda f, m, e=None: ctx.progress(f, m, e), should_stop=ctx.should_stop)
-    ctx.check()  # a cancel that arrived during the last validation pass still wins
-    model = registry.register(job_cfg["name"], result.checkpoint)
-    return {"model": model.name, "seconds": round(result.seconds, 1), **result.checkpoint["metrics"]}
-
-
-def start_training(cfg: TrainConfig, *, dataset: str, base: str | None, name: str) -> str:
-    """Validate a training request and start it as a background job; returns the job id."""
-    from core import datasets, jobs, registry
-    cfg.validate()
-    registry.check_name(name)
-    if any(m.name == name for m in registry.list_models()):
-        raise ValueError(f"a model named {name!r} exists already; choose another name")
-    if cfg.mode != "scratch" and not base:
-        raise ValueError(f"mode {cfg.mode!r} needs a base model")
-    if base:
-        registry.get_model(base)
-    for t in cfg.teachers:
-        registry.get_model(t)
-    info = datasets.get_dataset(dataset)
-    if info.split_size("train") == 0:
-        raise ValueError(f"dataset {dataset} has no training images")
-    return jobs.submit("train", {"train": asdict(cfg), "dataset": dataset, "base": base, "name": name},
-                       run_training_job, title=f"train {name} ({cfg.mode}) on {dataset}")
+def _phase1_indices(cfg: TrainConfig, y: np.ndarray, n_old: int, rng: np.random.Generator) -> np.ndarray:
+    """Incremental phase 1's images: every new-class image plus ``replay_per_class`` images of each old class."""
+    new_idx = np.flatnonzero(y >= n_old)
+    replay = []
+    if cfg.replay_per_class > 0:
+        for c in range(n_old):
+            cidx = np.flatnonzero(y == c)
+            if len(cidx):
+                replay += list(rng.choice(cidx, size=min(cfg.replay_per_class, len(cidx)), replace=False))
+    return np.sort(np.concatenate([new_idx, np.asarray(replay, np.int64)]))

@@ -6,17 +6,20 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import evaluation, explain, jobs
+from core import explain, reports, runs
 from core.metrics import METRIC_LABELS, METRIC_NAMES
-from pages._ui import job_status, load_model
+from pages._ui import load_model, run_status
 
 GRID = 8
 MAX_IMAGES = 48
 
 
-def show_report(report: evaluation.Report) -> None:
+def show_report(report: reports.Report) -> None:
     s = report.summary
-    st.caption(f"{s['model']} on {s['dataset']}/{s['split']}: {s['n']:,} images, {s['images_per_s']:.0f} images/s")
+    st.caption(f"{s['model']} on {s['dataset']}/{s['split']}: {s['n']:,} images, {s['images_per_s']:.0f} images/s"
+               + (f"; dataset version {s['dataset_version']}" if s.get("dataset_version") else ""))
+    if report.stale:
+        st.warning(f"Stale report: {report.stale}")
     ov = s["metrics"]
     cols = st.columns(5)
     for col, (key, text) in zip(cols, [("accuracy", "Accuracy"), ("macro_f1", "Macro F1"),
@@ -25,7 +28,7 @@ def show_report(report: evaluation.Report) -> None:
         col.metric(text, f"{ov[key]:.4f}")
     with st.expander("All overall metrics"):
         st.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in ov.items()]), hide_index=True)
-    table = evaluation.per_class_frame(report)
+    table = reports.per_class_frame(report)
     st.subheader("Per class")
     st.dataframe(table, hide_index=True, height=300)
     metric = st.selectbox("Chart metric", METRIC_NAMES, format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
@@ -33,13 +36,14 @@ def show_report(report: evaluation.Report) -> None:
     fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric])
     st.plotly_chart(fig, key="eval_metric_chart")
     show_confusion(report)
-    show_mistakes(report)
+    if not report.stale:  # the files it names may hold other images now
+        show_mistakes(report)
 
 
-def show_confusion(report: evaluation.Report) -> None:
+def show_confusion(report: reports.Report) -> None:
     st.subheader("Confusion matrix")
     labels = report.summary["labels"]
-    cells = evaluation.confusion_cells(report)
+    cells = reports.confusion_cells(report)
     # A scatter of square markers, one per non-empty cell: unlike a heatmap, its points can be clicked.
     fig = px.scatter(cells, x="predicted", y="true", color="log_count", custom_data=["count"],
                      color_continuous_scale=["#fcae91", "#a50f15", "#3b0000"], height=640, labels={"log_count": "log(1+n)"})
@@ -59,22 +63,23 @@ def show_confusion(report: evaluation.Report) -> None:
     name = report.class_name
     t = c1.selectbox("Cell: true class", labels, key="eval_cell_true", format_func=lambda c: f"{c}: {name(c)}")
     p = c2.selectbox("Cell: predicted class", labels, key="eval_cell_pred", format_func=lambda c: f"{c}: {name(c)}")
-    idx = evaluation.cell_indices(report, t, p)
+    idx = reports.cell_indices(report, t, p)
     st.caption(f"{len(idx)} image(s) of class {t} predicted as {p}" + (f"; showing {MAX_IMAGES}" if len(idx) > MAX_IMAGES else ""))
-    image_grid(report, idx[:MAX_IMAGES], key="cell")
+    if not report.stale:
+        image_grid(report, idx[:MAX_IMAGES], key="cell")
 
 
-def image_grid(report: evaluation.Report, idx: np.ndarray, *, key: str) -> None:
+def image_grid(report: reports.Report, idx: np.ndarray, *, key: str) -> None:
     if not len(idx):
         return
-    images = evaluation.report_images(report, idx)
+    images = reports.report_images(report, idx)
     pr = report.predictions
     cols = st.columns(GRID)
     for k, (i, im) in enumerate(zip(idx, images)):
         cols[k % GRID].image(im, width=64, caption=f"#{i}: {pr.y_pred[i]} ({pr.confidence[i]:.0%})")
 
 
-def show_mistakes(report: evaluation.Report) -> None:
+def show_mistakes(report: reports.Report) -> None:
     st.subheader("Misclassified images")
     pr = report.predictions
     wrong_classes = sorted(set(int(c) for c in pr.y_true[pr.y_true != pr.y_pred]))
@@ -82,17 +87,17 @@ def show_mistakes(report: evaluation.Report) -> None:
         st.success("No misclassified images.")
         return
     cid = st.selectbox("True class", wrong_classes, key="eval_wrong_class",
-                       format_func=lambda c: f"{c}: {report.class_name(c)} ({len(evaluation.misclassified(report, c))} wrong)")
-    idx = evaluation.misclassified(report, cid)[:MAX_IMAGES]
+                       format_func=lambda c: f"{c}: {report.class_name(c)} ({len(reports.misclassified(report, c))} wrong)")
+    idx = reports.misclassified(report, cid)[:MAX_IMAGES]
     image_grid(report, idx, key="wrong")
     pick = st.selectbox("Explain image", idx, key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
                         f"predicted {pr.y_pred[i]} ({report.class_name(int(pr.y_pred[i]))}), {pr.confidence[i]:.1%}")
     explain_one(report, int(pick))
 
 
-def explain_one(report: evaluation.Report, index: int) -> None:
+def explain_one(report: reports.Report, index: int) -> None:
     from core import registry
-    (image,) = evaluation.report_images(report, [index])
+    (image,) = reports.report_images(report, [index])
     ckpt, model = load_model(str(registry.get_model(report.summary["model"]).path))
     pred = int(report.predictions.y_pred[index])
     ig = explain.integrated_gradients(model, image, target=ckpt["class_ids"].index(pred))
@@ -101,8 +106,8 @@ def explain_one(report: evaluation.Report, index: int) -> None:
     c2.image(explain.overlay(image, ig.heatmap, alpha=0.7), width=160, caption="Integrated Gradients (predicted class)")
     threshold = c3.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
     if c3.button("Run Anchors", key="eval_anchor_run"):
-        st.session_state[f"anchor-{report.id}-{index}"] = evaluation.start_anchor(report=report.id, index=index,
-                                                                                   threshold=threshold)
+        st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
+            "anchor", runs.AnchorRun(report=report.id, index=index, threshold=threshold))
     job_id = st.session_state.get(f"anchor-{report.id}-{index}")
     if job_id:
         with c3:
@@ -111,21 +116,21 @@ def explain_one(report: evaluation.Report, index: int) -> None:
 
 @st.fragment(run_every=1.0)
 def show_anchor(job_id: str, image: np.ndarray) -> None:
-    job = jobs.get(job_id)
+    job = runs.get(job_id)
     if job is None:
         return
     if job["status"] != "done":
-        job_status(job)
+        run_status(job)
         return
     r = job["result"]
-    mask, _ = evaluation.load_anchor(job)
-    st.image(evaluation.anchor_display(image, mask), width=160,
+    mask, _ = reports.load_anchor(r["file"])
+    st.image(explain.anchor_overlay(image, mask), width=160,
              caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
                      + ("" if r["met_threshold"] else " (threshold not reached)"))
 
 
-def show_comparison(a: evaluation.Report, b: evaluation.Report) -> None:
-    rows = pd.DataFrame(evaluation.compare_reports(a, b))
+def show_comparison(a: reports.Report, b: reports.Report) -> None:
+    rows = pd.DataFrame(reports.compare_reports(a, b))
     st.caption(f"A: {a.summary['model']} on {a.summary['dataset']}/{a.summary['split']} \u2014 "
                f"B: {b.summary['model']} on {b.summary['dataset']}/{b.summary['split']}; delta = B \u2212 A")
     c = st.columns(2)

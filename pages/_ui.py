@@ -1,4 +1,4 @@
-"""Small Streamlit helpers shared by the pages: cached wrappers around core, pickers, job progress.
+"""Small Streamlit helpers shared by the pages: cached wrappers around core, pickers, run progress.
 
 Caching lives here, in the page layer, never in core.
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import datasets, jobs, models, registry
+from core import datasets, models, registry, runs
 
 
 def ensure_router() -> None:
@@ -23,8 +23,9 @@ def ensure_router() -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_index(path: str, fingerprint: str) -> list[dict]:
-    return datasets.read_index(datasets.read_info(datasets.Path(path)))
+def cached_index(name: str, version: str) -> list[dict]:
+    """A dataset's index rows, cached per dataset version (a changed workspace gets a new version)."""
+    return datasets.read_index(datasets.get_dataset(name))
 
 
 def dataset_names() -> list[str]:
@@ -37,8 +38,13 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset") -> datasets.Datas
         st.warning("No datasets found. Build them with `python -m core datasets build --source ../shared/data`.")
         return None
     names = [d.name for d in infos]
-    name = st.selectbox(label, names, key=key,
-                        format_func=lambda n: n + (" (embedded sample)" if next(d for d in infos if d.name == n).embedded else ""))
+    by_name = {d.name: d for d in infos}
+
+    def describe(n: str) -> str:
+        d = by_name[n]
+        return n + (" (embedded sample)" if d.embedded else f" (workspace of {d.base})" if d.kind == "workspace" else "")
+
+    name = st.selectbox(label, names, key=key, format_func=describe)
     return next(d for d in infos if d.name == name)
 
 
@@ -71,8 +77,8 @@ def show_model_stats(model: registry.ModelInfo) -> None:
                             key=f"hist-{model.name}")
 
 
-def job_status(job: dict) -> None:
-    """One line of status plus a progress bar for a job record."""
+def run_status(job: dict) -> None:
+    """One line of status plus a progress bar for a run record."""
     status = job["status"]
     icon = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
             "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}[status]
@@ -96,6 +102,6 @@ def load_model(path: str):
 
 
 @st.cache_resource
-def recover_jobs_once() -> int:
-    """Jobs a previous app process left running become 'interrupted' (once per process)."""
-    return jobs.recover_interrupted()
+def recover_runs_once() -> int:
+    """Runs a previous app process left running become 'interrupted' (once per process)."""
+    return runs.recover_interrupted()

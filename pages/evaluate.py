@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import evaluation, jobs
+from core import reports, runs
 from core.datasets import SPLITS
 from pages._evaluate_views import show_comparison, show_report
-from pages._ui import ensure_router, job_status, pick_dataset, pick_model, show_model_stats
+from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_model_stats
 
 ensure_router()
 st.title("Evaluate models")
@@ -23,7 +23,7 @@ with st.container(border=True):
         split = st.selectbox("Split", SPLITS, index=2, key="eval_split")
         if st.button("Run evaluation", type="primary", key="eval_run", disabled=model is None or info is None):
             try:
-                job_id = evaluation.start_evaluation(model=model.name, dataset=info.name, split=split)
+                job_id = runs.start("evaluate", runs.EvaluateRun(model=model.name, dataset=info.name, split=split))
                 st.session_state.eval_report = job_id
                 st.success(f"Started {job_id} (up to 5 evaluations run at once; more wait in the queue).")
             except ValueError as e:
@@ -32,15 +32,15 @@ with st.container(border=True):
 
 @st.fragment(run_every=1.0)
 def evaluation_jobs() -> None:
-    active = jobs.list_jobs("evaluate", statuses=jobs.ACTIVE)
-    anchors = jobs.list_jobs("anchor", statuses=jobs.ACTIVE)
+    active = runs.list_runs("evaluate", statuses=runs.ACTIVE)
+    anchors = runs.list_runs("anchor", statuses=runs.ACTIVE)
     for job in active + anchors:
-        job_status(job)
+        run_status(job)
         if st.button("Cancel", key=f"cancel-{job['id']}"):
-            jobs.cancel(job["id"])
-    failed = [j for j in jobs.list_jobs("evaluate", statuses=("failed", "interrupted"))][:3]
+            runs.cancel(job["id"])
+    failed = [j for j in runs.list_runs("evaluate", statuses=("failed", "interrupted"))][:3]
     for job in failed:
-        job_status(job)
+        run_status(job)
     if st.session_state.get("_eval_active") and not active:
         st.session_state._eval_active = False
         st.rerun()  # a report finished: refresh the report list
@@ -49,8 +49,8 @@ def evaluation_jobs() -> None:
 
 evaluation_jobs()
 
-reports = evaluation.list_reports()
-if not reports:
+records = reports.list_reports()
+if not records:
     st.info("No reports yet: run an evaluation above.")
     st.stop()
 
@@ -59,14 +59,14 @@ def label(r: dict) -> str:
     return f"{r['model']} on {r['dataset']}/{r['split']} \u2014 acc {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f} ({r['id']})"
 
 
-ids = [r["id"] for r in reports]
-by_id = {r["id"]: r for r in reports}
+ids = [r["id"] for r in records]
+by_id = {r["id"]: r for r in records}
 default = ids.index(st.session_state.eval_report) if st.session_state.get("eval_report") in ids else 0
 tab_report, tab_compare = st.tabs(["Report", "Compare two reports"])
 with tab_report:
     rid = st.selectbox("Report", ids, index=default, format_func=lambda i: label(by_id[i]), key="eval_open")
     try:
-        show_report(evaluation.load_report(rid))
+        show_report(reports.load_report(rid))
     except ValueError as e:
         st.error(str(e))
 with tab_compare:
@@ -75,4 +75,4 @@ with tab_compare:
     else:
         a = st.selectbox("Report A", ids, index=1, format_func=lambda i: label(by_id[i]), key="eval_cmp_a")
         b = st.selectbox("Report B", ids, index=0, format_func=lambda i: label(by_id[i]), key="eval_cmp_b")
-        show_comparison(evaluation.load_report(a), evaluation.load_report(b))
+        show_comparison(reports.load_report(a), reports.load_report(b))

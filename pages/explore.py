@@ -15,7 +15,7 @@ st.title("Explore dataset")
 info = pick_dataset()
 if info is None:
     st.stop()
-index = cached_index(str(info.path), info.fingerprint)
+index = cached_index(info.name, info.fingerprint)
 
 c1, c2, c3 = st.columns([1, 3, 1])
 split = c1.selectbox("Split", SPLITS, key="explore_split")

@@ -1,13 +1,18 @@
 """Improve model: incremental learning, transfer learning (frozen features or resume) or training from scratch."""
 from __future__ import annotations
 
+import dataclasses
+
 import plotly.express as px
 import streamlit as st
 
-from core import jobs, registry, training
+from core import registry, runs, training
 from core.curves import history_frames
 from core.models import ARCHITECTURES
-from pages._ui import ensure_router, job_status, pick_dataset, pick_model, show_model_stats
+from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_model_stats
+
+DEFAULTS = training.TrainConfig()
+HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}
 
 MODE_HELP = {
     "incremental": "Expand the base model's classifier with the dataset's new classes; train only the new rows for "
@@ -21,8 +26,7 @@ ensure_router()
 st.title("Improve model")
 left, right = st.columns([1, 1])
 with left:
-    mode = st.radio("Mode", ["incremental", "transfer_freeze", "resume", "scratch"],
-                    key="improve_mode", horizontal=True)
+    mode = st.radio("Mode", training.MODES, key="improve_mode", horizontal=True)
     st.caption(MODE_HELP[mode])
     base = None
     if mode != "scratch":
@@ -34,24 +38,30 @@ with right:
     with st.form("improve_form"):
         name = st.text_input("New model name", value="my-model", key="improve_name")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 300, 8, key="improve_epochs",
-                                 help="Incremental: 1 epoch on the new rows, the rest on all classes.")
-        lr = c2.number_input("Learning rate", 1e-5, 0.5, 2e-3, format="%.5f", key="improve_lr",
-                             help="Peak of the one-cycle schedule.")
-        augment = st.checkbox("In-model augmentation (recommended)", value=True, key="improve_augment")
-        arch = st.selectbox("Architecture (scratch only)", ARCHITECTURES, key="improve_arch", disabled=mode != "scratch")
+        epochs = c1.number_input("Epochs", 1, 300, DEFAULTS.epochs, key="improve_epochs", help=HELP["epochs"])
+        lr = c2.number_input("Learning rate", 1e-5, 0.5, DEFAULTS.lr, format="%.5f", key="improve_lr",
+                             help=HELP["lr"])
+        augment = st.checkbox("In-model augmentation (recommended)", value=DEFAULTS.augment, key="improve_augment",
+                              help=HELP["augment"])
+        arch = st.selectbox("Architecture (scratch only)", ARCHITECTURES, key="improve_arch", disabled=mode != "scratch",
+                            index=ARCHITECTURES.index(DEFAULTS.architecture), help=HELP["architecture"])
         with st.expander("Advanced"):
-            new_epochs = st.number_input("Incremental: epochs on new rows only", 1, 5, 1, key="improve_new_epochs")
-            replay = st.number_input("Incremental: replayed images per old class", 0, 500, 20, key="improve_replay")
-            lwf = st.number_input("Incremental: LwF distillation weight", 0.0, 10.0, 0.0, key="improve_lwf")
+            new_epochs = st.number_input("Incremental: epochs on new rows only", 1, 5, DEFAULTS.new_class_epochs,
+                                         key="improve_new_epochs", help=HELP["new_class_epochs"])
+            replay = st.number_input("Incremental: replayed images per old class", 0, 500, DEFAULTS.replay_per_class,
+                                     key="improve_replay", help=HELP["replay_per_class"])
+            lwf = st.number_input("Incremental: LwF distillation weight", 0.0, 10.0, DEFAULTS.lwf_weight,
+                                  key="improve_lwf", help=HELP["lwf_weight"])
             teachers = st.multiselect("Distil from (teacher models)", [m.name for m in registry.list_models()],
                                       key="improve_teachers",
                                       help="The new model also learns the averaged, softened predictions of these "
                                            "models: folds an ensemble's accuracy into one network. Teachers must "
                                            "predict the model's classes (or its first ones).")
-            distill = st.number_input("Distillation weight", 0.0, 50.0, 1.0, key="improve_distill")
-            batch = st.number_input("Batch size", 8, 1024, 128, key="improve_batch")
-            seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="improve_seed")
+            distill = st.number_input("Distillation weight", 0.0, 50.0, DEFAULTS.distill_weight, key="improve_distill",
+                                      help=HELP["distill_weight"])
+            batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
+                                    help=HELP["batch_size"])
+            seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed", help=HELP["seed"])
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted and info is not None:
         cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
@@ -59,23 +69,24 @@ with right:
                                    replay_per_class=int(replay), lwf_weight=float(lwf), teachers=tuple(teachers),
                                    distill_weight=float(distill))
         try:
-            job_id = training.start_training(cfg, dataset=info.name, base=base.name if base else None, name=name)
+            job_id = runs.start("train", runs.TrainRun(cfg, dataset=info.name, name=name,
+                                                       base=base.name if base else None))
             st.session_state.improve_job = job_id
-            st.success(f"Started training job {job_id}.")
+            st.success(f"Started training run {job_id}.")
         except ValueError as e:
             st.error(str(e))
 
 
 @st.fragment(run_every=1.5)
 def training_jobs() -> None:
-    st.subheader("Training jobs")
-    recent = jobs.list_jobs("train")[:6]
+    st.subheader("Training runs")
+    recent = runs.list_runs("train")[:6]
     if not recent:
-        st.caption("No training jobs yet.")
+        st.caption("No training runs yet.")
         return
     for job in recent:
         with st.container(border=True):
-            job_status(job)
+            run_status(job)
             loss, acc = history_frames(job.get("history") or [])
             if len(loss):
                 c1, c2 = st.columns(2)
@@ -83,8 +94,8 @@ def training_jobs() -> None:
                                 key=f"loss-{job['id']}-{len(loss)}")
                 c2.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=250,
                                         title="accuracy"), key=f"acc-{job['id']}-{len(loss)}")
-            if job["status"] in jobs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
-                jobs.cancel(job["id"])
+            if job["status"] in runs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
+                runs.cancel(job["id"])
             if job["status"] == "done" and job.get("result"):
                 r = job["result"]
                 st.success(f"Model **{r['model']}** saved: best val acc {r['best_val_acc']:.2%} "

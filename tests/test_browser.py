@@ -101,7 +101,7 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     page.get_by_label("New model name").fill("browser-model")
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill("2")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile("Started training job")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)
     page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=180_000)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
     page.wait_for_timeout(1000)

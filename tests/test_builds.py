@@ -310,7 +310,9 @@ def test_cli_datasets_list_json(data_root):
         assert set(entry) >= {"name", "num_classes", "splits"}
         assert set(entry["splits"]) == {"train", "val", "test"}
     by_name = {e["name"]: e for e in listed}
-    assert by_name["CliSet"] == {"name": "CliSet", "num_classes": 2, "splits": {"train": 3, "val": 0, "test": 3}}
+    info = datasets.get_dataset("CliSet")
+    assert by_name["CliSet"] == {"name": "CliSet", "num_classes": 2, "splits": {"train": 3, "val": 0, "test": 3},
+                                 "kind": "built", "base": None, "version": info.fingerprint}
     sample = by_name["Sample48"]
     assert sample["num_classes"] == 48 and all(v > 0 for v in sample["splits"].values())
     assert not (PROJECT / "data" / "datasets" / "CliSet").exists()

@@ -46,7 +46,8 @@ def test_write_then_list_get_index_files_and_load_round_trip(data_root):
     assert info.classes == CLASSES and info.num_classes == 3
     assert info.source == "unit test" and info.recipe == "by hand" and len(info.fingerprint) == 16
     assert info.counts["train"] == {0: 2, 3: 2, 7: 2} and info.counts["test"] == {0: 2, 3: 1, 7: 1}
-    assert info.summary() == {"name": "Tiny", "num_classes": 3, "splits": {"train": 6, "val": 3, "test": 4}}
+    assert info.summary() == {"name": "Tiny", "num_classes": 3, "splits": {"train": 6, "val": 3, "test": 4},
+                              "kind": "built", "base": None, "version": info.fingerprint}
 
     rows = read_index(info)
     assert len(rows) == 13 and set(rows[0]) == set(datasets.INDEX_COLUMNS)

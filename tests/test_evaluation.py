@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import evaluation, jobs, models, registry
+from core import evaluation, explain, models, registry, reports, runs
 
 
 def _register(name="m48", n=48, seed=0):
@@ -26,13 +26,13 @@ def _max_overlap(records):
 
 def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
     _register()
-    ids = [evaluation.start_evaluation(model="m48", dataset="Sample48", split="train") for _ in range(6)]
-    done = [jobs.wait(i, timeout=300) for i in ids]
+    ids = [runs.start("evaluate", runs.EvaluateRun(model="m48", dataset="Sample48", split="train")) for _ in range(6)]
+    done = [runs.wait(i, timeout=300) for i in ids]
     assert [d["status"] for d in done] == ["done"] * 6, [d.get("error") for d in done]
     assert _max_overlap(done) == 5
-    listed = {r["id"] for r in evaluation.list_reports()}
+    listed = {r["id"] for r in reports.list_reports()}
     assert set(ids) <= listed
-    rep = evaluation.load_report(ids[0])
+    rep = reports.load_report(ids[0])
     assert rep.summary["n"] == 576 and len(rep.predictions.y_true) == 576
     assert rep.predictions.top_ids.shape == (576, 5)
     # Reopening gives the same numbers as the job result.
@@ -42,31 +42,31 @@ def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
 def test_report_helpers_cells_mistakes_and_comparison():
     _register("a", seed=0)
     _register("b", seed=1)
-    ra = jobs.wait(evaluation.start_evaluation(model="a", dataset="Sample48", split="test"), timeout=120)
-    rb = jobs.wait(evaluation.start_evaluation(model="b", dataset="Sample48", split="test"), timeout=120)
-    a, b = evaluation.load_report(ra["id"]), evaluation.load_report(rb["id"])
+    ra = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="a", dataset="Sample48", split="test")), timeout=120)
+    rb = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="b", dataset="Sample48", split="test")), timeout=120)
+    a, b = reports.load_report(ra["id"]), reports.load_report(rb["id"])
     p = a.predictions
     t, q = int(p.y_true[0]), int(p.y_pred[0])
-    idx = evaluation.cell_indices(a, t, q)
+    idx = reports.cell_indices(a, t, q)
     assert 0 in idx and all(p.y_true[i] == t and p.y_pred[i] == q for i in idx)
     cm = np.asarray(a.summary["confusion"])
-    cells = evaluation.confusion_cells(a)
+    cells = reports.confusion_cells(a)
     assert cells["count"].sum() == cm.sum() == len(p.y_true)
-    wrong = evaluation.misclassified(a)
+    wrong = reports.misclassified(a)
     assert len(wrong) == int((p.y_true != p.y_pred).sum())
-    imgs = evaluation.report_images(a, wrong[:3])
+    imgs = reports.report_images(a, wrong[:3])
     assert all(im.shape == (32, 32, 3) for im in imgs)
-    rows = evaluation.compare_reports(a, b)
+    rows = reports.compare_reports(a, b)
     r14 = next(r for r in rows if r["class_id"] == 14)
     assert r14["f1_delta"] == pytest.approx(b.summary["per_class"]["14"]["f1"] - a.summary["per_class"]["14"]["f1"])
-    table = evaluation.per_class_frame(a)
+    table = reports.per_class_frame(a)
     assert list(table.columns[:3]) == ["class_id", "name", "support"] and len(table) == 48
 
 
 def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
     _register("m43", n=43)
-    job = jobs.wait(evaluation.start_evaluation(model="m43", dataset="Sample48", split="test"), timeout=120)
-    rep = evaluation.load_report(job["id"])
+    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m43", dataset="Sample48", split="test")), timeout=120)
+    rep = reports.load_report(job["id"])
     assert rep.summary["labels"] == list(range(48))
     for cid in range(43, 48):
         assert rep.summary["per_class"][str(cid)]["recall"] == 0.0
@@ -74,15 +74,15 @@ def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
 
 def test_anchor_job_on_a_report_image():
     _register()
-    job = jobs.wait(evaluation.start_evaluation(model="m48", dataset="Sample48", split="test"), timeout=120)
-    aid = evaluation.start_anchor(report=job["id"], index=0, threshold=0.9)
-    done = jobs.wait(aid, timeout=300)
+    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
+    aid = runs.start("anchor", runs.AnchorRun(report=job["id"], index=0, threshold=0.9))
+    done = runs.wait(aid, timeout=300)
     assert done["status"] == "done", done.get("error")
     r = done["result"]
     assert 0 <= r["coverage"] <= 1 and 0 <= r["precision"] <= 1
-    mask, segments = evaluation.load_anchor(done)
+    mask, segments = reports.load_anchor(done["result"]["file"])
     assert mask.shape == (48, 48) and mask.dtype == bool and segments.shape == (48, 48)
-    shown = evaluation.anchor_display(evaluation.report_images(evaluation.load_report(job["id"]), [0])[0], mask)
+    shown = explain.anchor_overlay(reports.report_images(reports.load_report(job["id"]), [0])[0], mask)
     assert shown.shape == (48, 48, 3)
 
 
@@ -92,4 +92,4 @@ def test_anchor_job_on_a_report_image():
 def test_bad_evaluation_requests_are_refused(kw, msg):
     _register()
     with pytest.raises(ValueError, match=msg):
-        evaluation.start_evaluation(**kw)
+        runs.start("evaluate", runs.EvaluateRun(**kw))

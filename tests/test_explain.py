@@ -6,7 +6,7 @@ from torch import nn
 
 from core import explain
 from core.images import preprocess
-from core.inference import Cancelled
+from core.progress import Cancelled
 from core.models import build_model
 
 S = 48
@@ -116,7 +116,7 @@ def fresh_precision(model, image, anchor_blocks, prediction, *, n=2000, seed=123
 def test_anchor_contains_the_decisive_blocks_and_holds_on_fresh_samples(model, image):
     fractions = []
     res = explain.anchor_explanation(model, image, segments=grid_segments(), threshold=0.95, seed=0,
-                                     progress=fractions.append)
+                                     progress=lambda f, message="", entry=None: fractions.append(f))
     assert res.prediction == 1 and res.met_threshold
     assert DECISIVE_BLOCKS <= set(res.anchor)
     assert res.mask.shape == (S, S) and res.mask.dtype == bool
@@ -127,7 +127,7 @@ def test_anchor_contains_the_decisive_blocks_and_holds_on_fresh_samples(model, i
     assert 0 < res.coverage <= 1
     assert res.num_samples >= 1000  # at least the coverage samples
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    shown = explain.anchor_overlay(image, res)
+    shown = explain.anchor_overlay(image, res.mask)
     assert np.array_equal(shown[res.mask], image[res.mask])
     outside = shown[~res.mask]
     assert (outside[:, 0] == outside[:, 1]).all() and (outside[:, 1] == outside[:, 2]).all()  # greyed
@@ -196,6 +196,22 @@ def test_bad_overlay_inputs_are_refused(image):
         explain.overlay(image, np.zeros((S, S)), alpha=1.5)
 
 
+def test_anchor_overlay_takes_the_mask_or_the_result(model, image):
+    res = explain.anchor_explanation(model, image, segments=grid_segments(), seed=0)
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    for img, size in [(image, None), (big, "image"), (big, (30, 40))]:
+        from_mask = explain.anchor_overlay(img, res.mask, size=size)
+        assert np.array_equal(from_mask, explain.anchor_overlay(img, res, size=size))  # backward compatible
+        assert np.array_equal(from_mask, explain.anchor_overlay(img, res.mask.astype(np.uint8), size=size))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((S, S, 1), bool), np.zeros((S, S, 3), bool), np.zeros(S, bool),
+                                 np.full((S, S), 0.5), np.zeros((S, S), "U1"), [[True]]])
+def test_anchor_overlay_refuses_a_mask_that_is_not_2d_boolean(image, bad):
+    with pytest.raises(ValueError, match="mask must be"):
+        explain.anchor_overlay(image, bad)
+
+
 # ---------------------------------------------------------------- the real network
 
 def test_smoke_on_the_published_network():
@@ -210,4 +226,4 @@ def test_smoke_on_the_published_network():
     assert res.mask.shape == (S, S) and res.mask.dtype == bool and res.segments.shape == (S, S)
     assert 0 <= res.precision <= 1 and 0 < res.coverage <= 1 and 0 <= res.prediction < 43
     assert set(res.anchor) <= set(np.unique(res.segments).tolist())
-    assert explain.anchor_overlay(img, res, size="image").shape == (32, 32, 3)
+    assert explain.anchor_overlay(img, res.mask, size="image").shape == (32, 32, 3)

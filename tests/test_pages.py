@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, models, registry
+from core import models, registry, runs
 
 @pytest.fixture(autouse=True)
 def router_mode(monkeypatch):
@@ -96,9 +96,9 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
     at.checkbox(key="improve_augment").check()
     at.button[0].click().run()
     assert not at.exception, at.exception
-    assert any("Started training job" in s.value for s in at.success), [e.value for e in at.error]
+    assert any("Started training run" in s.value for s in at.success), [e.value for e in at.error]
     job_id = at.session_state["improve_job"]
-    assert jobs.wait(job_id, timeout=120)["status"] == "done"
+    assert runs.wait(job_id, timeout=120)["status"] == "done"
     assert "apptest-model" in [m.name for m in registry.list_models()]
     at.run()
     assert any("apptest-model" in s.value for s in at.success)
@@ -114,7 +114,7 @@ def test_improve_distils_from_chosen_teachers():
     at.multiselect(key="improve_teachers").set_value(["published43"])
     at.button[0].click().run()
     assert not at.exception, at.exception
-    job = jobs.wait(at.session_state["improve_job"], timeout=120)
+    job = runs.wait(at.session_state["improve_job"], timeout=120)
     assert job["status"] == "done", job.get("error")
     cfg = models.load_checkpoint(registry.get_model("apptest-student").path)["config"]
     assert list(cfg["teachers"]) == ["published43"]
@@ -123,8 +123,8 @@ def test_improve_distils_from_chosen_teachers():
 def test_improve_warns_about_classes_the_dataset_could_not_teach():
     result = {"model": "partial", "seconds": 3.0, "best_val_acc": 0.5, "best_epoch": 1,
               "classes_without_train_images": [48, 49]}
-    job_id = jobs.submit("train", {}, lambda ctx, cfg: result, title="train partial (resume) on Sample48")
-    assert jobs.wait(job_id, timeout=30)["status"] == "done"
+    job_id = runs.submit("train", {}, lambda ctx, cfg: result, title="train partial (resume) on Sample48")
+    assert runs.wait(job_id, timeout=30)["status"] == "done"
     at = open_page("pages/improve.py")
     assert any("no train images for classes [48, 49]" in w.value for w in at.warning), [w.value for w in at.warning]
 
@@ -171,7 +171,7 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     at.button(key="eval_run").click().run()
     assert not at.exception, at.exception
     job_id = at.session_state["eval_report"]
-    assert jobs.wait(job_id, timeout=120)["status"] == "done"
+    assert runs.wait(job_id, timeout=120)["status"] == "done"
     at.run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
@@ -224,7 +224,7 @@ def test_evaluate_compares_two_reports_per_class():
     _register_small_model("one")
     _register_small_model("two")
     for m in ("one", "two"):
-        jobs.wait(evaluation.start_evaluation(model=m, dataset="Sample48", split="test"), timeout=120)
+        runs.wait(runs.start("evaluate", runs.EvaluateRun(model=m, dataset="Sample48", split="test")), timeout=120)
     at = open_page("pages/evaluate.py")
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
@@ -234,11 +234,11 @@ def test_evaluate_compares_two_reports_per_class():
 
 def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
     from core import store
-    from pages._ui import recover_jobs_once
-    recover_jobs_once.clear()
-    store.insert("jobs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
+    from pages._ui import recover_runs_once
+    recover_runs_once.clear()
+    store.insert("runs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
                           "progress": 0.5, "message": "epoch 3", "created": 1.0, "owner": "dead-process",
                           "history": []})
     at = open_page("pages/improve.py")
-    assert jobs.get("train-old")["status"] == "interrupted"
+    assert runs.get("train-old")["status"] == "interrupted"
     assert any("train old \u2014 interrupted" in p.proto.text for p in at.get("progress"))

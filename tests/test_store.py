@@ -10,9 +10,9 @@ import pytest
 from core import config, store
 
 
-def _store_json() -> dict:
-    """The store file parsed as JSON (fails the test if it is not valid JSON)."""
-    return json.loads(config.store_path().read_text(encoding="utf-8"))
+def _store_json(table: str = "models") -> dict:
+    """A table's store file parsed as JSON (fails the test if it is not valid JSON)."""
+    return json.loads(store.table_path(table).read_text(encoding="utf-8"))
 
 
 def test_round_trip_insert_get_update_modify_remove(data_root):
@@ -53,18 +53,18 @@ def test_round_trip_insert_get_update_modify_remove(data_root):
     assert store.remove("models", key="name", value="m1") == 1
     assert store.remove("models", key="name", value="m1") == 0
     assert sorted(r["name"] for r in store.all_records("models")) == ["m2", "m3"]
-    assert store.all_records("jobs") == []
+    assert store.all_records("runs") == []
 
     on_disk = _store_json()
     assert sorted(r["name"] for r in on_disk["models"].values()) == ["m2", "m3"]
-    assert config.store_path().parent == data_root.resolve()
+    assert store.table_path("models").parent == data_root.resolve() / "store"
 
 
 def test_records_returned_are_copies():
-    store.insert("jobs", {"name": "j", "n": 1})
-    rec = store.get("jobs", key="name", value="j")
+    store.insert("runs", {"name": "j", "n": 1})
+    rec = store.get("runs", key="name", value="j")
     rec["n"] = 99
-    assert store.get("jobs", key="name", value="j")["n"] == 1
+    assert store.get("runs", key="name", value="j")["n"] == 1
 
 
 @pytest.mark.parametrize("call", [
@@ -79,7 +79,7 @@ def test_records_returned_are_copies():
 def test_unknown_table_is_a_value_error(call):
     with pytest.raises(ValueError, match="unknown store table 'nope'"):
         call()
-    assert not config.store_path().exists() or "nope" not in _store_json()
+    assert not (config.store_dir() / "nope.json").exists()
 
 
 def test_atomic_write_bytes_writes_and_leaves_no_temp_files(tmp_path):
@@ -106,25 +106,25 @@ def test_atomic_write_bytes_keeps_old_content_when_the_write_fails(tmp_path, mon
 
 
 def test_failed_store_write_keeps_the_previous_store(monkeypatch):
-    store.insert("classes", {"name": "a"})
-    before = config.store_path().read_bytes()
+    store.insert("reports", {"name": "a"})
+    before = store.table_path("reports").read_bytes()
     with monkeypatch.context() as m:
         m.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError("simulated crash")))
         with pytest.raises(OSError, match="simulated crash"):
-            store.insert("classes", {"name": "b"})
-    assert config.store_path().read_bytes() == before
-    assert [r["name"] for r in store.all_records("classes")] == ["a"]
-    assert not [p for p in config.store_path().parent.iterdir() if p.name.endswith(".tmp")]
+            store.insert("reports", {"name": "b"})
+    assert store.table_path("reports").read_bytes() == before
+    assert [r["name"] for r in store.all_records("reports")] == ["a"]
+    assert not [p for p in config.store_dir().iterdir() if p.name.endswith(".tmp")]
 
 
 def test_concurrent_modify_from_threads_loses_no_update():
-    store.insert("jobs", {"name": "counter", "n": 0})
+    store.insert("runs", {"name": "counter", "n": 0})
     errors = []
 
     def work():
         try:
             for _ in range(25):
-                store.modify("jobs", lambda d: {**d, "n": d["n"] + 1}, key="name", value="counter")
+                store.modify("runs", lambda d: {**d, "n": d["n"] + 1}, key="name", value="counter")
         except Exception as e:  # pragma: no cover - surfaced below
             errors.append(e)
 
@@ -134,21 +134,21 @@ def test_concurrent_modify_from_threads_loses_no_update():
     for t in threads:
         t.join(timeout=60)
     assert not errors
-    assert store.get("jobs", key="name", value="counter")["n"] == 200
-    assert _store_json()["jobs"]["1"]["n"] == 200
+    assert store.get("runs", key="name", value="counter")["n"] == 200
+    assert _store_json("runs")["runs"]["1"]["n"] == 200
 
 
 def test_the_store_moves_with_the_data_root(tmp_path, monkeypatch, data_root):
     store.insert("reports", {"name": "first"})
-    assert (data_root / "store.json").is_file()
+    assert (data_root / "store" / "reports.json").is_file()
 
     other = tmp_path / "elsewhere"
     monkeypatch.setenv("TSW_DATA_ROOT", str(other))
     assert config.data_root() == other.resolve()
-    assert config.store_path() == other.resolve() / "store.json"
+    assert store.table_path("reports") == other.resolve() / "store" / "reports.json"
     assert store.all_records("reports") == []
     store.insert("reports", {"name": "second"})
-    assert (other / "store.json").is_file()
+    assert (other / "store" / "reports.json").is_file()
 
     monkeypatch.setenv("TSW_DATA_ROOT", str(data_root))
     assert [r["name"] for r in store.all_records("reports")] == ["first"]
@@ -160,3 +160,23 @@ def test_atomic_write_bytes_makes_an_ordinary_file_not_a_private_one(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_each_table_has_its_own_file_so_a_write_leaves_other_tables_alone():
+    store.insert("models", {"name": "m"})
+    models_before = store.table_path("models").read_bytes()
+    store.insert_many("runs", [{"id": f"r{i}"} for i in range(3)])
+    assert store.table_path("models").read_bytes() == models_before
+    assert [r["id"] for r in store.all_records("runs")] == ["r0", "r1", "r2"]
+
+
+def test_a_single_file_store_of_an_earlier_version_is_migrated(data_root):
+    data_root.mkdir(parents=True, exist_ok=True)
+    (data_root / "store.json").write_text(json.dumps({
+        "jobs": {"1": {"id": "train-1", "status": "done"}}, "models": {"1": {"name": "old"}},
+        "classes": {"1": {"name": "unused table"}}}))
+    assert [r["id"] for r in store.all_records("runs")] == ["train-1"]
+    assert [r["name"] for r in store.all_records("models")] == ["old"]
+    assert store.all_records("reports") == []
+    store.insert("runs", {"id": "train-2"})  # the migrated table is now the one in use
+    assert [r["id"] for r in store.all_records("runs")] == ["train-1", "train-2"]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import datasets, jobs, models, registry, training
-from core.inference import Cancelled
+from core import datasets, models, registry, runs, training
+from core.progress import Cancelled
 
 SAMPLE = "Sample48"
 
@@ -158,23 +158,23 @@ def test_empty_train_split_is_refused(tmp_path):
 
 
 def test_training_job_registers_the_model_and_history():
-    job_id = training.start_training(_cfg(), dataset=SAMPLE, base=None, name="tiny")
-    job = jobs.wait(job_id, timeout=120)
+    job_id = runs.start("train", runs.TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
+    job = runs.wait(job_id, timeout=120)
     assert job["status"] == "done", job.get("error")
     assert len(job["history"]) == 1 and job["progress"] == 1.0
     m = registry.get_model("tiny")
     assert m.num_classes == 48 and m.path.is_file() and m.dataset == SAMPLE
     with pytest.raises(ValueError, match="exists already"):
-        training.start_training(_cfg(), dataset=SAMPLE, base=None, name="tiny")
+        runs.start("train", runs.TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
 
 
 def test_cancelled_training_job_registers_nothing():
-    job_id = training.start_training(_cfg(epochs=50), dataset=SAMPLE, base=None, name="never")
+    job_id = runs.start("train", runs.TrainRun(_cfg(epochs=50), dataset=SAMPLE, name="never"))
     deadline = __import__("time").monotonic() + 30
-    while jobs.get(job_id)["status"] == "queued" and __import__("time").monotonic() < deadline:
+    while runs.get(job_id)["status"] == "queued" and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.05)
-    jobs.cancel(job_id)
-    job = jobs.wait(job_id, timeout=60)
+    runs.cancel(job_id)
+    job = runs.wait(job_id, timeout=60)
     assert job["status"] == "cancelled"
     assert "never" not in [m.name for m in registry.list_models()]
 
@@ -216,12 +216,12 @@ def test_teachers_must_share_the_model_classes(sample):
 
 def test_training_job_distils_from_registered_teachers():
     registry.register("teacher-a", _teacher48())
-    job_id = training.start_training(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, base=None, name="student")
-    job = jobs.wait(job_id, timeout=300)
+    job_id = runs.start("train", runs.TrainRun(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, name="student"))
+    job = runs.wait(job_id, timeout=300)
     assert job["status"] == "done", job.get("error")
     assert list(models.load_checkpoint(registry.get_model("student").path)["config"]["teachers"]) == ["teacher-a"]
     with pytest.raises(ValueError, match="no model named|unknown model|not found"):
-        training.start_training(_cfg(teachers=("nobody",)), dataset=SAMPLE, base=None, name="student2")
+        runs.start("train", runs.TrainRun(_cfg(teachers=("nobody",)), dataset=SAMPLE, name="student2"))
 
 
 def test_a_teacher_with_weight_zero_changes_nothing(sample):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from core import jobs, store
+from core import runs, store
 
 
 def _ok(ctx, cfg):
@@ -13,8 +13,8 @@ def _ok(ctx, cfg):
 
 
 def test_job_runs_to_done_with_result_progress_and_history():
-    job_id = jobs.submit("test", {"x": 21}, _ok, title="double")
-    job = jobs.wait(job_id, timeout=10)
+    job_id = runs.submit("test", {"x": 21}, _ok, title="double")
+    job = runs.wait(job_id, timeout=10)
     assert job["status"] == "done" and job["result"] == {"answer": 42}
     assert job["progress"] == 1.0 and [h["i"] for h in job["history"]] == [0, 1, 2]
     assert job["title"] == "double"
@@ -24,7 +24,7 @@ def test_crash_marks_the_job_failed_with_its_message():
     def boom(ctx, cfg):
         raise RuntimeError("disk on fire")
 
-    job = jobs.wait(jobs.submit("test", {}, boom), timeout=10)
+    job = runs.wait(runs.submit("test", {}, boom), timeout=10)
     assert job["status"] == "failed" and "disk on fire" in job["error"]
 
 
@@ -37,10 +37,10 @@ def test_cancel_stops_a_running_job():
             ctx.check()
             time.sleep(0.01)
 
-    job_id = jobs.submit("test-slow", {}, slow)
+    job_id = runs.submit("test-slow", {}, slow)
     assert started.wait(5)
-    assert jobs.cancel(job_id)
-    assert jobs.wait(job_id, timeout=10)["status"] == "cancelled"
+    assert runs.cancel(job_id)
+    assert runs.wait(job_id, timeout=10)["status"] == "cancelled"
 
 
 def test_cancel_of_a_queued_job_never_runs_it():
@@ -55,14 +55,14 @@ def test_cancel_of_a_queued_job_never_runs_it():
         ran.append(1)
         return {}
 
-    first = jobs.submit("serial", {}, blocker)
-    queued = jobs.submit("serial", {}, second)  # kinds without a limit run one at a time
+    first = runs.submit("serial", {}, blocker)
+    queued = runs.submit("serial", {}, second)  # kinds without a limit run one at a time
     time.sleep(0.3)
-    assert jobs.get(queued)["status"] == "queued"
-    jobs.cancel(queued)
-    assert jobs.wait(queued, timeout=5)["status"] == "cancelled"
+    assert runs.get(queued)["status"] == "queued"
+    runs.cancel(queued)
+    assert runs.wait(queued, timeout=5)["status"] == "cancelled"
     gate.set()
-    assert jobs.wait(first, timeout=5)["status"] == "done"
+    assert runs.wait(first, timeout=5)["status"] == "done"
     assert ran == []
 
 
@@ -80,32 +80,32 @@ def test_at_most_five_evaluations_run_at_once_and_the_rest_queue():
             state["now"] -= 1
         return {}
 
-    ids = [jobs.submit("evaluate", {"i": i}, work) for i in range(7)]
+    ids = [runs.submit("evaluate", {"i": i}, work) for i in range(7)]
     deadline = time.monotonic() + 10
     while state["now"] < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
-    statuses = [jobs.get(i)["status"] for i in ids]
+    statuses = [runs.get(i)["status"] for i in ids]
     assert statuses.count("running") == 5 and statuses.count("queued") == 2
     gate.set()
-    assert all(jobs.wait(i, timeout=10)["status"] == "done" for i in ids)
+    assert all(runs.wait(i, timeout=10)["status"] == "done" for i in ids)
     assert state["max"] == 5
 
 
 def test_jobs_left_running_by_another_process_become_interrupted():
-    store.insert("jobs", {"id": "old-1", "kind": "train", "title": "t", "status": "running", "progress": 0.4,
+    store.insert("runs", {"id": "old-1", "kind": "train", "title": "t", "status": "running", "progress": 0.4,
                           "created": 1.0, "owner": "some-dead-process"})
-    store.insert("jobs", {"id": "old-2", "kind": "train", "title": "t", "status": "done", "progress": 1.0,
+    store.insert("runs", {"id": "old-2", "kind": "train", "title": "t", "status": "done", "progress": 1.0,
                           "created": 1.0, "owner": "some-dead-process"})
-    assert jobs.recover_interrupted() == 1
-    assert jobs.get("old-1")["status"] == "interrupted"
-    assert jobs.get("old-2")["status"] == "done"
+    assert runs.recover_interrupted() == 1
+    assert runs.get("old-1")["status"] == "interrupted"
+    assert runs.get("old-2")["status"] == "done"
 
 
 def test_list_jobs_filters_and_sorts_newest_first():
-    a = jobs.wait(jobs.submit("k1", {"x": 1}, _ok), timeout=10)
+    a = runs.wait(runs.submit("k1", {"x": 1}, _ok), timeout=10)
     time.sleep(0.01)
-    b = jobs.wait(jobs.submit("k2", {"x": 1}, _ok), timeout=10)
-    assert [j["id"] for j in jobs.list_jobs()][:2] == [b["id"], a["id"]]
-    assert [j["id"] for j in jobs.list_jobs("k1")] == [a["id"]]
-    assert {a["id"], b["id"]}.isdisjoint(j["id"] for j in jobs.list_jobs(statuses=("failed", "queued")))
+    b = runs.wait(runs.submit("k2", {"x": 1}, _ok), timeout=10)
+    assert [j["id"] for j in runs.list_runs()][:2] == [b["id"], a["id"]]
+    assert [j["id"] for j in runs.list_runs("k1")] == [a["id"]]
+    assert {a["id"], b["id"]}.isdisjoint(j["id"] for j in runs.list_runs(statuses=("failed", "queued")))

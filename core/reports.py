@@ -1,0 +1,167 @@
+"""Evaluation reports: save, load, list, compare, confusion-cell queries, a report's images, anchor results.
+
+A report folder ``<data root>/reports/<id>/`` holds ``report.json`` (metrics, per class, confusion, and the
+versions of the model file and the dataset it saw) and ``predictions.npz`` (per-image truth, prediction,
+confidence, top-5 and file); its store record (table ``reports``) makes it listable. A report whose dataset has
+changed since (a workspace edited, a dataset rebuilt or deleted) is **stale**: its numbers stay readable, but its
+images are not shown, because the files it names may now hold other images or none.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import config, datasets, store
+from core.evaluation import Predictions
+from core.images import load_image
+from core.store import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    id: str
+    summary: dict
+    predictions: Predictions
+    #: why the report's images can no longer be shown (its dataset changed), or None
+    stale: str | None = None
+
+    def class_name(self, cid: int) -> str:
+        return self.summary.get("class_names", {}).get(str(cid), f"class {cid}")
+
+
+def report_dir(report_id: str) -> Path:
+    return config.reports_dir() / report_id
+
+
+def save_report(report_id: str, summary: dict, preds: Predictions, *, model: str, model_version: str,
+                dataset: datasets.DatasetInfo, split: str) -> dict:
+    """Write a report's files, then its store record (so a listed report always has its files). Returns the record."""
+    summary = {**summary, "model": model, "model_version": model_version, "dataset": dataset.name,
+               "dataset_version": dataset.fingerprint, "split": split, "created": time.time(),
+               "class_names": {str(k): v for k, v in dataset.classes.items()}}
+    out = report_dir(report_id)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, y_true=preds.y_true, y_pred=preds.y_pred, confidence=preds.confidence,
+                        top_ids=preds.top_ids, top_p=preds.top_p, files=np.asarray(preds.files, dtype=str))
+    atomic_write_bytes(out / "predictions.npz", buf.getvalue())
+    atomic_write_bytes(out / "report.json", json.dumps(summary).encode())
+    record = {"id": report_id, **{k: summary[k] for k in ("model", "model_version", "dataset", "dataset_version",
+                                                         "split", "accuracy", "macro_f1", "n", "created")}}
+    store.upsert("reports", record, key="id")
+    return record
+
+
+def list_reports() -> list[dict]:
+    """Report records, newest first."""
+    return sorted(store.all_records("reports"), key=lambda r: r["created"], reverse=True)
+
+
+def load_report(report_id: str) -> Report:
+    d = report_dir(report_id)
+    try:
+        summary = json.loads((d / "report.json").read_text())
+        with np.load(d / "predictions.npz", allow_pickle=False) as z:
+            preds = Predictions(z["y_true"], z["y_pred"], z["confidence"], z["top_ids"], z["top_p"],
+                                [str(f) for f in z["files"]])
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"report {report_id!r} cannot be read ({e})") from None
+    return Report(report_id, summary, preds, stale=staleness(summary))
+
+
+def staleness(summary: dict) -> str | None:
+    """Why a report's dataset is no longer the state it saw, or None if it still is."""
+    name, seen = summary["dataset"], summary.get("dataset_version")
+    try:
+        now = datasets.get_dataset(name).fingerprint
+    except ValueError:
+        return f"dataset {name!r} no longer exists"
+    if seen is None:
+        return None  # reports from before versions were recorded: nothing to compare against
+    if now != seen:
+        return (f"dataset {name!r} has changed since this report was made (version {seen}, now {now}); "
+                "its numbers are kept, its images are not shown. Evaluate again to see today's images.")
+    return None
+
+
+def delete_report(report_id: str) -> bool:
+    """Remove a report's record, then its files; returns whether it existed."""
+    n = store.remove("reports", key="id", value=report_id)
+    shutil.rmtree(report_dir(report_id), ignore_errors=True)
+    return n > 0
+
+
+def report_images(report: Report, indices) -> list[np.ndarray]:
+    """Decode the images behind some report rows (only those). Refused for a stale report."""
+    if report.stale:
+        raise ValueError(report.stale)
+    info = datasets.get_dataset(report.summary["dataset"])
+    return [load_image(info.image_path(report.predictions.files[int(i)])) for i in indices]
+
+
+def cell_indices(report: Report, true_id: int, pred_id: int) -> np.ndarray:
+    """Indices of the images behind one confusion-matrix cell."""
+    p = report.predictions
+    return np.flatnonzero((p.y_true == true_id) & (p.y_pred == pred_id))
+
+
+def misclassified(report: Report, class_id: int | None = None) -> np.ndarray:
+    p = report.predictions
+    wrong = p.y_true != p.y_pred
+    if class_id is not None:
+        wrong &= p.y_true == class_id
+    return np.flatnonzero(wrong)
+
+
+def compare_reports(a: Report, b: Report) -> list[dict]:
+    """Per-class deltas (b - a) of F1, precision and recall for the classes in either report."""
+    rows = []
+    ids = sorted(set(map(int, a.summary["per_class"])) | set(map(int, b.summary["per_class"])))
+    for cid in ids:
+        ra, rb = a.summary["per_class"].get(str(cid), {}), b.summary["per_class"].get(str(cid), {})
+        row = {"class_id": cid, "name": b.class_name(cid)}
+        for m in ("f1", "precision", "recall"):
+            va, vb = ra.get(m), rb.get(m)
+            row[f"{m}_a"], row[f"{m}_b"] = va, vb
+            row[f"{m}_delta"] = (vb - va) if va is not None and vb is not None else None
+        rows.append(row)
+    return rows
+
+
+def per_class_frame(report: Report) -> pd.DataFrame:
+    """Per-class table: class_id, name, support, then every metric."""
+    rows = [{"class_id": int(cid), "name": report.class_name(int(cid)), **vals}
+            for cid, vals in report.summary["per_class"].items()]
+    df = pd.DataFrame(rows)
+    front = ["class_id", "name", "support"]
+    return df[front + [c for c in df.columns if c not in front]].sort_values("class_id").reset_index(drop=True)
+
+
+def confusion_cells(report: Report) -> pd.DataFrame:
+    """Non-empty confusion-matrix cells as a table: true, predicted, count, log_count."""
+    labels = report.summary["labels"]
+    cm = np.asarray(report.summary["confusion"])
+    t, p = np.nonzero(cm)
+    return pd.DataFrame({"true": np.asarray(labels)[t], "predicted": np.asarray(labels)[p], "count": cm[t, p],
+                         "log_count": np.log1p(cm[t, p])})
+
+
+def save_anchor(report_id: str, name: str, *, mask: np.ndarray, segments: np.ndarray) -> Path:
+    """Keep an Anchors result of one report image beside the report; returns its file."""
+    out = report_dir(report_id) / "anchors" / f"{name}.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, mask=mask, segments=segments)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def load_anchor(file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mask (48, 48) bool, segments (48, 48) int) saved by :func:`save_anchor`."""
+    with np.load(file, allow_pickle=False) as z:
+        return z["mask"], z["segments"]

@@ -1,0 +1,387 @@
+"""Runs: the one home of long work (FiftyOne-style runs).
+
+A run is a record in the store (table ``runs``) registered before its work starts::
+
+    {id, kind, version, title, config, inputs, status, progress, message, result, error, history,
+     created, updated, started, finished, owner}
+
+``inputs`` holds the fingerprints of what the run reads (a model file's hash, a dataset's version), so a result
+can always say which exact inputs produced it. Each kind in :data:`KINDS` is a config dataclass plus a runner;
+``start(kind, cfg)`` validates the config, registers the record and starts a worker thread that never touches
+streamlit. Progress ticks go to ``<run dir>/progress.json`` (a tiny file, written atomically), not to the store:
+the store is written only when a run changes state or adds a history entry. Pages only read.
+
+Per-kind limits (5 evaluations at once) queue the rest. A run left ``queued``/``running`` by a process that is
+gone is marked ``interrupted`` by :func:`recover_interrupted`.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from core import builds, config, datasets, explain, registry, reports, store, training
+from core.evaluation import evaluate_checkpoint
+from core.models import load_checkpoint, model_from_checkpoint
+from core.progress import Cancelled, sub_range
+from core.store import atomic_write_json
+
+#: Version of the run record's shape; records of older versions are still listed.
+RECORD_VERSION = 2
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+#: Seconds between progress-file writes of one run (each write is a small atomic file).
+PROGRESS_INTERVAL_S = 0.25
+#: This process; a run owned by another process id cannot still be running here.
+OWNER = uuid.uuid4().hex[:12]
+
+_semaphores: dict[str, threading.Semaphore] = {}
+_cancel_events: dict[str, threading.Event] = {}
+_threads: dict[str, threading.Thread] = {}
+_guard = threading.Lock()
+
+
+def run_dir(run_id: str) -> Path:
+    """The run's own folder (progress file and any files it produces besides models and reports)."""
+    return config.runs_dir() / run_id
+
+
+@dataclass
+class RunContext:
+    """Handed to a runner: report progress (the :class:`core.progress.ProgressFn` shape), check for cancel."""
+
+    run_id: str
+    _last_write: float = 0.0
+
+    def progress(self, fraction: float, message: str = "", entry: dict | None = None) -> None:
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        if entry is not None:  # a history entry is worth a store write (once an epoch)
+            def add(doc: dict) -> dict:
+                doc["history"] = list(doc.get("history") or []) + [entry]
+                doc["updated"] = time.time()
+                return doc
+            store.modify("runs", add, key="id", value=self.run_id)
+        now = time.monotonic()
+        if entry is None and fraction < 1.0 and now - self._last_write < PROGRESS_INTERVAL_S:
+            return
+        self._last_write = now
+        atomic_write_json(run_dir(self.run_id) / "progress.json",
+                          {"progress": fraction, "message": message, "updated": time.time()})
+
+    def should_stop(self) -> bool:
+        ev = _cancel_events.get(self.run_id)
+        return ev is not None and ev.is_set()
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise Cancelled("cancelled by request")
+
+
+# -- run kinds -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Train a model and register it under ``name`` (never a partial one)."""
+    train: training.TrainConfig
+    dataset: str
+    name: str
+    base: str | None = None
+
+    def check(self) -> dict:
+        self.train.validate()
+        registry.check_name(self.name)
+        if any(m.name == self.name for m in registry.list_models()):
+            raise ValueError(f"a model named {self.name!r} exists already; choose another name")
+        if self.train.mode != "scratch" and not self.base:
+            raise ValueError(f"mode {self.train.mode!r} needs a base model")
+        info = datasets.get_dataset(self.dataset)
+        if info.split_size("train") == 0:
+            raise ValueError(f"dataset {self.dataset} has no training images")
+        return {"dataset": _dataset_input(info), "base": _model_input(self.base) if self.base else None,
+                "teachers": [_model_input(t) for t in self.train.teachers]}
+
+    def title(self) -> str:
+        return f"train {self.name} ({self.train.mode}) on {self.dataset}"
+
+
+@dataclass(frozen=True)
+class EvaluateRun:
+    """Evaluate a model on a dataset split and keep the result as a report (report id = run id)."""
+    model: str
+    dataset: str
+    split: str = "test"
+
+    def check(self) -> dict:
+        info = datasets.get_dataset(self.dataset)
+        if self.split not in datasets.SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; valid splits: {', '.join(datasets.SPLITS)}")
+        if info.split_size(self.split) == 0:
+            raise ValueError(f"{self.dataset}/{self.split} is empty; choose another split")
+        return {"model": _model_input(self.model), "dataset": _dataset_input(info)}
+
+    def title(self) -> str:
+        return f"evaluate {self.model} on {self.dataset}/{self.split}"
+
+
+@dataclass(frozen=True)
+class AnchorRun:
+    """Explain one image of a report with Anchors."""
+    report: str
+    index: int
+    threshold: float = 0.95
+    seed: int = 0
+
+    def check(self) -> dict:
+        rep = reports.load_report(self.report)
+        if rep.stale:
+            raise ValueError(rep.stale)
+        if not 0 <= self.index < len(rep.predictions.y_true):
+            raise ValueError(f"image index {self.index} is outside the report's {len(rep.predictions.y_true)} images")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"precision threshold must lie in (0, 1), got {self.threshold}")
+        return {"report": self.report, "model": _model_input(rep.summary["model"])}
+
+    def title(self) -> str:
+        return f"anchor for image {self.index} of {self.report}"
+
+
+@dataclass(frozen=True)
+class BuildRun:
+    """Build the standard datasets from the shared npz files (each built dataset appears atomically)."""
+    source: str
+    names: tuple[str, ...] = builds.STANDARD_DATASETS
+    seed: int = 0
+
+    def check(self) -> dict:
+        unknown = sorted(set(self.names) - set(builds.STANDARD_DATASETS))
+        if unknown:
+            raise ValueError(f"unknown datasets {unknown}; valid: {', '.join(builds.STANDARD_DATASETS)}")
+        if not Path(self.source).is_dir():
+            raise ValueError(f"source folder {self.source!r} does not exist")
+        return {"source": str(Path(self.source).resolve())}
+
+    def title(self) -> str:
+        return f"build {', '.join(self.names)}"
+
+
+def _run_train(ctx: RunContext, cfg: TrainRun) -> dict:
+    info = datasets.get_dataset(cfg.dataset)
+    parent = load_checkpoint(registry.get_model(cfg.base).path) if cfg.base else None
+    teachers = [load_checkpoint(registry.get_model(t).path) for t in cfg.train.teachers]
+    result = training.train(cfg.train, info, parent=parent, parent_name=cfg.base, teachers=teachers,
+                            progress=ctx.progress, should_stop=ctx.should_stop)
+    ctx.check()  # a cancel that arrived during the last validation pass still wins
+    model = registry.register(cfg.name, result.checkpoint)
+    return {"model": model.name, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
+            **result.checkpoint["metrics"]}
+
+
+def _run_evaluate(ctx: RunContext, cfg: EvaluateRun) -> dict:
+    info = datasets.get_dataset(cfg.dataset)
+    model = registry.get_model(cfg.model)
+    ckpt = load_checkpoint(model.path)
+    ctx.progress(0.02, "loading images")
+    split = datasets.load_split(info, cfg.split)
+    summary, preds = evaluate_checkpoint(ckpt, split.images, split.labels, files=split.files,
+                                         progress=sub_range(ctx.progress, 0.05, 0.95), should_stop=ctx.should_stop)
+    ctx.check()
+    rec = reports.save_report(ctx.run_id, summary, preds, model=cfg.model, model_version=registry.file_version(model.path),
+                              dataset=info, split=cfg.split)
+    return {"report": ctx.run_id, **{k: rec[k] for k in ("accuracy", "macro_f1", "n", "dataset_version")}}
+
+
+def _run_anchor(ctx: RunContext, cfg: AnchorRun) -> dict:
+    report = reports.load_report(cfg.report)
+    (image,) = reports.report_images(report, [cfg.index])
+    ckpt = load_checkpoint(registry.get_model(report.summary["model"]).path)
+    res = explain.anchor_explanation(model_from_checkpoint(ckpt), image, threshold=cfg.threshold, seed=cfg.seed,
+                                     progress=ctx.progress, should_stop=ctx.should_stop)
+    out = reports.save_anchor(cfg.report, ctx.run_id, mask=res.mask, segments=res.segments)
+    return {"report": cfg.report, "index": cfg.index, "precision": float(res.precision),
+            "coverage": float(res.coverage), "anchor": [int(a) for a in res.anchor],
+            "prediction": int(ckpt["class_ids"][res.prediction]), "met_threshold": bool(res.met_threshold),
+            "num_samples": int(res.num_samples), "file": str(out)}
+
+
+def _run_build(ctx: RunContext, cfg: BuildRun) -> dict:
+    return builds.build_standard(Path(cfg.source), seed=cfg.seed, names=cfg.names, progress=ctx.progress,
+                                 should_stop=ctx.should_stop)
+
+
+@dataclass(frozen=True)
+class RunKind:
+    config: type
+    runner: Callable[[RunContext, Any], dict]
+    #: most runs of this kind at once; the rest queue
+    limit: int = 1
+
+
+KINDS: dict[str, RunKind] = {
+    "train": RunKind(TrainRun, _run_train),
+    "evaluate": RunKind(EvaluateRun, _run_evaluate, limit=config.MAX_CONCURRENT_EVALUATIONS),
+    "anchor": RunKind(AnchorRun, _run_anchor, limit=2),
+    "build": RunKind(BuildRun, _run_build),
+}
+
+
+def config_from_json(kind: str, data: dict):
+    """The config dataclass of ``kind`` from its JSON form (as kept in the run record)."""
+    cls = _kind(kind).config
+    data = dict(data)
+    if cls is TrainRun:
+        data["train"] = training.TrainConfig.from_json(data["train"])
+    if cls is BuildRun:
+        data["names"] = tuple(data["names"])
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{kind} config has unknown fields {unknown}; valid: {', '.join(sorted(names))}")
+    return cls(**data)
+
+
+# -- the engine ----------------------------------------------------------------------------------------------------
+
+def start(kind: str, cfg) -> str:
+    """Validate ``cfg`` (the kind's config dataclass, or its JSON dict), register the run, start its worker.
+
+    Raises ValueError with the fix for an impossible request; nothing is registered then. Returns the run id.
+    """
+    spec = _kind(kind)
+    if isinstance(cfg, dict):
+        cfg = config_from_json(kind, cfg)
+    if not isinstance(cfg, spec.config):
+        raise ValueError(f"a {kind} run takes a {spec.config.__name__}, got {type(cfg).__name__}")
+    inputs = cfg.check()
+    return submit(kind, asdict(cfg), lambda ctx, _: spec.runner(ctx, cfg), title=cfg.title(), inputs=inputs)
+
+
+def submit(kind: str, cfg: dict, runner: Callable[[RunContext, dict], dict], *, title: str = "",
+           inputs: dict | None = None) -> str:
+    """Register a run of any runner and start its worker thread; returns the run id. :func:`start` is the
+    checked way in for the kinds in :data:`KINDS`; this is for work that is its own config (tests, tools)."""
+    run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    now = time.time()
+    store.insert("runs", {"id": run_id, "kind": kind, "version": RECORD_VERSION, "title": title or kind,
+                          "config": cfg, "inputs": inputs or {}, "status": "queued", "progress": 0.0,
+                          "message": "queued", "result": None, "error": None, "history": [], "created": now,
+                          "updated": now, "owner": OWNER})
+    limit = KINDS[kind].limit if kind in KINDS else 1
+    with _guard:
+        sem = _semaphores.setdefault(kind, threading.Semaphore(limit))
+        _cancel_events[run_id] = threading.Event()
+    t = threading.Thread(target=_work, args=(run_id, cfg, runner, sem), name=f"run-{run_id}", daemon=True)
+    _threads[run_id] = t
+    t.start()
+    return run_id
+
+
+def _kind(kind: str) -> RunKind:
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
+def _set(run_id: str, **values: Any) -> None:
+    values["updated"] = time.time()
+    store.update("runs", values, key="id", value=run_id)
+
+
+def _work(run_id: str, cfg: dict, runner, sem: threading.Semaphore) -> None:
+    ctx = RunContext(run_id)
+    acquired = False
+    try:
+        while not (acquired := sem.acquire(timeout=0.2)):
+            if ctx.should_stop():
+                break
+        if ctx.should_stop():
+            _set(run_id, status="cancelled", message="cancelled before it started")
+            return
+        _set(run_id, status="running", message="started", started=time.time())
+        result = runner(ctx, cfg)
+        _set(run_id, status="done", progress=1.0, message="done", result=result, finished=time.time())
+    except Cancelled:
+        _set(run_id, status="cancelled", message="cancelled; nothing was saved", finished=time.time())
+    except Exception as e:  # a crash marks the run failed with its message
+        _set(run_id, status="failed", message=f"failed: {e}", error=f"{type(e).__name__}: {e}",
+             traceback=traceback.format_exc(limit=8), finished=time.time())
+    finally:
+        if acquired:
+            sem.release()
+        _cancel_events.pop(run_id, None)
+
+
+def cancel(run_id: str) -> bool:
+    """Ask a queued or running run of this process to stop; returns whether it was active here."""
+    ev = _cancel_events.get(run_id)
+    if ev is None:
+        return False
+    ev.set()
+    _set(run_id, message="cancelling...")
+    return True
+
+
+def _with_progress(rec: dict) -> dict:
+    """An active run's record with its latest progress tick from the run folder."""
+    if rec["status"] == "running":
+        try:
+            tick = json.loads((run_dir(rec["id"]) / "progress.json").read_text(encoding="utf-8"))
+            if tick["updated"] >= rec.get("updated", 0):
+                rec.update(progress=tick["progress"], message=tick["message"] or rec.get("message"))
+        except (OSError, ValueError, KeyError):
+            pass
+    return rec
+
+
+def get(run_id: str) -> dict | None:
+    rec = store.get("runs", key="id", value=run_id)
+    return _with_progress(rec) if rec else None
+
+
+def list_runs(kind: str | None = None, *, statuses: tuple[str, ...] | None = None) -> list[dict]:
+    """Run records, newest first."""
+    recs = [r for r in store.all_records("runs") if (kind is None or r["kind"] == kind)
+            and (statuses is None or r["status"] in statuses)]
+    return [_with_progress(r) for r in sorted(recs, key=lambda r: r["created"], reverse=True)]
+
+
+def wait(run_id: str, *, timeout: float = 600.0, poll: float = 0.1) -> dict:
+    """Block until the run leaves queued/running (for the CLI and tests)."""
+    deadline = time.monotonic() + timeout
+    t = _threads.get(run_id)
+    if t is not None:
+        t.join(timeout)
+    while True:
+        rec = get(run_id)
+        if rec is None:
+            raise ValueError(f"no run {run_id!r}")
+        if rec["status"] not in ACTIVE or time.monotonic() > deadline:
+            return rec
+        time.sleep(poll)
+
+
+def recover_interrupted() -> int:
+    """Mark runs that a previous process left queued or running as interrupted; returns how many."""
+    n = 0
+    for rec in store.all_records("runs"):
+        if rec["status"] in ACTIVE and rec.get("owner") != OWNER:
+            _set(rec["id"], status="interrupted", message="interrupted: the app stopped while this run ran")
+            n += 1
+    return n
+
+
+def _model_input(name: str) -> dict:
+    model = registry.get_model(name)
+    return {"name": name, "sha256": registry.file_version(model.path)}
+
+
+def _dataset_input(info: datasets.DatasetInfo) -> dict:
+    return {"name": info.name, "version": info.fingerprint}
+
+
+__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "start", "submit",
+           "cancel", "get", "list_runs", "wait", "recover_interrupted", "run_dir"]
