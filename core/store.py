@@ -52,8 +52,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
-    """``value`` as compact JSON, written atomically."""
-    atomic_write_bytes(path, json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    """``value`` as compact JSON, written atomically (keys in insertion order: sorting 20 MB costs 2x)."""
+    atomic_write_bytes(path, json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 class AtomicJSONStorage(Storage):

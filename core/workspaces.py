@@ -12,13 +12,16 @@ Every state has a **version**: a content fingerprint of the base's version plus 
 evaluation record it (checkpoint ``dataset_fingerprint``, report ``dataset_version``), so an old model or report
 still names the exact images it saw, and a report on an older state is recognised as stale.
 
-On disk, ``<data root>/workspaces/<name>/``:
+On disk, ``<data root>/workspaces/<name>/`` (every file but the header is immutable once written):
 
-- ``workspace.json`` (small: name, base, base version, classes, counts, version, the current overlay file) is
-  the single commit point, replaced atomically;
-- ``overlay-<version>.json`` (big: the added and changed records) is written *before* the header that names it
-  and never rewritten, so a crash mid-change leaves the previous version intact; the previous overlay is kept
-  (one step back), older ones are removed.
+- ``workspace.json``: the header (name, base, base version, classes, counts, version, and the names of the
+  files below). Replacing it atomically is the single commit point of a change;
+- ``segments/seg-<hash>.json``: the records of one batch of added images (provenance included), one file per
+  batch, so adding 1,000 images to a workspace of 50,000 writes 1,000 records, not 51,000;
+- ``state-<hash>.json``: the small mutable part, base images moved or deleted and added images moved or
+  removed, rewritten per change (the previous one is kept, older ones removed).
+
+New files are written before the header that names them, so a crash mid-change leaves the previous version.
 
 Reading a split reuses the base's decoded cache (rows the overlay does not touch come straight from it) and
 caches the assembled arrays per version, so it is as fast as reading the base.
@@ -27,12 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
+import os
 import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -43,6 +47,7 @@ from core.store import atomic_write_bytes, atomic_write_json, file_lock
 
 HEADER = "workspace.json"
 ADDED_DIR = "added"
+SEGMENTS = "segments"
 FORMAT = 1
 #: Where a user starts: the published system's "Main dataset" is a workspace of its hardest set.
 DEFAULT_NAME = "Main"
@@ -76,7 +81,7 @@ def read_info(path: Path) -> ds.DatasetInfo:
         version = hashlib.sha256(f"{version}|{base.fingerprint}".encode()).hexdigest()[:16]
     return ds.DatasetInfo(
         name=head["name"], path=Path(path), classes={int(k): v for k, v in head["classes"].items()},
-        counts={s: {int(k): v for k, v in c.items()} for s, c in head["counts"].items()},
+        counts={s: {int(k): v for k, v in c.items() if v} for s, c in head["counts"].items()},
         source=f"workspace of {head['base']}", recipe=f"{head['base']} + user changes", fingerprint=version,
         embedded=False, kind="workspace", base=head["base"], base_path=base.path)
 
@@ -95,9 +100,11 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        doc = {"added": {}, "changed": {}, "seq": 0}
-        _commit(tmp, {"format": FORMAT, "name": name, "base": base, "base_version": info.fingerprint,
-                      "created": time.time(), "classes": {str(k): v for k, v in info.classes.items()}}, doc, info)
+        head = {"format": FORMAT, "name": name, "base": base, "base_version": info.fingerprint,
+                "created": time.time(), "classes": {str(k): v for k, v in info.classes.items()}, "seq": 0,
+                "segments": [], "counts": {s: {str(k): v for k, v in info.counts.get(s, {}).items()}
+                                           for s in ds.SPLITS}}
+        Change(tmp, head, {"base": {}, "added": {}}).commit()
         tmp.rename(workspace_dir(name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,26 +129,31 @@ def delete(name: str) -> None:
 def read_rows(info: ds.DatasetInfo, split: str | None = None) -> list[dict]:
     """Index rows of the workspace's current version: base rows (minus deleted, with moved splits), then added.
 
-    Each row has the columns of ``index.csv`` plus ``origin``: ``"base:<split>"`` or ``"added"``.
+    Each row has the columns of ``index.csv`` plus ``origin``: ``"base:<split>"`` or ``"added"`` (these also
+    carry their ``id``).
     """
     head = _read_header(info.path)
-    doc = _read_overlay(info.path, head)
+    state = _read_json(info.path / head["state"])
     base = _base_info(head["base"])
-    changed = doc["changed"]
     rows = []
     for r in ds.read_index(base):
-        ch = changed.get(r["file"])
-        if ch is not None and ch.get("deleted"):
-            continue
-        row = {**r, "origin": f"base:{r['split']}"}
-        if ch is not None:
-            row["split"] = ch["split"]
-        rows.append(row)
-    for rec in sorted(doc["added"].values(), key=lambda a: a["seq"]):
-        rows.append({"split": rec["split"], "class_id": rec["class_id"], "file": rec["file"],
-                     "source": rec.get("source", ""), "track": rec.get("track", ""), "orig_w": rec.get("orig_w", 0),
-                     "orig_h": rec.get("orig_h", 0), "origin": "added", "id": rec["id"]})
+        row = {**r, "origin": f"base:{r['split']}", **state["base"].get(r["file"], {})}
+        if not row.pop("deleted", False):
+            rows.append(row)
+    for rec in added_records(info.path, head):
+        ch = state["added"].get(rec["id"], {})
+        if not ch.get("deleted"):
+            rows.append({"split": ch.get("split", rec["split"]), "class_id": rec["class_id"], "file": rec["file"],
+                         "source": rec.get("source", ""), "track": rec.get("track", ""),
+                         "orig_w": rec.get("orig_w", 0), "orig_h": rec.get("orig_h", 0), "origin": "added",
+                         "id": rec["id"]})
     return [r for r in rows if split is None or r["split"] == split]
+
+
+def added_records(path: Path, head: dict | None = None) -> list[dict]:
+    """Every record of an added image (as added: provenance included; later moves are in the state file)."""
+    head = head or _read_header(path)
+    return [rec for seg in head["segments"] for rec in _read_json(path / SEGMENTS / seg)]
 
 
 def load_split(info: ds.DatasetInfo, split: str) -> ds.SplitArrays:
@@ -180,10 +192,85 @@ def _assemble(info: ds.DatasetInfo, base: ds.DatasetInfo, rows: list[dict]) -> d
 
 # -- changing ------------------------------------------------------------------------------------------------------
 
+class Change:
+    """One open change of a workspace: edit :attr:`classes`, add records, move or remove rows; then
+    :meth:`commit` writes the new version (counts kept up to date as it goes)."""
+
+    def __init__(self, path: Path, head: dict, state: dict):
+        self.path, self.head, self.state = path, head, state
+        self.new_records: list[dict] = []
+        self._added_splits: dict[str, str] | None = None
+
+    @property
+    def classes(self) -> dict[str, str]:
+        return self.head["classes"]
+
+    def _count(self, split: str, class_id: int, delta: int) -> None:
+        c = self.head["counts"].setdefault(split, {})
+        c[str(class_id)] = c.get(str(class_id), 0) + delta
+
+    def add_records(self, records: list[dict]) -> list[str]:
+        """Add image records (each with at least split, class_id, file, sha256); returns their new ids."""
+        ids = []
+        for rec in records:
+            self.head["seq"] += 1
+            rid = f"a{self.head['seq']}"
+            self.new_records.append({**rec, "id": rid, "seq": self.head["seq"]})
+            self._count(rec["split"], rec["class_id"], +1)
+            ids.append(rid)
+        return ids
+
+    def move(self, row: dict, split: str) -> None:
+        """Move one current row (from :func:`read_rows`) to ``split``."""
+        self._set(row, {"split": split})
+        self._count(row["split"], row["class_id"], -1)
+        self._count(split, row["class_id"], +1)
+
+    def remove(self, row: dict) -> None:
+        """Take one current row out of the workspace (the file itself stays: a base's, or content-addressed)."""
+        self._set(row, {"deleted": True})
+        self._count(row["split"], row["class_id"], -1)
+
+    def _set(self, row: dict, change: dict) -> None:
+        table, key = ("added", row["id"]) if row["origin"] == "added" else ("base", row["file"])
+        original = row["origin"].split(":", 1)[1] if row["origin"] != "added" else self._added_split(row["id"])
+        if change.get("split") == original:
+            self.state[table].pop(key, None)  # back where it started: no change left to record
+        else:
+            self.state[table][key] = change
+
+    def _added_split(self, rid: str) -> str | None:
+        """The split an added image was added to (read once per change)."""
+        if self._added_splits is None:
+            self._added_splits = {r["id"]: r["split"] for r in added_records(self.path, self.head)}
+        self._added_splits.update((r["id"], r["split"]) for r in self.new_records)
+        return self._added_splits.get(rid)
+
+    def commit(self) -> None:
+        """Write the new files, then the header naming them (the commit), then drop files two versions old."""
+        if self.new_records:
+            data = json.dumps(self.new_records, separators=(",", ":")).encode()
+            seg = f"seg-{hashlib.sha256(data).hexdigest()[:16]}.json"
+            atomic_write_bytes(self.path / SEGMENTS / seg, data)
+            self.head["segments"] = self.head["segments"] + [seg]
+        state = json.dumps(self.state, sort_keys=True, separators=(",", ":")).encode()
+        previous = self.head.get("state")
+        self.head["state"] = f"state-{hashlib.sha256(state).hexdigest()[:16]}.json"
+        if not (self.path / self.head["state"]).is_file():
+            atomic_write_bytes(self.path / self.head["state"], state)
+        self.head["version"] = hashlib.sha256(json.dumps(
+            [self.head[k] for k in ("base", "base_version", "classes", "segments", "state")],
+            sort_keys=True).encode()).hexdigest()[:16]
+        atomic_write_json(self.path / HEADER, self.head)
+        for old in self.path.glob("state-*.json"):
+            if old.name not in (self.head["state"], previous):
+                old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def change(name: str) -> Iterator[tuple[dict, dict]]:
-    """Change workspace ``name`` as one step: yields (header, overlay) to edit in place; commits a new version at
-    the end, or nothing at all if the block raises. Holds the workspace's lock (threads and processes)."""
+def change(name: str) -> Iterator[Change]:
+    """Change workspace ``name`` as one step: yields a :class:`Change`; commits a new version at the end, or
+    nothing at all if the block raises. Holds the workspace's lock (threads and processes)."""
     if not is_workspace(name):
         ds.get_dataset(name)
         raise ValueError(f"{name!r} is a built dataset and never changes; derive a workspace from it first "
@@ -191,19 +278,19 @@ def change(name: str) -> Iterator[tuple[dict, dict]]:
     path = workspace_dir(name)
     with file_lock(path / ".lock"):
         head = _read_header(path)
-        doc = _read_overlay(path, head)
-        yield head, doc
-        _commit(path, head, doc, _base_info(head["base"]))
+        ch = Change(path, head, _read_json(path / head["state"]))
+        yield ch
+        ch.commit()
 
 
 def add_class(name: str, class_name: str) -> int:
     """Add a class (next free id) to workspace ``name``; returns its id."""
     class_name = _check_class_name(class_name)
-    with change(name) as (head, _):
-        if class_name.casefold() in {v.casefold() for v in head["classes"].values()}:
+    with change(name) as ch:
+        if class_name.casefold() in {v.casefold() for v in ch.classes.values()}:
             raise ValueError(f"workspace {name!r} has a class named {class_name!r} already")
-        cid = max(map(int, head["classes"]), default=-1) + 1
-        head["classes"][str(cid)] = class_name
+        cid = max(map(int, ch.classes), default=-1) + 1
+        ch.classes[str(cid)] = class_name
     return cid
 
 
@@ -220,50 +307,37 @@ def add_images(name: str, images: list[np.ndarray], *, split: str, class_id: int
         raise ValueError(f"{len(images)} images need as many sources and records")
     path = workspace_dir(name)
     files = [_write_image(path, im) for im in images]
-    with change(name) as (head, doc):
-        if str(class_id) not in head["classes"]:
+    os.sync()  # the images are on disk before the overlay that names them (one sync, not one per file)
+    with change(name) as ch:
+        if str(class_id) not in ch.classes:
             raise ValueError(f"workspace {name!r} has no class {class_id}; add it first")
-        ids = []
-        for k, (im, (rel, sha)) in enumerate(zip(images, files)):
-            doc["seq"] += 1
-            rid = f"a{doc['seq']}"
-            doc["added"][rid] = {**(records[k] if records else {}), "id": rid, "seq": doc["seq"], "split": split,
-                                 "class_id": int(class_id), "file": rel, "sha256": sha, "source": sources[k],
-                                 "orig_w": int(im.shape[1]), "orig_h": int(im.shape[0]), "added": time.time()}
-            ids.append(rid)
-    return ids
+        now = time.time()
+        return ch.add_records([{**(records[k] if records else {}), "split": split, "class_id": int(class_id),
+                                "file": rel, "sha256": sha, "source": sources[k], "orig_w": int(im.shape[1]),
+                                "orig_h": int(im.shape[0]), "added": now}
+                               for k, (im, (rel, sha)) in enumerate(zip(images, files))])
 
 
 def move_images(name: str, files: list[str], *, split: str) -> int:
     """Move images (by their ``file`` in the index) to ``split``; returns how many moved."""
     if split not in ds.SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(ds.SPLITS)}")
-    return _edit_images(name, files, lambda rec: rec.__setitem__("split", split))
+    return _edit_images(name, files, lambda ch, row: ch.move(row, split))
 
 
 def delete_images(name: str, files: list[str]) -> int:
     """Remove images (by their ``file`` in the index) from the workspace; the base's files stay untouched."""
-    return _edit_images(name, files, lambda rec: rec.__setitem__("deleted", True))
+    return _edit_images(name, files, lambda ch, row: ch.remove(row))
 
 
-def _edit_images(name: str, files: list[str], edit) -> int:
-    with change(name) as (head, doc):
-        info = read_info(workspace_dir(name))
-        current = {r["file"]: r for r in read_rows(info)}
+def _edit_images(name: str, files: list[str], edit: Callable[[Change, dict], None]) -> int:
+    with change(name) as ch:
+        current = {r["file"]: r for r in read_rows(read_info(ch.path))}
         unknown = [f for f in files if f not in current]
         if unknown:
             raise ValueError(f"{len(unknown)} file(s) are not in workspace {name!r}, e.g. {unknown[0]!r}")
-        for f in files:
-            row = current[f]
-            if row["origin"] == "added":
-                rec = doc["added"][row["id"]]
-                edit(rec)
-                if rec.pop("deleted", False):
-                    del doc["added"][row["id"]]
-            else:
-                rec = dict(doc["changed"].get(f) or {"split": row["split"]})
-                edit(rec)
-                doc["changed"][f] = rec
+        for f in dict.fromkeys(files):
+            edit(ch, current[f])
     return len(files)
 
 
@@ -277,53 +351,25 @@ def _check_class_name(class_name: str) -> str:
 
 
 def _write_image(path: Path, image: np.ndarray) -> tuple[str, str]:
+    """Write one image content-addressed (never overwritten); the caller syncs before committing. The temp
+    file + rename means a file under its final name is always complete."""
     data = encode_png(np.ascontiguousarray(image))
     sha = hashlib.sha256(data).hexdigest()
     rel = f"{ADDED_DIR}/{sha[:2]}/{sha}.png"
-    if not (path / rel).is_file():
-        atomic_write_bytes(path / rel, data)
+    target = path / rel
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
     return rel, sha
 
 
-def _version(head: dict, doc: dict) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([head["base"], head["base_version"], head["classes"]], sort_keys=True).encode())
-    for rec in sorted(doc["added"].values(), key=lambda a: a["seq"]):
-        h.update(f"\n{rec['id']}|{rec['split']}|{rec['class_id']}|{rec['sha256']}".encode())
-    h.update(json.dumps(doc["changed"], sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def _counts(base: ds.DatasetInfo, doc: dict) -> dict[str, dict[str, int]]:
-    counts = {s: {str(k): v for k, v in base.counts.get(s, {}).items()} for s in ds.SPLITS}
-    if doc["changed"]:
-        cls = {r["file"]: (r["split"], str(r["class_id"])) for r in ds.read_index(base)}
-        for f, ch in doc["changed"].items():
-            if f not in cls:  # the base was rebuilt without this file
-                continue
-            s, c = cls[f]
-            counts[s][c] -= 1
-            if not ch.get("deleted"):
-                counts[ch["split"]][c] = counts[ch["split"]].get(c, 0) + 1
-    for rec in doc["added"].values():
-        c = str(rec["class_id"])
-        counts[rec["split"]][c] = counts[rec["split"]].get(c, 0) + 1
-    return {s: {k: v for k, v in c.items() if v} for s, c in counts.items()}
-
-
-def _commit(path: Path, head: dict, doc: dict, base: ds.DatasetInfo) -> None:
-    """Write the overlay of the new version, then switch the header to it (the commit), then tidy up."""
-    previous = head.get("overlay")
-    head["version"] = _version(head, doc)
-    head["counts"] = _counts(base, doc)
-    head["overlay"] = f"overlay-{head['version']}.json"
-    if head["overlay"] != previous:
-        atomic_write_json(path / head["overlay"], doc)
-    atomic_write_json(path / HEADER, head)
-    keep = {head["overlay"], previous}
-    for old in path.glob("overlay-*.json"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: workspace file cannot be read ({e})") from None
 
 
 def _read_header(path: Path) -> dict:
@@ -334,13 +380,6 @@ def _read_header(path: Path) -> dict:
         return head
     except (OSError, ValueError) as e:
         raise ValueError(f"{path / HEADER}: not a valid workspace ({e})") from None
-
-
-def _read_overlay(path: Path, head: dict) -> dict:
-    try:
-        return json.loads((path / head["overlay"]).read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"workspace {head.get('name')!r}: overlay cannot be read ({e})") from None
 
 
 def _base_info(base: str) -> ds.DatasetInfo:

@@ -162,3 +162,15 @@ def test_import_with_a_csv_missing_columns_names_the_file(data_root, tmp_path):
     (src / "Train.csv").write_text("Foo,Bar\n1,2\n")
     out = run_cli("datasets", "import", "--layout", "kaggle", "--path", str(src), "--name", "K", root=data_root)
     assert out.returncode == 2 and "Train.csv" in out.stderr and "ClassId" in out.stderr
+
+
+def test_train_help_lists_every_train_config_field(data_root):
+    import dataclasses
+    from core.training import TrainConfig
+    out = run_cli("train", "--help", root=data_root)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in text, f.name
+        assert " ".join(f.metadata["help"].split())[:40] in text, f.name
+    assert "--arch" in text and "--teacher" in text and "--no-augment" in text

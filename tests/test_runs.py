@@ -109,3 +109,64 @@ def test_list_jobs_filters_and_sorts_newest_first():
     assert [j["id"] for j in runs.list_runs()][:2] == [b["id"], a["id"]]
     assert [j["id"] for j in runs.list_runs("k1")] == [a["id"]]
     assert {a["id"], b["id"]}.isdisjoint(j["id"] for j in runs.list_runs(statuses=("failed", "queued")))
+
+
+def test_progress_ticks_go_to_the_run_folder_not_the_store():
+    started, release = threading.Event(), threading.Event()
+
+    def work(ctx, cfg):
+        ctx.progress(0.5, "halfway")
+        started.set()
+        release.wait(10)
+        return {}
+
+    run_id = runs.submit("tick", {}, work)
+    assert started.wait(5)
+    time.sleep(0.3)
+    table = store.table_path("runs").read_bytes()
+    rec = runs.get(run_id)
+    assert rec["progress"] == 0.5 and rec["message"] == "halfway" and rec["status"] == "running"
+    assert (runs.run_dir(run_id) / "progress.json").is_file()
+    assert b"halfway" not in table  # the store was not rewritten for the tick
+    release.set()
+    assert runs.wait(run_id, timeout=10)["status"] == "done"
+
+
+def test_start_refuses_unknown_kinds_and_configs_and_registers_nothing():
+    with pytest.raises(ValueError, match="unknown run kind 'nope'; valid kinds: train, evaluate, anchor, build"):
+        runs.start("nope", {})
+    with pytest.raises(ValueError, match="unknown fields"):
+        runs.start("evaluate", {"model": "m", "dataset": "Sample48", "colour": "red"})
+    with pytest.raises(ValueError, match="a evaluate run takes a EvaluateRun"):
+        runs.start("evaluate", runs.AnchorRun(report="r", index=0))
+    with pytest.raises(ValueError, match="no model named 'ghost'"):
+        runs.start("evaluate", {"model": "ghost", "dataset": "Sample48", "split": "test"})
+    assert runs.list_runs() == []
+
+
+def test_a_run_record_carries_its_version_config_and_input_fingerprints():
+    from core import models, registry
+    import torch
+    torch.manual_seed(0)
+    m = models.build_model("published", 48)
+    registry.register("m48", models.make_checkpoint(
+        m, architecture="published", class_ids=list(range(48)), class_names=[f"c{i}" for i in range(48)],
+        dataset="Sample48", dataset_fingerprint="x", parent=None, mode="scratch", epochs=1, history=[],
+        metrics={}, config={}))
+    run_id = runs.start("evaluate", {"model": "m48", "dataset": "Sample48", "split": "val"})
+    rec = runs.wait(run_id, timeout=120)
+    assert rec["status"] == "done" and rec["version"] == runs.RECORD_VERSION
+    assert rec["config"] == {"model": "m48", "dataset": "Sample48", "split": "val"}
+    from core import datasets
+    assert rec["inputs"]["dataset"] == {"name": "Sample48", "version": datasets.get_dataset("Sample48").fingerprint}
+    sha = rec["inputs"]["model"]["sha256"]
+    import hashlib
+    assert sha == hashlib.sha256(registry.get_model("m48").path.read_bytes()).hexdigest()[:16]
+    assert runs.config_from_json("evaluate", rec["config"]) == runs.EvaluateRun("m48", "Sample48", "val")
+
+
+def test_a_build_run_checks_its_source_and_names():
+    with pytest.raises(ValueError, match="does not exist"):
+        runs.start("build", runs.BuildRun(source="/no/such/folder"))
+    with pytest.raises(ValueError, match="unknown datasets"):
+        runs.start("build", {"source": ".", "names": ["GTSRB", "Imaginary"]})

@@ -235,3 +235,38 @@ def test_teachers_of_different_class_counts_are_refused(sample):
     t43 = _parent43()
     with pytest.raises(ValueError, match="disagree on the number of classes"):
         training.train(_cfg(teachers=("a", "b")), sample, teachers=[t43, _teacher48()])
+
+
+def test_phases_are_planned_once_per_mode():
+    (p,) = training.plan_phases(_cfg(mode="scratch", epochs=3))
+    assert (p.name, p.epochs, p.train_features, p.train_head, p.new_rows_only, p.competes_for_best) == \
+           ("all", 3, True, True, False, True)
+    (p,) = training.plan_phases(_cfg(mode="transfer_freeze", epochs=2))
+    assert (p.name, p.train_features, p.train_head) == ("head", False, True)
+    p1, p2 = training.plan_phases(_cfg(mode="incremental", epochs=4, new_class_epochs=1, batch_size=128,
+                                       new_class_lr=1e-2, lr=1e-3), phase1_images=800)
+    assert (p1.name, p1.epochs, p1.lr, p1.weight_decay, p1.new_rows_only, p1.distil, p1.competes_for_best) == \
+           ("new_rows", 1, 1e-2, 0.0, True, False, False)
+    assert p1.batch_size == 800 // training.PHASE1_MIN_STEPS and not p1.train_features and not p1.train_head
+    assert (p2.name, p2.epochs, p2.lr, p2.batch_size, p2.distil, p2.competes_for_best) == ("all", 3, 1e-3, 128, True, True)
+    # one epoch in all: only phase 1 runs
+    assert [p.name for p in training.plan_phases(_cfg(mode="incremental", epochs=1), phase1_images=100)] == ["new_rows"]
+
+
+def test_the_saved_config_names_the_architecture_actually_trained(sample):
+    torch.manual_seed(0)
+    m = models.build_model("bn_stn", 48)
+    parent = models.make_checkpoint(m, architecture="bn_stn", class_ids=list(range(48)),
+                                    class_names=[f"c{i}" for i in range(48)], dataset=SAMPLE, dataset_fingerprint="x",
+                                    parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
+    res = training.train(_cfg(mode="resume", max_train_images=64), sample, parent=parent, parent_name="p")
+    assert res.checkpoint["architecture"] == "bn_stn" and res.checkpoint["config"]["architecture"] == "bn_stn"
+    assert res.checkpoint["dataset_fingerprint"] == sample.fingerprint
+
+
+def test_train_config_round_trips_through_json_and_refuses_unknown_settings():
+    cfg = _cfg(teachers=("a", "b"), max_train_images=10)
+    from dataclasses import asdict
+    assert training.TrainConfig.from_json(asdict(cfg)) == cfg
+    with pytest.raises(ValueError, match="unknown training settings"):
+        training.TrainConfig.from_json({"epochs": 1, "learning_rate": 0.1})
