@@ -20,8 +20,6 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
 #: Shipped models (tracked in git).
 ARTIFACTS_DIR = PROJECT_ROOT / "artifacts"
-#: Reference pictograms for GTSRB classes (tracked, small).
-PICTOGRAM_DIR = PROJECT_ROOT / "data" / "pictograms"
 #: Most evaluation jobs allowed to run at once.
 MAX_CONCURRENT_EVALUATIONS = 5
 

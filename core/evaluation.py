@@ -16,6 +16,7 @@ from core.inference import predict_proba
 from core.models import model_from_checkpoint
 from core.progress import ProgressFn, StopFn
 
+#: Predictions kept per image (reports, prediction results).
 TOP_K = 5
 
 

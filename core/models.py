@@ -126,10 +126,6 @@ def build_model(architecture: str, num_classes: int) -> TrafficSignNet:
     return TrafficSignNet(num_classes, improved=architecture != "published", stn=architecture == "bn_stn")
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def expand_classifier(model: TrafficSignNet, n_new: int) -> TrafficSignNet:
     """Add ``n_new`` output rows to the classifier in place; the old rows' weights and biases are kept exactly.
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from core import config
+from core.evaluation import TOP_K
 from core.images import ImageError, load_image
 from core.inference import predict_proba
 from core.models import model_from_checkpoint
 
-TOP_K = 5
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +87,6 @@ def staleness(summary: dict) -> str | None:
         return (f"dataset {name!r} has changed since this report was made (version {seen}, now {now}); "
                 "its numbers are kept, its images are not shown. Evaluate again to see today's images.")
     return None
-
-
-def delete_report(report_id: str) -> bool:
-    """Remove a report's record, then its files; returns whether it existed."""
-    n = store.remove("reports", key="id", value=report_id)
-    shutil.rmtree(report_dir(report_id), ignore_errors=True)
-    return n > 0
 
 
 def report_images(report: Report, indices) -> list[np.ndarray]:

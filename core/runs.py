@@ -33,7 +33,7 @@ from core.store import atomic_write_json
 
 #: Version of the run record's shape; records of older versions are still listed.
 RECORD_VERSION = 2
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+#: Statuses of a run still in progress; the others are "done", "failed", "cancelled" and "interrupted".
 ACTIVE = ("queued", "running")
 #: Seconds between progress-file writes of one run (each write is a small atomic file).
 PROGRESS_INTERVAL_S = 0.25

@@ -49,9 +49,8 @@ HEADER = "workspace.json"
 ADDED_DIR = "added"
 SEGMENTS = "segments"
 FORMAT = 1
-#: Where a user starts: the published system's "Main dataset" is a workspace of its hardest set.
+#: The published system's "Main dataset" (its hardest set plus everything added in the UI) is a workspace.
 DEFAULT_NAME = "Main"
-DEFAULT_BASE = "Testing"
 
 
 def workspace_dir(name: str) -> Path:
@@ -157,16 +156,19 @@ def added_records(path: Path, head: dict | None = None) -> list[dict]:
 
 
 def load_split(info: ds.DatasetInfo, split: str) -> ds.SplitArrays:
-    """A split of the workspace as arrays; images share the base's size (added ones are resized to it)."""
-    rows = read_rows(info, split)
-    base = _base_info(info.base)
-    base_rows = ds.read_index(base, split)
-    if [r["file"] for r in rows] == [r["file"] for r in base_rows]:
-        return ds.load_split(base, split)  # untouched split: the base's arrays as they are
+    """A split of the workspace as arrays; images share the base's size (added ones are resized to it).
+
+    An unchanged workspace hands out its base's arrays; a changed one reads its own cache for this version
+    (keyed by the version, sized by the header's counts: no index is read), assembling it on the first read.
+    """
+    head = _read_header(info.path)
+    base = _base_info(head["base"])
+    if not head["segments"] and _read_json(info.path / head["state"]) == {"base": {}, "added": {}}:
+        return ds.load_split(base, split)  # nothing changed: the base's arrays as they are
     cache = _cache_root(info.name) / info.fingerprint / f"{split}.npz"
-    arrays = ds.read_cached_split(cache, len(rows))
+    arrays = ds.read_cached_split(cache, info.split_size(split))
     if arrays is None:
-        arrays = _assemble(info, base, rows)
+        arrays = _assemble(info, base, read_rows(info, split))
         _drop_caches(info.name, keep=info.fingerprint)
         ds.write_cached_split(cache, arrays)
     return arrays

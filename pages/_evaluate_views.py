@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import explain, reports, runs
+from core import explain, registry, reports, runs
 from core.metrics import METRIC_LABELS, METRIC_NAMES
 from pages._ui import load_model, run_status
 
@@ -96,7 +96,6 @@ def show_mistakes(report: reports.Report) -> None:
 
 
 def explain_one(report: reports.Report, index: int) -> None:
-    from core import registry
     (image,) = reports.report_images(report, [index])
     ckpt, model = load_model(str(registry.get_model(report.summary["model"]).path))
     pred = int(report.predictions.y_pred[index])

@@ -4,9 +4,14 @@ Caching lives here, in the page layer, never in core.
 """
 from __future__ import annotations
 
+import os
+
+import plotly.express as px
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from core import datasets, models, registry, runs
+from core.curves import history_frames
 
 
 def ensure_router() -> None:
@@ -16,7 +21,6 @@ def ensure_router() -> None:
     visit straight to a page URL would then run the page alone, with file names in the sidebar. Switching the
     flag off and rerunning runs Home.py, which routes to the same page.
     """
-    from streamlit.runtime.pages_manager import PagesManager
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
@@ -26,10 +30,6 @@ def ensure_router() -> None:
 def cached_index(name: str, version: str) -> list[dict]:
     """A dataset's index rows, cached per dataset version (a changed workspace gets a new version)."""
     return datasets.read_index(datasets.get_dataset(name))
-
-
-def dataset_names() -> list[str]:
-    return [d.name for d in datasets.list_datasets()]
 
 
 def pick_dataset(label: str = "Dataset", key: str = "dataset") -> datasets.DatasetInfo | None:
@@ -70,8 +70,6 @@ def show_model_stats(model: registry.ModelInfo) -> None:
     st.caption("Lineage: " + " \u2190 ".join(f"{m.name} ({m.mode}, {m.dataset})" for m in chain))
     if model.history:
         with st.expander("Training history"):
-            import plotly.express as px
-            from core.curves import history_frames
             loss, acc = history_frames(list(model.history))
             st.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=240),
                             key=f"hist-{model.name}")
@@ -97,7 +95,6 @@ def _load_model(path: str, mtime: float):
 
 def load_model(path: str):
     """(checkpoint, network) of a model file, cached per file version."""
-    import os
     return _load_model(path, os.path.getmtime(path))
 
 

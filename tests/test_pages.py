@@ -220,7 +220,6 @@ def test_predict_shows_top5_and_ig_and_a_message_per_bad_file():
 
 
 def test_evaluate_compares_two_reports_per_class():
-    from core import evaluation
     _register_small_model("one")
     _register_small_model("two")
     for m in ("one", "two"):
@@ -242,3 +241,30 @@ def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
     at = open_page("pages/improve.py")
     assert runs.get("train-old")["status"] == "interrupted"
     assert any("train old \u2014 interrupted" in p.proto.text for p in at.get("progress"))
+
+
+def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_images():
+    from core import reports, workspaces
+    workspaces.derive("Sample48", "Main")
+    _register_small_model("m")
+    run = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m", dataset="Main", split="test")), timeout=120)
+    assert run["status"] == "done", run.get("error")
+    at = open_page("pages/evaluate.py")
+    assert not any("Stale report" in w.value for w in at.warning)
+    assert any(s.value == "Misclassified images" for s in at.subheader)
+    workspaces.delete_images("Main", [reports.load_report(run["id"]).predictions.files[0]])
+    at = open_page("pages/evaluate.py")
+    assert any("Stale report" in w.value and "has changed since" in w.value for w in at.warning)
+    assert not any(s.value == "Misclassified images" for s in at.subheader)
+    assert at.metric  # the numbers are still shown
+
+
+def test_pickers_offer_workspaces_with_their_base():
+    from core import workspaces
+    workspaces.derive("Sample48", "Main")
+    at = open_page("pages/explore.py")
+    box = at.selectbox(key="dataset")
+    assert "Main (workspace of Sample48)" in box.options
+    box.set_value("Main").run()
+    assert not at.exception, at.exception
+    assert len(at.get("imgs")) > 0 or len(at.image) > 0  # the workspace's thumbnails come from its base

@@ -1,9 +1,11 @@
+import hashlib
 import threading
 import time
 
 import pytest
+import torch
 
-from core import runs, store
+from core import datasets, models, registry, runs, store
 
 
 def _ok(ctx, cfg):
@@ -145,8 +147,6 @@ def test_start_refuses_unknown_kinds_and_configs_and_registers_nothing():
 
 
 def test_a_run_record_carries_its_version_config_and_input_fingerprints():
-    from core import models, registry
-    import torch
     torch.manual_seed(0)
     m = models.build_model("published", 48)
     registry.register("m48", models.make_checkpoint(
@@ -157,10 +157,8 @@ def test_a_run_record_carries_its_version_config_and_input_fingerprints():
     rec = runs.wait(run_id, timeout=120)
     assert rec["status"] == "done" and rec["version"] == runs.RECORD_VERSION
     assert rec["config"] == {"model": "m48", "dataset": "Sample48", "split": "val"}
-    from core import datasets
     assert rec["inputs"]["dataset"] == {"name": "Sample48", "version": datasets.get_dataset("Sample48").fingerprint}
     sha = rec["inputs"]["model"]["sha256"]
-    import hashlib
     assert sha == hashlib.sha256(registry.get_model("m48").path.read_bytes()).hexdigest()[:16]
     assert runs.config_from_json("evaluate", rec["config"]) == runs.EvaluateRun("m48", "Sample48", "val")
 
