@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from core import builds, config, datasets, evaluation, models, prediction, registry, training, workspaces
@@ -159,23 +160,19 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
 
 
 def _add_model_commands(sub) -> None:
-    t = sub.add_parser("train", help="train a model (scratch, resume, transfer_freeze, incremental)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+    modes = "\n".join(textwrap.fill(text, 110, initial_indent=f"  {mode:17s}", subsequent_indent=" " * 19)
+                      for mode, text in training.MODE_DESCRIPTIONS.items())
+    t = sub.add_parser("train", help=f"train a model ({', '.join(training.MODES)})",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=f"""\
 Modes:
-  scratch          a new model on the dataset's classes
-  resume           continue training all layers of --base on the same classes
-  transfer_freeze  freeze --base's feature layers, retrain the fully connected head (new classifier if the
-                   dataset's classes differ)
-  incremental      expand --base's classifier with the dataset's new classes; train only the new rows for
-                   --new-class-epochs on new-class images plus a replay buffer (peak rate --new-class-lr,
-                   small batches), then fine-tune all layers on all classes (--lr)
+{modes}
 
 Any mode can also distil from --teacher models (repeat it for a committee): the model learns the committee's
 temperature-softened probabilities besides the labels (--distill-weight, --distill-temperature).
 
 Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md):
   python -m core train --dataset GTSRB --mode scratch --arch bn_stn --epochs 35 --out my_model.pt
-  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \
+  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \\
       --augment-p 0.1 --name my-incremental48
 """)
     t.add_argument("--dataset", required=True, help="dataset or workspace to train on")

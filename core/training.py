@@ -34,8 +34,17 @@ from core.progress import ProgressFn, StopFn, check, never, silent
 from core.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
                          model_from_checkpoint)
 
-#: Training modes, in the order the Improve page offers them (the one for adding classes first).
-MODES = ("incremental", "transfer_freeze", "resume", "scratch")
+#: Training modes and what each does, in the order the Improve page offers them (adding classes first).
+MODE_DESCRIPTIONS = {
+    "incremental": "expand the base model's classifier with the dataset's new classes; train only the new rows "
+                   "for new_class_epochs on new-class images plus a replay buffer (peak rate new_class_lr, small "
+                   "batches), then fine-tune all layers on all classes. Recommended for adding classes.",
+    "transfer_freeze": "freeze the base model's feature layers and retrain the fully connected head (a new "
+                       "classifier if the dataset's classes differ).",
+    "resume": "continue training every layer of the base model on the same classes.",
+    "scratch": "train a new model from random weights on the dataset's classes.",
+}
+MODES = tuple(MODE_DESCRIPTIONS)
 #: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
 PHASE1_MIN_STEPS = 40
 

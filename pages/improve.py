@@ -14,20 +14,14 @@ from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_
 DEFAULTS = training.TrainConfig()
 HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}
 
-MODE_HELP = {
-    "incremental": "Expand the base model's classifier with the dataset's new classes; train only the new rows for "
-                   "1-2 epochs, then fine-tune on all classes. Recommended for adding classes.",
-    "transfer_freeze": "Freeze the feature layers, retrain the fully connected head.",
-    "resume": "Continue training every layer of the base model on the same classes.",
-    "scratch": "Train a new model from random weights.",
-}
 
 ensure_router()
 st.title("Improve model")
 left, right = st.columns([1, 1])
 with left:
     mode = st.radio("Mode", training.MODES, key="improve_mode", horizontal=True)
-    st.caption(MODE_HELP[mode])
+    about = training.MODE_DESCRIPTIONS[mode]
+    st.caption(about[0].upper() + about[1:])
     base = None
     if mode != "scratch":
         base = pick_model("Base model", key="improve_base")
