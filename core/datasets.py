@@ -27,7 +27,7 @@ import numpy as np
 
 from core import config
 from core.images import encode_png, load_image, resize_to_input
-from core.store import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ("split", "class_id", "file", "source", "track", "orig_w", "orig_h")

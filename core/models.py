@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.store import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 ARCHITECTURES = ("published", "bn", "bn_stn")
 CHECKPOINT_FORMAT = 1

@@ -20,7 +20,7 @@ import pandas as pd
 from core import config, datasets, store
 from core.evaluation import Predictions
 from core.images import load_image
-from core.store import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from core import builds, config, datasets, explain, registry, reports, store, tr
 from core.evaluation import evaluate_checkpoint
 from core.models import load_checkpoint, model_from_checkpoint
 from core.progress import Cancelled, sub_range
-from core.store import atomic_write_json
+from core.files import atomic_write_json
 
 #: Version of the run record's shape; records of older versions are still listed.
 RECORD_VERSION = 2

@@ -12,11 +12,8 @@ tables copied into their own files.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,36 +21,11 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from core import config
+from core.files import atomic_write_json, file_lock
 
 TABLES = ("runs", "models", "reports")
 #: Tables of the single-file store of earlier versions, and the table each became.
 LEGACY_TABLES = {"jobs": "runs", "models": "models", "reports": "reports"}
-_LOCK = threading.RLock()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; ours are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    """``value`` as compact JSON, written atomically (keys in insertion order: sorting 20 MB costs 2x)."""
-    atomic_write_bytes(path, json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 class AtomicJSONStorage(Storage):
@@ -76,20 +48,6 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         pass
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold this process's lock and an exclusive ``fcntl`` lock on ``path`` (created if missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK:
-        with open(path, "a+") as lockfile:
-            fcntl.flock(lockfile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lockfile, fcntl.LOCK_UN)
 
 
 def table_path(table: str) -> Path:

@@ -43,7 +43,7 @@ import numpy as np
 from core import config
 from core import datasets as ds
 from core.images import encode_png, load_image, resize_to_input
-from core.store import atomic_write_bytes, atomic_write_json, file_lock
+from core.files import atomic_write_bytes, atomic_write_json, file_lock
 
 HEADER = "workspace.json"
 ADDED_DIR = "added"

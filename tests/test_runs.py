@@ -168,3 +168,14 @@ def test_a_build_run_checks_its_source_and_names():
         runs.start("build", runs.BuildRun(source="/no/such/folder"))
     with pytest.raises(ValueError, match="unknown datasets"):
         runs.start("build", {"source": ".", "names": ["GTSRB", "Imaginary"]})
+
+
+def test_training_and_evaluation_are_pure_computation_without_runs_or_the_store():
+    import subprocess
+    import sys
+    code = ("import sys, core.training, core.evaluation; "
+            "print(sorted(m for m in ('core.runs', 'core.store', 'tinydb', 'streamlit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from core import config, store
+from core import config, files, store
 
 
 def _store_json(table: str = "models") -> dict:
@@ -84,15 +84,15 @@ def test_unknown_table_is_a_value_error(call):
 
 def test_atomic_write_bytes_writes_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "sub" / "f.bin"
-    store.atomic_write_bytes(target, b"one")
-    store.atomic_write_bytes(target, b"two")
+    files.atomic_write_bytes(target, b"one")
+    files.atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
 
 
 def test_atomic_write_bytes_keeps_old_content_when_the_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
-    store.atomic_write_bytes(target, b'{"old": true}')
+    files.atomic_write_bytes(target, b'{"old": true}')
 
     def boom(src, dst):
         raise OSError("disk full (simulated)")
@@ -100,7 +100,7 @@ def test_atomic_write_bytes_keeps_old_content_when_the_write_fails(tmp_path, mon
     with monkeypatch.context() as m:  # scoped: undo() would also undo the data_root fixture
         m.setattr(os, "replace", boom)
         with pytest.raises(OSError, match="simulated"):
-            store.atomic_write_bytes(target, b'{"new": true, "padding": "' + b"x" * 10000 + b'"}')
+            files.atomic_write_bytes(target, b'{"new": true, "padding": "' + b"x" * 10000 + b'"}')
     assert target.read_bytes() == b'{"old": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
@@ -156,7 +156,7 @@ def test_the_store_moves_with_the_data_root(tmp_path, monkeypatch, data_root):
 
 def test_atomic_write_bytes_makes_an_ordinary_file_not_a_private_one(tmp_path):
     target = tmp_path / "f.bin"
-    store.atomic_write_bytes(target, b"x")
+    files.atomic_write_bytes(target, b"x")
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
@@ -180,3 +180,22 @@ def test_a_single_file_store_of_an_earlier_version_is_migrated(data_root):
     assert store.all_records("reports") == []
     store.insert("runs", {"id": "train-2"})  # the migrated table is now the one in use
     assert [r["id"] for r in store.all_records("runs")] == ["train-1", "train-2"]
+
+
+def test_file_lock_is_reentrant_in_a_thread_and_excludes_other_threads(tmp_path):
+    lock = tmp_path / "x.lock"
+    order = []
+
+    def other():
+        with files.file_lock(lock):
+            order.append("other")
+
+    with files.file_lock(lock):
+        with files.file_lock(lock):  # nested in one thread: no deadlock
+            t = threading.Thread(target=other)
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and order == []  # the other thread waits
+            order.append("owner")
+    t.join(5)
+    assert order == ["owner", "other"]
