@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import workspaces
 from core.datasets import SPLITS, DatasetInfo, pictogram_path, read_index
 from core.images import load_image
 
@@ -64,5 +65,6 @@ def image_details(info: DatasetInfo, row: dict) -> ImageDetails:
     cid = int(row["class_id"])
     name = info.classes.get(cid, f"class {cid}")
     orig = f"{row['orig_w']}x{row['orig_h']}" if row.get("orig_w") not in (None, "", "0") else "unknown"
+    own = workspaces.pictogram(info, cid) if info.kind == "workspace" else None
     return ImageDetails(row["file"], row["split"], cid, name, im.shape[1], im.shape[0], orig, row.get("source", ""),
-                        row.get("track", ""), pictogram_path(cid, name))
+                        row.get("track", ""), own or pictogram_path(cid, name))

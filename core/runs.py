@@ -17,6 +17,7 @@ gone is marked ``interrupted`` by :func:`recover_interrupted`.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from core import builds, config, datasets, explain, registry, reports, store, training
+from core import builds, config, curation, datasets, explain, registry, reports, store, training, uploads, workspaces
 from core.evaluation import evaluate_checkpoint
 from core.models import load_checkpoint, model_from_checkpoint
 from core.progress import Cancelled, sub_range
@@ -169,6 +170,69 @@ class BuildRun:
         return f"build {', '.join(self.names)}"
 
 
+@dataclass(frozen=True)
+class ImportRun:
+    """Add uploads (files, folders, zips) to a workspace: variants, duplicates, leakage, smart segregation."""
+    dataset: str
+    class_id: int                     # workspaces.EXTRA_CLASS for the Extra bucket
+    paths: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    variants: int = 0
+    to: str = "trainval"
+    val_ratio: float = 0.2
+    model: str | None = None          # features for smart segregation (needed for "trainval")
+    seed: int = 0
+    on_leak: str = "report"
+    staged: bool = False              # the paths are the app's staged uploads, removed when the run ends
+
+    def settings(self) -> curation.ImportSettings:
+        return curation.ImportSettings(dataset=self.dataset, class_id=self.class_id, groups=tuple(self.groups),
+                                       variants=self.variants, to=self.to, val_ratio=self.val_ratio,
+                                       seed=self.seed, on_leak=self.on_leak)
+
+    def check(self) -> dict:
+        self.settings().validate()
+        info = datasets.get_dataset(self.dataset)
+        if info.kind != "workspace":
+            raise ValueError(f"{self.dataset!r} is a built dataset and never changes; add images to a workspace "
+                             f"(python -m core datasets derive --from {self.dataset} --name Main)")
+        if self.class_id != workspaces.EXTRA_CLASS and self.class_id not in info.classes:
+            raise ValueError(f"workspace {self.dataset!r} has no class {self.class_id}; add it first")
+        if not self.paths:
+            raise ValueError("nothing to add: give image files, folders or zips")
+        if self.to == "trainval" and not self.model:
+            raise ValueError("smart segregation into train and val needs a model for its features; choose one")
+        return {"dataset": _dataset_input(info), "model": _model_input(self.model) if self.model else None}
+
+    def title(self) -> str:
+        return f"add {len(self.paths)} upload(s) to {self.dataset}"
+
+
+def stage_uploads(items: list[tuple[str, bytes]]) -> list[str]:
+    """Keep the app's uploads under the data root for an import run (``ImportRun(staged=True)`` removes them)."""
+    folder = config.runs_dir() / "uploads" / uuid.uuid4().hex
+    paths = []
+    for k, (name, data) in enumerate(items):
+        path = folder / f"{k:05d}" / uploads.safe_name(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+def _run_import(ctx: RunContext, cfg: ImportRun) -> dict:
+    try:
+        found = uploads.read_paths(cfg.paths)
+        model = model_from_checkpoint(load_checkpoint(registry.get_model(cfg.model).path)) if cfg.model else None
+        return curation.import_images(found, cfg.settings(), model=model, progress=ctx.progress,
+                                      should_stop=ctx.should_stop)
+    finally:
+        if cfg.staged:
+            staging = config.runs_dir() / "uploads"
+            for p in {Path(p).parent.parent for p in cfg.paths if staging in Path(p).parents}:
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def _run_train(ctx: RunContext, cfg: TrainRun) -> dict:
     info = datasets.get_dataset(cfg.dataset)
     parent = load_checkpoint(registry.get_model(cfg.base).path) if cfg.base else None
@@ -226,6 +290,7 @@ KINDS: dict[str, RunKind] = {
     "evaluate": RunKind(EvaluateRun, _run_evaluate, limit=config.MAX_CONCURRENT_EVALUATIONS),
     "anchor": RunKind(AnchorRun, _run_anchor, limit=2),
     "build": RunKind(BuildRun, _run_build),
+    "import": RunKind(ImportRun, _run_import),
 }
 
 
@@ -237,6 +302,8 @@ def config_from_json(kind: str, data: dict):
         data["train"] = training.TrainConfig.from_json(data["train"])
     if cls is BuildRun:
         data["names"] = tuple(data["names"])
+    if cls is ImportRun:
+        data["paths"], data["groups"] = tuple(data.get("paths", ())), tuple(data.get("groups", ()))
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -383,5 +450,5 @@ def _dataset_input(info: datasets.DatasetInfo) -> dict:
     return {"name": info.name, "version": info.fingerprint}
 
 
-__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "start", "submit",
-           "cancel", "get", "list_runs", "wait", "recover_interrupted", "run_dir"]
+__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "ImportRun",
+           "stage_uploads", "start", "submit", "cancel", "get", "list_runs", "wait", "recover_interrupted", "run_dir"]

@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from core import datasets, models, registry, runs
+from core import datasets, models, registry, runs, workspaces
 from core.curves import history_frames
 
 
@@ -46,6 +46,44 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset") -> datasets.Datas
 
     name = st.selectbox(label, names, key=key, format_func=describe)
     return next(d for d in infos if d.name == name)
+
+
+def pick_workspace(key: str) -> datasets.DatasetInfo | None:
+    """Choose a workspace (what users change), or create one from a built dataset in one click."""
+    spaces = workspaces.list_workspaces()
+    built = [d for d in datasets.list_built()]
+    with st.expander("Create a workspace" if spaces else "Create a workspace to start", expanded=not spaces):
+        st.caption("Built datasets never change: you add classes and images to a workspace derived from one "
+                   "(nothing is copied; it records only your changes).")
+        c1, c2, c3 = st.columns([2, 2, 1])
+        names = [d.name for d in built]
+        default = names.index("Testing") if "Testing" in names else 0
+        base = c1.selectbox("Base dataset", names, index=default, key=f"{key}_base")
+        name = c2.text_input("Workspace name", value=workspaces.DEFAULT_NAME if workspaces.DEFAULT_NAME not in
+                             {w.name for w in spaces} else "", key=f"{key}_new")
+        if c3.button("Create", key=f"{key}_create", type="primary" if not spaces else "secondary"):
+            try:
+                made = workspaces.derive(base, name.strip())
+                st.session_state[key] = made.name
+                st.rerun()
+            except ValueError as e:
+                st.error(str(e))
+    if not spaces:
+        return None
+    names = [w.name for w in spaces]
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[0]
+    name = st.selectbox("Workspace", names, key=key,
+                        format_func=lambda n: f"{n} (workspace of {next(w for w in spaces if w.name == n).base})")
+    return next(w for w in spaces if w.name == name)
+
+
+def show_errors(errors: list[dict], *, limit: int = 20) -> None:
+    """One line per refused file."""
+    for e in errors[:limit]:
+        st.error(e["error"])
+    if len(errors) > limit:
+        st.caption(f"... and {len(errors) - limit} more refused file(s).")
 
 
 def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo | None:

@@ -1,8 +1,71 @@
-"""Add new classes (planned)."""
+"""Add new classes: give a workspace a new class (name, optional reference picture), rename or remove one."""
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
 
-from pages._ui import ensure_router
+from core import datasets, workspaces
+from core.images import ImageError, load_image
+from pages._ui import ensure_router, pick_workspace
 
 ensure_router()
 st.title("Add new classes")
-st.info("This page is not built yet. It will: Add a new class (id, name, reference picture) to a dataset's label set, so that its images can be added and a model expanded to it by incremental learning.")
+info = pick_workspace(key="classes_ws")
+if info is None:
+    st.info("Create a workspace above: classes and images are added to a workspace, never to a built dataset.")
+    st.stop()
+
+with st.form("add_class_form", clear_on_submit=True):
+    st.subheader("New class")
+    c1, c2 = st.columns([2, 2])
+    name = c1.text_input("Class name", key="classes_name", placeholder="e.g. Speed limit (100km/h, China)",
+                         help="Unique in the workspace (case does not matter); spaces are trimmed.")
+    picture = c2.file_uploader("Reference picture (optional, shown as the class pictogram)",
+                               type=["png", "jpg", "jpeg", "ppm", "bmp", "webp"], key="classes_picture")
+    if st.form_submit_button("Add class", type="primary"):
+        try:
+            image = load_image(picture.getvalue(), name=picture.name) if picture else None
+            cid = workspaces.add_class(info.name, name, pictogram=image)
+            st.success(f"Added class {cid}: {name.strip()}. Add its images on the Add new images page.")
+            info = datasets.get_dataset(info.name)
+        except (ValueError, ImageError) as e:
+            st.error(str(e))
+
+left, right = st.columns(2)
+ids = sorted(info.classes)
+with left.form("rename_class_form"):
+    st.markdown("**Rename a class**")
+    cid = st.selectbox("Class", ids, key="classes_rename_id", format_func=lambda c: f"{c}: {info.classes[c]}")
+    new = st.text_input("New name", key="classes_rename_name")
+    if st.form_submit_button("Rename"):
+        try:
+            workspaces.rename_class(info.name, cid, new)
+            st.success(f"Class {cid} is now {' '.join(new.split())!r}.")
+        except ValueError as e:
+            st.error(str(e))
+with right.form("remove_class_form"):
+    st.markdown("**Remove an empty class**")
+    cid = st.selectbox("Class", ids, key="classes_remove_id", format_func=lambda c: f"{c}: {info.classes[c]}")
+    if st.form_submit_button("Remove"):
+        try:
+            workspaces.remove_class(info.name, cid)
+            st.success(f"Removed class {cid}.")
+        except ValueError as e:
+            st.error(str(e))
+
+info = datasets.get_dataset(info.name)  # after any change above
+st.subheader(f"Classes of {info.name}")
+counts = {s: info.counts.get(s, {}) for s in datasets.SPLITS}
+table = pd.DataFrame([{"id": c, "name": n, **{s: counts[s].get(c, 0) for s in datasets.SPLITS},
+                       "added here": c not in datasets.get_dataset(info.base).classes}
+                      for c, n in sorted(info.classes.items())])
+st.dataframe(table, hide_index=True, width="stretch", height=260)
+n_extra = info.split_size(workspaces.EXTRA)
+st.caption(f"Extra bucket: {n_extra} unlabelled image(s) waiting for a class (add to it on Add new images).")
+own = [(c, workspaces.pictogram(info, c)) for c in sorted(info.classes)]
+own = [(c, p) for c, p in own if p]
+if own:
+    cols = st.columns(min(8, len(own)))
+    for k, (c, p) in enumerate(own[:8]):
+        cols[k].image(str(p), width=64, caption=f"{c}: {info.classes[c][:18]}")
+

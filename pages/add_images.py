@@ -1,8 +1,104 @@
-"""Add new images (planned)."""
+"""Add new images: upload files or a zip, choose a class (or Extra), augmentation variants, a destination
+(test, or train + val by smart segregation); preview exactly what will be written; add as a run."""
+from __future__ import annotations
+
 import streamlit as st
 
-from pages._ui import ensure_router
+from core import augment, curation, registry, runs, uploads, workspaces
+from pages._ui import ensure_router, pick_workspace, run_status, show_errors
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "bmp", "webp", "gif", "tif", "tiff", "zip"]
+PREVIEW_UPLOADS = 8
+
+
+@st.cache_data(show_spinner="Reading the uploads...", max_entries=4)
+def read_uploads(files: tuple[tuple[str, bytes], ...]) -> list[uploads.Upload]:
+    return [u for name, data in files for u in uploads.read_bytes(name, data)]
+
 
 ensure_router()
 st.title("Add new images")
-st.info("This page is not built yet. It will: Upload images to an existing class, optionally generate more with the seven augmentation groups (combined and permuted), and add them to the test set or split them into train and validation by smart segregation (clusters of model features).")
+info = pick_workspace(key="add_ws")
+if info is None:
+    st.info("Create a workspace above: images are added to a workspace, never to a built dataset.")
+    st.stop()
+
+c1, c2 = st.columns([2, 3])
+options = [workspaces.EXTRA_CLASS] + sorted(info.classes)
+class_id = c1.selectbox("Class", options, key="add_class", index=len(options) - 1,
+                        format_func=lambda c: "Extra (not labelled yet)" if c == workspaces.EXTRA_CLASS
+                        else f"{c}: {info.classes[c]}")
+files = c2.file_uploader("Images or a zip of images", type=UPLOAD_TYPES, accept_multiple_files=True,
+                         key="add_files", help="Any size; CMYK, 16-bit, alpha and greyscale are converted.")
+c1, c2, c3 = st.columns([3, 1, 1])
+groups = c1.multiselect("Augmentation groups (combined, in a random order per variant)", augment.GROUPS,
+                        key="add_groups", format_func=lambda g: augment.GROUP_LABELS[g])
+n_variants = c2.number_input("Variants per image", 0, curation.MAX_VARIANTS, 0, key="add_variants",
+                             help="Each upload is kept as it is, plus this many augmented copies.")
+seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="add_seed")
+extra = class_id == workspaces.EXTRA_CLASS
+c1, c2, c3 = st.columns([2, 2, 2])
+to = workspaces.EXTRA if extra else c1.radio(
+    "Destination", ["trainval", "test"], key="add_to", horizontal=True,
+    format_func={"trainval": "Train + val (smart segregation)", "test": "Test"}.get)
+val_ratio, model = 0.2, None
+if to == "trainval":
+    val_ratio = c2.slider("Val share", 0.0, 0.5, 0.2, 0.05, key="add_val_ratio")
+    names = [m.name for m in registry.list_models()]
+    model = c3.selectbox("Features from", names, key="add_model", index=names.index("benchmark")
+                         if "benchmark" in names else 0, help="Model whose penultimate features group the uploads")
+on_leak = st.radio("Near-duplicates of images already in other splits", curation.LEAK_ACTIONS, key="add_leak",
+                   horizontal=True, format_func={"report": "add and report them", "skip": "skip those uploads"}.get)
+if not files:
+    st.caption("Upload sign images (cropped to the sign works best) or one zip of them.")
+    st.stop()
+
+found = read_uploads(tuple((f.name, f.getvalue()) for f in files))
+settings = curation.ImportSettings(dataset=info.name, class_id=class_id, groups=tuple(groups),
+                                   variants=int(n_variants) if groups else 0, to=to, val_ratio=val_ratio,
+                                   seed=int(seed), on_leak=on_leak)
+good = [u for u in found if u.ok]
+st.subheader(f"Preview: {len(good)} upload(s) x {1 + settings.variants} = {len(good) * (1 + settings.variants)} "
+             "image(s)")
+show_errors([{"error": u.error} for u in found if not u.ok])
+if n_variants and not groups:
+    st.warning("Choose at least one augmentation group to make variants.")
+for name, images in curation.preview(found, settings, limit=PREVIEW_UPLOADS):
+    cols = st.columns(min(12, len(images)) + 1)
+    cols[0].caption(name[-28:])
+    for k, im in enumerate(images[:11]):
+        cols[k + 1].image(im, width=56, caption="upload" if k == 0 else f"v{k}")
+if len(good) > PREVIEW_UPLOADS:
+    st.caption(f"Showing the first {PREVIEW_UPLOADS} uploads; the rest get the same treatment.")
+
+if st.button(f"Add {len(good) * (1 + settings.variants)} image(s) to {info.name}", type="primary",
+             key="add_go", disabled=not good):
+    try:
+        paths = runs.stage_uploads([(f.name, f.getvalue()) for f in files])
+        st.session_state.add_run = runs.start("import", runs.ImportRun(
+            dataset=info.name, class_id=class_id, paths=tuple(paths), groups=settings.groups,
+            variants=settings.variants, to=to, val_ratio=val_ratio, model=model, seed=int(seed), on_leak=on_leak,
+            staged=True))
+    except ValueError as e:
+        st.error(str(e))
+
+
+@st.fragment(run_every=1.0)
+def import_status() -> None:
+    run = runs.get(st.session_state.get("add_run", "")) if st.session_state.get("add_run") else None
+    if run is None:
+        return
+    run_status(run)
+    if run["status"] in runs.ACTIVE and st.button("Cancel", key="add_cancel"):
+        runs.cancel(run["id"])
+    if run["status"] == "done":
+        r = run["result"]
+        st.success(f"Added {r['added']} image(s): " + ", ".join(f"{n} to {s}" for s, n in r["by_split"].items() if n)
+                   + ". See them on Added images.")
+        show_errors(r["errors"])
+        if r["leaks"]:
+            st.warning(f"{len(r['leaks'])} upload(s) look like images already in another split (leakage):")
+            st.dataframe(r["leaks"], hide_index=True)
+
+
+import_status()

@@ -1,8 +1,108 @@
-"""Added images (planned)."""
+"""Added images: everything users added to a workspace; filter, page, move between splits, edit, delete, undo."""
+from __future__ import annotations
+
 import streamlit as st
 
-from pages._ui import ensure_router
+from core import curation, datasets, workspaces
+from core.images import load_image
+from pages._ui import ensure_router, pick_workspace
+
+COLUMNS = 8
+SPLIT_CHOICES = datasets.SPLITS + (workspaces.EXTRA,)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def added(name: str, version: str) -> list[dict]:
+    """The workspace's added-image records, cached per version (a change makes a new version)."""
+    return workspaces.current_added(datasets.get_dataset(name))
+
+
+def act(fn, *args, **kwargs) -> None:
+    """Run a change; keep its message for the rerun that shows the new state."""
+    try:
+        st.session_state.added_flash = ("success", fn(*args, **kwargs))
+    except ValueError as e:
+        st.session_state.added_flash = ("error", str(e))
+
 
 ensure_router()
 st.title("Added images")
-st.info("This page is not built yet. It will: See the images users added, move them between train, validation and test, edit them (crop, rotate) or delete them.")
+info = pick_workspace(key="added_ws")
+if info is None:
+    st.info("Create a workspace above, then add images on the Add new images page.")
+    st.stop()
+kind, text = st.session_state.pop("added_flash", (None, None))
+if kind:
+    getattr(st, kind)(text)
+records = added(info.name, info.fingerprint)
+
+c = st.columns([2, 1, 2, 1, 1])
+class_id = c[0].selectbox("Class", [None] + sorted({r["class_id"] for r in records}), key="added_class",
+                          format_func=lambda x: "All classes" if x is None else
+                          "Extra" if x == workspaces.EXTRA_CLASS else f"{x}: {info.classes.get(x, '?')}")
+split = c[1].selectbox("Split", (None,) + SPLIT_CHOICES, key="added_split", format_func=lambda s: s or "All")
+batch = c[2].selectbox("Upload batch", [None] + sorted({r.get("batch") for r in records if r.get("batch")},
+                                                       reverse=True), key="added_batch",
+                       format_func=lambda b: b or "All batches")
+aug = c[3].selectbox("Augmented", [None, True, False], key="added_aug",
+                     format_func={None: "Either", True: "Variants", False: "Uploads"}.get)
+page_size = c[4].selectbox("Per page", [24, 48, 96], index=1, key="added_page_size")
+flt = (class_id, split, batch, aug, page_size, info.name)
+if st.session_state.get("added_filter") != flt:
+    st.session_state.added_filter, st.session_state.added_page = flt, 1
+res = curation.list_added(records, class_id=class_id, split=split, batch=batch, augmented=aug,
+                          page=st.session_state.added_page, page_size=page_size)
+
+nav = st.columns([1, 1, 3, 2])
+nav[0].button("\u2190 Previous", disabled=res.page <= 1, key="added_prev",
+              on_click=lambda: st.session_state.update(added_page=res.page - 1))
+nav[1].button("Next \u2192", disabled=res.page >= res.pages, key="added_next",
+              on_click=lambda: st.session_state.update(added_page=res.page + 1))
+nav[2].markdown(f"Page **{res.page} / {res.pages}** \u00b7 {res.total:,} of {len(records):,} added images")
+undo_label = (workspaces.undo_list(info.name) or ["nothing"])[-1]
+nav[3].button(f"Undo: {undo_label}", key="added_undo", disabled=undo_label == "nothing",
+              on_click=act, args=(lambda: f"Undone: {workspaces.undo(info.name)}",))
+
+if not res.records:
+    st.info("No added images in this selection.")
+    st.stop()
+cols = st.columns(COLUMNS)
+for i, r in enumerate(res.records):
+    with cols[i % COLUMNS]:
+        st.image(str(info.image_path(r["file"])), width=72,
+                 caption=f"{r['id']} \u00b7 {r['split']}" + (" \u00b7 v" if curation.is_augmented(r) else ""))
+        st.checkbox("select", key=f"added_sel_{r['id']}", label_visibility="collapsed")
+chosen = [r["id"] for r in res.records if st.session_state.get(f"added_sel_{r['id']}")]
+
+st.subheader(f"{len(chosen)} selected")
+c = st.columns([1, 1, 1, 2])
+target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target")
+c[1].button("Move", key="added_move", disabled=not chosen, on_click=act,
+            args=(lambda: f"Moved {workspaces.move_images(info.name, chosen, split=target)} image(s) to {target}.",))
+c[2].button("Delete", key="added_delete", disabled=not chosen, on_click=act,
+            args=(lambda: f"Moved {workspaces.delete_images(info.name, chosen)} image(s) to the trash "
+                          "(Undo brings them back).",))
+
+st.subheader("Edit one image")
+rec = st.selectbox("Image", res.records, key="added_edit_pick",
+                   format_func=lambda r: f"{r['id']}: {r.get('upload', r['source'])} ({r['split']}, class {r['class_id']})")
+image = load_image(info.image_path(rec["file"]))
+h, w = image.shape[:2]
+c = st.columns([2, 2, 1, 1])
+x0, x1 = c[0].slider("Crop left / right", 0, w, (0, w), key=f"added_cx_{rec['id']}")
+y0, y1 = c[1].slider("Crop top / bottom", 0, h, (0, h), key=f"added_cy_{rec['id']}")
+rotate = c[2].selectbox("Rotate", curation.ROTATIONS, key="added_rotate", format_func=lambda a: f"{a}\u00b0")
+flip = c[3].selectbox("Flip", curation.FLIPS, key="added_flip", format_func=lambda f: f or "none")
+crop = (x0, y0, x1, y1) if (x0, y0, x1, y1) != (0, 0, w, h) else None
+p = st.columns([1, 1, 3])
+p[0].image(image, width=120, caption=f"now {w}\u00d7{h}")
+try:
+    edited = curation.apply_edit(image, crop=crop, rotate=rotate, flip=flip)
+    p[1].image(edited, width=120, caption=f"edited {edited.shape[1]}\u00d7{edited.shape[0]}")
+    p[2].caption(f"Provenance: upload {rec.get('upload', rec['source'])}, parent {rec.get('parent') or 'none'}, "
+                 f"recipe {rec.get('recipe') or 'none'}, batch {rec.get('batch') or 'n/a'}")
+    p[2].button("Save as a new version", key="added_save", disabled=crop is None and not rotate and flip is None,
+                on_click=act, args=(lambda: "Saved as " + curation.edit_image(
+                    info.name, rec["id"], crop=crop, rotate=rotate, flip=flip) + f" (parent {rec['id']}).",))
+except ValueError as e:
+    p[1].error(str(e))
