@@ -45,6 +45,8 @@ NEAR_DUPLICATE = 0.97
 #: Probability of each chosen augmentation group in a variant (several groups combine, in a random order).
 VARIANT_P = 0.8
 MAX_VARIANTS = 20
+#: Draws per variant before an unchanged copy is accepted (each group can be skipped with 1 - VARIANT_P).
+VARIANT_TRIES = 5
 DESCRIPTOR_SIDE = 16
 
 
@@ -97,8 +99,14 @@ def variants(upload: Upload, *, groups: Sequence[str], n: int, seed: int) -> lis
         return []
     upload_seed = int(hashlib.sha256(f"{seed}:{upload.sha256}".encode()).hexdigest()[:8], 16)
     pipe = augment.build_pipeline(list(groups), p=VARIANT_P, seed=upload_seed)
-    return [(pipe(image=upload.image)["image"], {"groups": list(groups), "seed": upload_seed, "variant": k + 1,
-                                                 "p": VARIANT_P}) for k in range(n)]
+    out = []
+    for k in range(n):
+        for _ in range(VARIANT_TRIES):  # a draw where no group fired is the upload again: draw anew
+            image = pipe(image=upload.image)["image"]
+            if not np.array_equal(image, upload.image):
+                break
+        out.append((image, {"groups": list(groups), "seed": upload_seed, "variant": k + 1, "p": VARIANT_P}))
+    return out
 
 
 def descriptors(images: Sequence[np.ndarray]) -> np.ndarray:

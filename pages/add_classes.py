@@ -8,12 +8,27 @@ from core import datasets, workspaces
 from core.images import ImageError, load_image
 from pages._ui import ensure_router, pick_workspace
 
+
+
+def change(fn, *args, done: str, **kwargs) -> None:
+    """Apply a change; on success rerun so every widget shows the new classes, with the message kept."""
+    try:
+        fn(*args, **kwargs)
+    except (ValueError, ImageError) as e:
+        st.error(str(e))
+        return
+    st.session_state.classes_flash = done
+    st.rerun()
+
+
 ensure_router()
 st.title("Add new classes")
 info = pick_workspace(key="classes_ws")
 if info is None:
     st.info("Create a workspace above: classes and images are added to a workspace, never to a built dataset.")
     st.stop()
+if "classes_flash" in st.session_state:
+    st.success(st.session_state.pop("classes_flash"))
 
 with st.form("add_class_form", clear_on_submit=True):
     st.subheader("New class")
@@ -25,11 +40,12 @@ with st.form("add_class_form", clear_on_submit=True):
     if st.form_submit_button("Add class", type="primary"):
         try:
             image = load_image(picture.getvalue(), name=picture.name) if picture else None
-            cid = workspaces.add_class(info.name, name, pictogram=image)
-            st.success(f"Added class {cid}: {name.strip()}. Add its images on the Add new images page.")
-            info = datasets.get_dataset(info.name)
-        except (ValueError, ImageError) as e:
+        except ImageError as e:
             st.error(str(e))
+        else:
+            text = " ".join(name.split())
+            change(workspaces.add_class, info.name, name, pictogram=image,
+                   done=f"Added class {max(info.classes) + 1}: {text}. Add its images on the Add new images page.")
 
 left, right = st.columns(2)
 ids = sorted(info.classes)
@@ -38,22 +54,13 @@ with left.form("rename_class_form"):
     cid = st.selectbox("Class", ids, key="classes_rename_id", format_func=lambda c: f"{c}: {info.classes[c]}")
     new = st.text_input("New name", key="classes_rename_name")
     if st.form_submit_button("Rename"):
-        try:
-            workspaces.rename_class(info.name, cid, new)
-            st.success(f"Class {cid} is now {' '.join(new.split())!r}.")
-        except ValueError as e:
-            st.error(str(e))
+        change(workspaces.rename_class, info.name, cid, new, done=f"Class {cid} is now {' '.join(new.split())!r}.")
 with right.form("remove_class_form"):
     st.markdown("**Remove an empty class**")
     cid = st.selectbox("Class", ids, key="classes_remove_id", format_func=lambda c: f"{c}: {info.classes[c]}")
     if st.form_submit_button("Remove"):
-        try:
-            workspaces.remove_class(info.name, cid)
-            st.success(f"Removed class {cid}.")
-        except ValueError as e:
-            st.error(str(e))
+        change(workspaces.remove_class, info.name, cid, done=f"Removed class {cid}.")
 
-info = datasets.get_dataset(info.name)  # after any change above
 st.subheader(f"Classes of {info.name}")
 counts = {s: info.counts.get(s, {}) for s in datasets.SPLITS}
 table = pd.DataFrame([{"id": c, "name": n, **{s: counts[s].get(c, 0) for s in datasets.SPLITS},

@@ -18,9 +18,12 @@ def added(name: str, version: str) -> list[dict]:
 
 
 def act(fn, *args, **kwargs) -> None:
-    """Run a change; keep its message for the rerun that shows the new state."""
+    """Run a change (a button callback); keep its message for the rerun that shows the new state, and clear
+    the selection it acted on."""
     try:
         st.session_state.added_flash = ("success", fn(*args, **kwargs))
+        for key in [k for k in st.session_state if str(k).startswith("added_sel_")]:
+            st.session_state[key] = False
     except ValueError as e:
         st.session_state.added_flash = ("error", str(e))
 
@@ -70,9 +73,10 @@ cols = st.columns(COLUMNS)
 for i, r in enumerate(res.records):
     with cols[i % COLUMNS]:
         st.image(str(info.image_path(r["file"])), width=72,
-                 caption=f"{r['id']} \u00b7 {r['split']}" + (" \u00b7 v" if curation.is_augmented(r) else ""))
+                 caption=f"{r['id']} {r['split']}" + ("*" if curation.is_augmented(r) else ""))
         st.checkbox("select", key=f"added_sel_{r['id']}", label_visibility="collapsed")
 chosen = [r["id"] for r in res.records if st.session_state.get(f"added_sel_{r['id']}")]
+st.caption("\\* an augmented variant of an upload. Tick images to move or delete them.")
 
 st.subheader(f"{len(chosen)} selected")
 c = st.columns([1, 1, 1, 2])

@@ -7,22 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, SHOTS, streamlit_server, wait_for_app
+from browser_support import SHOTS, browser, choose, streamlit_server, wait_for_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium missing at {CHROMIUM}")
-        pytest.skip(f"Chromium missing at {CHROMIUM} (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +25,6 @@ def app(tmp_path_factory):
                   classes={14: "Stop"}, source="synthetic", recipe="browser test")
     with streamlit_server(root) as url:
         yield url, root
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-    box.click()
-    page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_for_app(page)
 
 
 def test_explore_pages_through_a_class(browser, app):

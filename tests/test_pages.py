@@ -54,10 +54,7 @@ def test_home_lists_datasets_and_routes_to_every_page():
     assert any("python -m core datasets build" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("page, title", [("pages/visualise.py", "Visualise classes"),
-                                         ("pages/add_classes.py", "Add new classes"),
-                                         ("pages/add_images.py", "Add new images"),
-                                         ("pages/added_images.py", "Added images")])
+@pytest.mark.parametrize("page, title", [("pages/visualise.py", "Visualise classes")])
 def test_planned_pages_say_what_they_will_do(page, title):
     at = open_page(page)
     assert at.title[0].value == title
@@ -268,3 +265,104 @@ def test_pickers_offer_workspaces_with_their_base():
     box.set_value("Main").run()
     assert not at.exception, at.exception
     assert len(at.get("imgs")) > 0 or len(at.image) > 0  # the workspace's thumbnails come from its base
+
+
+def _png(seed: int, size: int = 40) -> bytes:
+    from conftest import smooth_images
+    from core.images import encode_png
+    return encode_png(smooth_images(1, size, seed=seed)[0])
+
+
+def test_add_classes_creates_a_workspace_in_one_click_then_adds_renames_and_removes_a_class():
+    from core import datasets
+    at = open_page("pages/add_classes.py")
+    assert any("Create a workspace above" in i.value for i in at.info)
+    assert at.text_input(key="classes_ws_new").value == "Main"
+    at.selectbox(key="classes_ws_base").set_value("Sample48")
+    at.button(key="classes_ws_create").click().run()
+    assert not at.exception, at.exception
+    assert datasets.get_dataset("Main").kind == "workspace"
+    at.text_input(key="classes_name").input("  Speed limit (100km/h, China) ")
+    at.button[[b.label for b in at.button].index("Add class")].click().run()
+    assert not at.exception, at.exception
+    assert any("Added class 48" in s.value for s in at.success), [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert table.loc[table["id"] == 48, "name"].iloc[0] == "Speed limit (100km/h, China)"
+    assert bool(table.loc[table["id"] == 48, "added here"].iloc[0])
+    at.text_input(key="classes_name").input("stop")
+    at.button[[b.label for b in at.button].index("Add class")].click().run()
+    assert any("has a class named 'Stop' already" in e.value for e in at.error)
+    at.selectbox(key="classes_rename_id").set_value(48)
+    at.text_input(key="classes_rename_name").input("China 100")
+    at.button[[b.label for b in at.button].index("Rename")].click().run()
+    assert datasets.get_dataset("Main").classes[48] == "China 100"
+    at.selectbox(key="classes_remove_id").set_value(14)
+    at.button[[b.label for b in at.button].index("Remove")].click().run()
+    assert any("still has" in e.value for e in at.error) and 14 in datasets.get_dataset("Main").classes
+    at.selectbox(key="classes_remove_id").set_value(48)
+    at.button[[b.label for b in at.button].index("Remove")].click().run()
+    assert 48 not in datasets.get_dataset("Main").classes
+
+
+def test_add_images_previews_variants_and_adds_them_as_a_run():
+    from core import datasets, workspaces
+    workspaces.derive("Sample48", "Main")
+    cid = workspaces.add_class("Main", "New sign")
+    at = open_page("pages/add_images.py")
+    assert at.selectbox(key="add_class").value == cid  # the newest class is offered first
+    at.file_uploader(key="add_files").set_value([("a.png", _png(1), "image/png"), ("b.png", _png(2), "image/png"),
+                                                 ("bad.png", b"\x89PNG\r\n garbage", "image/png")])
+    at.multiselect(key="add_groups").set_value(["noise", "colour"])
+    at.number_input(key="add_variants").set_value(2)
+    at.radio(key="add_to").set_value("test").run()
+    assert not at.exception, at.exception
+    assert any("2 upload(s) x 3 = 6 image(s)" in s.value for s in at.subheader)
+    assert any("bad.png" in e.value for e in at.error)
+    assert len(at.get("imgs")) + len(at.image) >= 1  # the preview grid
+    at.button(key="add_go").click().run()
+    assert not at.exception, at.exception
+    run = runs.wait(at.session_state["add_run"], timeout=120)
+    assert run["status"] == "done", run.get("error")
+    assert run["result"]["added"] == 6 and run["result"]["by_split"]["test"] == 6
+    assert datasets.get_dataset("Main").counts["test"][cid] == 6
+    at.run()
+    assert any("Added 6 image(s): 6 to test" in s.value for s in at.success)
+
+
+def test_added_images_filters_moves_edits_deletes_and_undoes():
+    from core import curation, datasets, uploads, workspaces
+    workspaces.derive("Sample48", "Main")
+    cid = workspaces.add_class("Main", "New sign")
+    batch = [u for k in range(3) for u in uploads.read_bytes(f"s{k}.png", _png(10 + k))]
+    res = curation.import_images(batch, curation.ImportSettings(dataset="Main", class_id=cid, to="test"))
+    at = open_page("pages/added_images.py")
+    assert any("3 of 3 added images" in m.value for m in at.markdown)
+    first = res["ids"][0]
+    at.checkbox(key=f"added_sel_{first}").check().run()
+    at.selectbox(key="added_target").set_value("val").run()
+    at.button(key="added_move").click().run()
+    assert not at.exception, at.exception
+    assert any("Moved 1 image(s) to val" in s.value for s in at.success)
+    assert datasets.get_dataset("Main").counts["val"][cid] == 1
+    at.selectbox(key="added_split").set_value("val").run()
+    assert any("1 of 3 added images" in m.value for m in at.markdown)
+    at.selectbox(key="added_split").set_value(None).run()
+    second = res["ids"][1]
+    at.checkbox(key=f"added_sel_{second}").check().run()
+    at.button(key="added_delete").click().run()
+    assert any("to the trash" in s.value for s in at.success)
+    assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 2
+    assert "delete 1 image(s)" in at.button(key="added_undo").label
+    at.button(key="added_undo").click().run()
+    assert any("Undone: delete 1 image(s)" in s.value for s in at.success)
+    assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 3
+    pick = at.selectbox(key="added_edit_pick")
+    rec = pick.value
+    at.selectbox(key="added_rotate").set_value(90)
+    at.selectbox(key="added_flip").set_value("horizontal").run()
+    assert any("edited" in (c or "") for c in [i.caption for i in at.get("imgs")] + [""]) or not at.exception
+    at.button(key="added_save").click().run()
+    assert not at.exception, at.exception
+    assert any(f"(parent {rec['id']})" in s.value for s in at.success), [e.value for e in at.error]
+    recs = {r["id"]: r for r in workspaces.current_added(datasets.get_dataset("Main"))}
+    assert rec["id"] not in recs and any(r.get("parent") == rec["id"] for r in recs.values())

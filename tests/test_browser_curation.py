@@ -1,0 +1,175 @@
+"""The workbench's loop in a real browser: create a class, add images (one bad) with augmentation and smart
+segregation, manage them on Added images (move, crop, delete, undo), see Explore's counts, train incrementally
+from the shipped benchmark onto the workspace, and predict the new class."""
+from __future__ import annotations
+
+import os
+import re
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser_support import SHOTS, browser, choose, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.browser
+
+
+def star_sign(seed: int, size: int = 64) -> np.ndarray:
+    """A sign no model here knows: a yellow star on magenta."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = (rng.integers(150, 200), 20, rng.integers(150, 200))
+    c = size / 2 + rng.uniform(-3, 3, 2)
+    radii = (size * rng.uniform(0.36, 0.42), size * 0.16)
+    pts = [(c[0] + radii[k % 2] * np.cos(np.pi / 2 + k * np.pi / 5),
+            c[1] - radii[k % 2] * np.sin(np.pi / 2 + k * np.pi / 5)) for k in range(10)]
+    cv2.fillPoly(img, [np.int32(pts)], (255, 230, 0))
+    return img
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curation-data")
+    os.environ["TSW_DATA_ROOT"] = str(root)
+    with streamlit_server(root) as url:
+        yield url, root
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / f"curation_{name}.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def open_page(browser, url: str, path: str, heading: str, height: int = 1400):
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url + path)
+    page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+    wait_for_app(page)
+    return page
+
+
+def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tmp_path, monkeypatch):
+    url, root = app
+    monkeypatch.setenv("TSW_DATA_ROOT", str(root))  # check the server's data root from here
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k in range(2):
+        path = tmp_path / f"star{k}.png"
+        Image.fromarray(star_sign(k)).save(path)
+        files.append(str(path))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+
+    # 1. A workspace in one click, then a new class.
+    page = open_page(browser, url, "/add_classes", "Add new classes")
+    page.get_by_text("Create a workspace above").wait_for(timeout=20_000)
+    page.get_by_role("button", name="Create").click()
+    wait_for_app(page)
+    page.get_by_role("heading", name="New class", exact=True).wait_for(timeout=20_000)
+    page.get_by_label("Class name", exact=True).first.fill("Purple star")
+    page.get_by_role("button", name="Add class").click()
+    page.get_by_text("Added class 48: Purple star").wait_for(timeout=20_000)
+    wait_for_app(page)
+    shot(page, "1_class")
+    page.close()
+
+    # 2. Upload 3 files (one bad) with 2 augmentation groups; preview; add to train/val at 80/20.
+    page = open_page(browser, url, "/add_images", "Add new images", 1600)
+    page.locator("input[type='file']").set_input_files(files + [str(bad)])
+    page.get_by_text(re.compile(r"Preview: 2 upload\(s\)")).wait_for(timeout=30_000)
+    for group in ("Shift & rotate", "Brightness & contrast"):
+        page.get_by_test_id("stMultiSelect").click()
+        page.get_by_role("option", name=group, exact=True).click()
+        wait_for_app(page)
+    page.keyboard.press("Escape")
+    page.get_by_role("spinbutton", name="Variants per image").fill("8")
+    page.keyboard.press("Enter")
+    wait_for_app(page)
+    page.get_by_text(re.compile(r"Preview: 2 upload\(s\) x 9 = 18 image\(s\)")).wait_for(timeout=30_000)
+    assert page.get_by_text(re.compile("broken.jpg: ")).count() >= 1
+    assert page.get_by_test_id("stImage").count() >= 18
+    shot(page, "2_preview")
+    page.get_by_role("button", name=re.compile(r"Add 18 image\(s\) to Main")).click()
+    page.get_by_text(re.compile(r"Added 18 image\(s\)")).wait_for(timeout=120_000)
+    wait_for_app(page)
+    shot(page, "3_added")
+    page.close()
+    from core import datasets, workspaces
+    info = datasets.get_dataset("Main")
+    assert info.counts["train"][48] + info.counts["val"][48] == 18 and info.counts["val"][48] > 0
+
+    # 3. Added images: move one to test, crop one, delete one, undo the delete.
+    page = open_page(browser, url, "/added_images", "Added images", 1800)
+    page.get_by_text(re.compile(r"18 of 18 added images")).wait_for(timeout=20_000)
+    page.get_by_test_id("stCheckbox").first.click()
+    wait_for_app(page)
+    choose(page, "Move to", "test")
+    page.get_by_role("button", name="Move", exact=True).click()
+    page.get_by_text(re.compile(r"Moved 1 image\(s\) to test")).wait_for(timeout=20_000)
+    wait_for_app(page)
+    slider = page.get_by_test_id("stSlider").first.get_by_role("slider").first
+    slider.focus()
+    for _ in range(8):
+        page.keyboard.press("ArrowRight")
+    wait_for_app(page)
+    page.get_by_role("button", name="Save as a new version").click()
+    page.get_by_text(re.compile(r"Saved as a\d+ \(parent a\d+\)")).wait_for(timeout=20_000)
+    wait_for_app(page)
+    page.get_by_test_id("stCheckbox").nth(2).click()
+    wait_for_app(page)
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text(re.compile(r"to the trash")).wait_for(timeout=20_000)
+    wait_for_app(page)
+    shot(page, "4_deleted")
+    assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 17
+    page.get_by_role("button", name=re.compile(r"Undo: delete 1 image")).click()
+    page.get_by_text(re.compile(r"Undone: delete 1 image")).wait_for(timeout=20_000)
+    wait_for_app(page)
+    shot(page, "5_undone")
+    page.close()
+    recs = workspaces.current_added(datasets.get_dataset("Main"))
+    assert len(recs) == 18 and any(r.get("recipe") and "edit" in r["recipe"] for r in recs)
+    assert sum(r["split"] == "test" for r in recs) == 1
+
+    # 4. Explore counts the workspace's new class.
+    page = open_page(browser, url, "/explore", "Explore dataset", 1600)
+    choose(page, "Dataset", "Main (workspace of Sample48)")
+    choose(page, "Class", "48: Purple star")
+    info = datasets.get_dataset("Main")
+    n_train = info.counts["train"][48]
+    page.get_by_text(re.compile(rf"{n_train} images")).first.wait_for(timeout=20_000)
+    shot(page, "6_explore")
+    page.close()
+
+    # 5. Incremental learning from the shipped benchmark onto the workspace.
+    page = open_page(browser, url, "/improve", "Improve model")
+    choose(page, "Base model", next(o for o in _options(page, "Base model") if o.startswith("benchmark")))
+    choose(page, "Dataset", "Main (workspace of Sample48)")
+    page.get_by_label("New model name").fill("main-inc")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("4")  # 1 on the new rows, 3 on all
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"Model main-inc saved")).wait_for(timeout=300_000)
+    wait_for_app(page)
+    shot(page, "7_trained")
+    page.close()
+
+    # 6. The new model predicts the new class on a star it never saw.
+    unseen = tmp_path / "unseen_star.png"
+    Image.fromarray(star_sign(7)).save(unseen)
+    page = open_page(browser, url, "/predict", "Make prediction")
+    choose(page, "Model", next(o for o in _options(page, "Model") if o.startswith("main-inc")))
+    page.locator("input[type='file']").set_input_files([str(unseen)])
+    page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*Purple star")).wait_for(timeout=60_000)
+    shot(page, "8_predicted")
+    page.close()
+
+
+def _options(page, label: str) -> list[str]:
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return options
