@@ -12,8 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from core import (augment, builds, config, curation, datasets, evaluation, models, prediction, registry, runs,
-                  training, workspaces)
+from core import (augment, builds, config, curation, datasets, evaluation, models, novelty, prediction, registry,
+                  runs, training, workspaces)
 from core.images import load_image
 
 
@@ -213,13 +213,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     ckpt, _ = _resolve_model(args.model)
-    results = prediction.predict_paths(ckpt, args.images)
+    path = Path(args.model) if Path(args.model).is_file() else registry.get_model(args.model).path
+    model = models.model_from_checkpoint(ckpt)
+    try:
+        detector = novelty.load_or_fit(path, model, ckpt)
+    except ValueError as e:
+        detector = None
+        print(f"note: no novelty check: {e}", file=sys.stderr)
+    results = prediction.predict_paths(ckpt, args.images, model=model, detector=detector)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
         for r in results:
             print(f"{r.file}: {r.error}" if r.error else
-                  f"{r.file}: " + ", ".join(f"{t['name']} ({t['p']:.1%})" for t in r.top[:3]))
+                  f"{r.file}: " + ", ".join(f"{t['name']} ({t['p']:.1%})" for t in r.top[:3])
+                  + ("  [probably not one of the model's classes]" if r.novelty and r.novelty["novel"] else ""))
     return 0 if all(r.error is None for r in results) else 1
 
 
@@ -239,6 +247,22 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
         else:
             py_type = {"int": int, "float": float, "str": str, "int | None": int}[f.type]
             parser.add_argument(*flags, type=py_type, default=f.default, choices=meta.get("choices"), **kw)
+
+
+def _novelty(args: argparse.Namespace) -> int:
+    ckpt, _ = _resolve_model(args.model)
+    path = Path(args.model) if Path(args.model).is_file() else registry.get_model(args.model).path
+    model = models.model_from_checkpoint(ckpt)
+    det = novelty.load_or_fit(path, model, ckpt, progress=lambda f, m="", e=None: print(m, file=sys.stderr))
+    methods = tuple(args.methods.split(",")) if args.methods else novelty.METHODS
+    sets = [evaluation.load_npz_images(Path(p)) for p in (args.known_npz, args.novel_npz)]
+    known, novel = (det.scores(model, images, methods) for images in sets)
+    out = {"methods": {m: novelty.auroc_fpr95(known[m], novel[m]) for m in methods},
+           "n_known": len(sets[0]), "n_novel": len(sets[1]), "default_method": novelty.DEFAULT_METHOD,
+           "thresholds": {m: det.thresholds.get(m) for m in methods}}
+    print(json.dumps(out) if args.json else "\n".join(
+        f"{m:12s} AUROC {r['auroc']:.4f}  FPR95 {r['fpr95']:.4f}" for m, r in out["methods"].items()))
+    return 0
 
 
 def _add_model_commands(sub) -> None:
@@ -272,6 +296,13 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
     e.add_argument("--json", action="store_true")
     e.add_argument("--record", action="store_true", help="store accuracy and macro F1 in the checkpoint's metrics")
     e.set_defaults(func=_evaluate)
+    nv = sub.add_parser("novelty", help="how well novelty scores tell images of unknown classes from known ones")
+    nv.add_argument("--model", required=True, help="registry name or checkpoint path")
+    nv.add_argument("--known-npz", required=True, help="npz with an images array of the model's classes")
+    nv.add_argument("--novel-npz", required=True, help="npz with an images array of classes the model lacks")
+    nv.add_argument("--methods", help=f"comma-separated subset of {', '.join(novelty.METHODS)}")
+    nv.add_argument("--json", action="store_true")
+    nv.set_defaults(func=_novelty)
     pr = sub.add_parser("predict", help="top-5 predictions for image files")
     pr.add_argument("--model", required=True, help="registry name or checkpoint path")
     pr.add_argument("images", nargs="+")

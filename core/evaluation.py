@@ -69,6 +69,11 @@ def evaluate_checkpoint(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, f
     return summarise(preds, class_ids=ckpt["class_ids"], images_per_s=ips), preds
 
 
+def load_npz_images(path: Path) -> np.ndarray:
+    """The images array (N, H, W, 3) uint8 of an npz file."""
+    return load_npz(Path(path), ("images",))["images"]
+
+
 def load_npz_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """images/labels from an npz file (the shared-data layout)."""
     d = load_npz(Path(path), ("images", "labels"))

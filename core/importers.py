@@ -90,7 +90,7 @@ def load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     imgs = out["images"]
     if imgs.ndim != 4 or imgs.shape[-1] != 3 or imgs.dtype != np.uint8:
         raise SourceError(f"{path}: 'images' must be (N, H, W, 3) uint8, got {imgs.shape} {imgs.dtype}")
-    if len(out["labels"]) != len(imgs):
+    if "labels" in out and len(out["labels"]) != len(imgs):
         raise SourceError(f"{path}: {len(imgs)} images but {len(out['labels'])} labels")
     return out
 

@@ -12,6 +12,7 @@ from core.evaluation import TOP_K
 from core.images import ImageError, load_image
 from core.inference import predict_proba
 from core.models import model_from_checkpoint
+from core.novelty import DEFAULT_METHOD, Detector
 
 
 
@@ -21,9 +22,13 @@ class ImagePrediction:
     image: np.ndarray | None = None
     top: list[dict] = field(default_factory=list)  # [{"class_id", "name", "p"}], best first
     error: str | None = None
+    #: {"method", "score", "threshold", "novel"}: is the image one of the model's classes at all (None: no detector)
+    novelty: dict | None = None
 
     def to_json(self) -> dict:
-        return {"file": self.file, "error": self.error} if self.error else {"file": self.file, "top": self.top}
+        if self.error:
+            return {"file": self.file, "error": self.error}
+        return {"file": self.file, "top": self.top, **({"novelty": self.novelty} if self.novelty else {})}
 
 
 def load_inputs(items: list[tuple[str, bytes | str | os.PathLike]]) -> list[ImagePrediction]:
@@ -42,8 +47,9 @@ def load_inputs(items: list[tuple[str, bytes | str | os.PathLike]]) -> list[Imag
 
 
 def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]], *, model=None,
-                   top_k: int = TOP_K) -> list[ImagePrediction]:
-    """Top-k labels with confidence for each input, in input order."""
+                   top_k: int = TOP_K, detector: Detector | None = None) -> list[ImagePrediction]:
+    """Top-k labels with confidence for each input, in input order; with a novelty ``detector``, each result
+    also says whether the image is probably not one of the model's classes."""
     results = load_inputs(items)
     good = [r for r in results if r.error is None]
     if good:
@@ -54,8 +60,14 @@ def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]
             order = np.argsort(-p)[:k]
             r.top = [{"class_id": int(ckpt["class_ids"][i]), "name": ckpt["class_names"][i], "p": round(float(p[i]), 6)}
                      for i in order]
+        if detector is not None:
+            scores = detector.scores(model, [r.image for r in good], (DEFAULT_METHOD,))[DEFAULT_METHOD]
+            threshold = detector.thresholds[DEFAULT_METHOD]
+            for r, score in zip(good, scores):
+                r.novelty = {"method": DEFAULT_METHOD, "score": round(float(score), 4),
+                             "threshold": round(threshold, 4), "novel": bool(score > threshold)}
     return results
 
 
-def predict_paths(ckpt: dict, paths: list[str]) -> list[ImagePrediction]:
-    return predict_images(ckpt, [(str(p), Path(p)) for p in paths])
+def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detector | None = None) -> list[ImagePrediction]:
+    return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector)

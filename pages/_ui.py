@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from core import datasets, models, registry, runs, workspaces
+from core import datasets, models, novelty, registry, runs, workspaces
 from core.curves import history_frames
 
 
@@ -134,6 +134,20 @@ def _load_model(path: str, mtime: float):
 def load_model(path: str):
     """(checkpoint, network) of a model file, cached per file version."""
     return _load_model(path, os.path.getmtime(path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Calibrating the novelty check (once per model)...")
+def _novelty_detector(path: str, mtime: float):
+    ckpt, model = _load_model(path, mtime)
+    try:
+        return novelty.load_or_fit(path, model, ckpt), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def novelty_detector(path: str):
+    """(detector or None, why not) for a model file, cached per file version."""
+    return _novelty_detector(path, os.path.getmtime(path))
 
 
 @st.cache_resource

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import explain, prediction
 from core.datasets import pictogram_path
-from pages._ui import ensure_router, load_model, pick_model, show_model_stats
+from pages._ui import ensure_router, load_model, novelty_detector, pick_model, show_model_stats
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
 
@@ -22,7 +22,10 @@ if not files:
     st.caption("Upload one or more photos of traffic signs, ideally cropped to the sign.")
     st.stop()
 
-results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model)
+detector, why_not = novelty_detector(str(info.path))
+if why_not:
+    st.caption(f"No novelty check for this model: {why_not}")
+results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model, detector=detector)
 n_bad = sum(r.error is not None for r in results)
 st.caption(f"{len(results) - n_bad} image(s) predicted" + (f", {n_bad} refused" if n_bad else ""))
 for r in results:
@@ -32,6 +35,10 @@ for r in results:
             continue
         best = r.top[0]
         st.markdown(f"**{r.file}** \u2192 **{best['name']}** (class {best['class_id']}, {best['p']:.1%})")
+        if r.novelty and r.novelty["novel"]:
+            st.warning(f"Probably not one of the model's classes: novelty score {r.novelty['score']:.2f} is above "
+                       f"{r.novelty['threshold']:.2f}, which 95 % of the model's validation images stay below. "
+                       "If it is a new sign, add it as a class (Add new classes).")
         c1, c2, c3 = st.columns([1, 1, 2])
         c1.image(r.image, caption=f"input {r.image.shape[1]}\u00d7{r.image.shape[0]}", width=150)
         ig = explain.integrated_gradients(model, r.image, target=ckpt["class_ids"].index(best["class_id"]))

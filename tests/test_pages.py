@@ -366,3 +366,13 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
     assert any(f"(parent {rec['id']})" in s.value for s in at.success), [e.value for e in at.error]
     recs = {r["id"]: r for r in workspaces.current_added(datasets.get_dataset("Main"))}
     assert rec["id"] not in recs and any(r.get("parent") == rec["id"] for r in recs.values())
+
+
+def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_classes():
+    from core.images import encode_png
+    at = open_page("pages/predict.py")
+    assert at.selectbox(key="predict_model").value == "benchmark"  # ships its calibrated novelty detector
+    junk = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    at.file_uploader(key="predict_files").set_value([("noise.png", encode_png(junk), "image/png")]).run()
+    assert not at.exception, at.exception
+    assert any("Probably not one of the model's classes" in w.value for w in at.warning)

@@ -1,0 +1,234 @@
+"""Novelty scores: is an image one of the model's classes at all?
+
+Per image, higher = more novel. Methods (written here: pytorch-ood, the maintained library, requires torchvision,
+whose only wheel is a CUDA build that fails to import on this project's machines):
+
+- ``msp``: minus the maximum softmax probability (Hendrycks & Gimpel 2017), the baseline;
+- ``energy``: minus logsumexp of the logits (Liu et al. 2020);
+- ``mahalanobis``: smallest class-conditional Mahalanobis distance of the penultimate features, one shared
+  covariance (Lee et al. 2018);
+- ``knn``: minus the cosine similarity to the k-th nearest training image in penultimate-feature space
+  (Sun et al. 2022, k = :data:`KNN_K`);
+- ``odin``: ``msp`` at temperature 1000 after a small input step that raises the top class (Liang et al. 2018);
+- ``fused``: the sum of ``msp`` and ``knn`` on the first hidden layer's features, each standardised on the
+  model's validation images.
+
+Measured with the shipped benchmark (official GTSRB test as known, the TSRD test classes GTSRB lacks as novel;
+README): ``fused`` AUROC 0.979, ``msp`` 0.965; kNN on the first hidden layer beats the penultimate layer's
+(0.973 vs 0.966) and k = 5 beats k = 50; ODIN and Mahalanobis do worse than the baseline here.
+
+A :class:`Detector` holds what the scores need (class means, precision, a bank of training features, the
+standardisation) and one threshold per method, set so that :data:`ACCEPT` of the model's validation images are
+accepted. It is fitted once per model file and kept beside it (``<model>.novelty.npz``, shipped for the shipped
+models) or in the data root's cache.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.files import atomic_write_bytes
+from core.images import preprocess
+from core import config, datasets, registry
+from core.progress import ProgressFn, StopFn, check, silent
+
+METHODS = ("msp", "energy", "mahalanobis", "knn", "odin", "fused")
+DEFAULT_METHOD = "fused"
+#: Share of known (validation) images a threshold accepts.
+ACCEPT = 0.95
+KNN_K = 5
+#: Training images kept in a detector's feature bank (a seeded, class-stratified sample).
+BANK_SIZE = 8000
+ODIN_TEMPERATURE = 1000.0
+ODIN_EPSILON = 0.002
+BATCH = 256
+
+
+def layer_outputs(model, images, *, should_stop: StopFn | None = None) -> dict[str, np.ndarray]:
+    """One pass: first hidden layer ``fc1`` (N, 300), penultimate ``pen`` (N, 300), ``logits`` (N, K)."""
+    model.eval()
+    out = {"fc1": [], "pen": [], "logits": []}
+    with torch.inference_mode():
+        for s in range(0, len(images), BATCH):
+            check(should_stop)
+            x = preprocess(images[s:s + BATCH]).contiguous(memory_format=torch.channels_last)
+            fc1 = model.head[:3](model.features(model.stn(x)))
+            pen = model.head[3:](fc1)
+            for k, v in (("fc1", fc1), ("pen", pen), ("logits", model.classifier(pen))):
+                out[k].append(v.float().numpy())
+    return {k: np.concatenate(v) if v else np.zeros((0, 1), np.float32) for k, v in out.items()}
+
+
+def _unit(f: np.ndarray) -> np.ndarray:
+    return (f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
+
+
+def _knn(bank: np.ndarray, f: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    out = []
+    for s in range(0, len(f), 2048):
+        sim = _unit(f[s:s + 2048]) @ bank.T
+        out.append(-np.partition(sim, -k, axis=1)[:, -k])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _softmax_max(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    return 1.0 / np.exp(z).sum(1)
+
+
+def _odin(model, images) -> np.ndarray:
+    out = []
+    for s in range(0, len(images), BATCH):
+        x = preprocess(images[s:s + BATCH]).clone().requires_grad_(True)
+        logits = model(x) / ODIN_TEMPERATURE
+        F.cross_entropy(logits, logits.argmax(1)).backward()
+        with torch.no_grad():
+            out.append(-torch.softmax(model(x - ODIN_EPSILON * x.grad.sign()) / ODIN_TEMPERATURE, 1)
+                       .max(1).values.numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class Detector:
+    """What novelty scoring needs for one model file (its ``model_version``)."""
+
+    model_version: str
+    class_means: np.ndarray       # (K, 300) penultimate features per class
+    precision: np.ndarray         # (300, 300) inverse of the shared covariance
+    bank_pen: np.ndarray          # (M, 300) unit penultimate features of training images
+    bank_fc1: np.ndarray          # (M, 300) unit first-hidden-layer features
+    standard: dict                # method -> (mean, sd) on validation images (for ``fused``)
+    thresholds: dict              # method -> score above which an image is "probably novel"
+
+    def scores(self, model, images, methods=METHODS, *, should_stop: StopFn | None = None) -> dict[str, np.ndarray]:
+        """Per-method scores (N,), higher = more novel."""
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown novelty methods {unknown}; valid: {', '.join(METHODS)}")
+        out = layer_outputs(model, images, should_stop=should_stop)
+        raw = {"msp": -_softmax_max(out["logits"]),
+               "energy": -_logsumexp(out["logits"]),
+               "knn": _knn(self.bank_pen, out["pen"]),
+               "knn_fc1": _knn(self.bank_fc1, out["fc1"])}
+        if "mahalanobis" in methods:
+            raw["mahalanobis"] = self._mahalanobis(out["pen"])
+        if "odin" in methods:
+            raw["odin"] = _odin(model, images)
+        raw["fused"] = sum((raw[m] - self.standard[m][0]) / self.standard[m][1] for m in ("msp", "knn_fc1"))
+        return {m: raw[m].astype(np.float32) for m in methods}
+
+    def _mahalanobis(self, pen: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, len(pen), 512):
+            d = pen[s:s + 512, None, :] - self.class_means[None]
+            out.append(np.einsum("nkd,de,nke->nk", d, self.precision, d).min(1))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def novel(self, scores: dict[str, np.ndarray], method: str = DEFAULT_METHOD) -> np.ndarray:
+        """Boolean (N,): above the method's threshold (outside what 95 % of known images score)."""
+        return scores[method] > self.thresholds[method]
+
+    def save(self, path: Path) -> None:
+        meta = {"model_version": self.model_version, "standard": self.standard, "thresholds": self.thresholds}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, class_means=self.class_means, precision=self.precision,
+                            bank_pen=self.bank_pen.astype(np.float16), bank_fc1=self.bank_fc1.astype(np.float16),
+                            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "Detector":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            return cls(meta["model_version"], z["class_means"], z["precision"], z["bank_pen"].astype(np.float32),
+                       z["bank_fc1"].astype(np.float32), {k: tuple(v) for k, v in meta["standard"].items()},
+                       meta["thresholds"])
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(1)
+    return m + np.log(np.exp(logits - m[:, None]).sum(1))
+
+
+def fit(model, train_images: np.ndarray, train_targets: np.ndarray, val_images: np.ndarray, *, model_version: str,
+        seed: int = 0, progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Detector:
+    """Fit a detector: statistics of the training images (targets are output indices 0..K-1), thresholds and
+    standardisation from the validation images."""
+    if len(train_images) < KNN_K or len(val_images) < 20:
+        raise ValueError(f"novelty needs at least {KNN_K} training and 20 validation images, got "
+                         f"{len(train_images)} and {len(val_images)}")
+    progress = progress or silent
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(train_images), min(BANK_SIZE, len(train_images)), replace=False))
+    progress(0.1, "features of the training images")
+    tr = layer_outputs(model, train_images[keep], should_stop=should_stop)
+    y = np.asarray(train_targets)[keep]
+    k = tr["logits"].shape[1]
+    means = np.stack([tr["pen"][y == c].mean(0) if (y == c).any() else np.zeros(tr["pen"].shape[1]) for c in range(k)])
+    centred = tr["pen"] - means[y]
+    precision = np.linalg.pinv(centred.T @ centred / len(centred) + 1e-3 * np.eye(centred.shape[1]))
+    det = Detector(model_version, means.astype(np.float32), precision.astype(np.float32), _unit(tr["pen"]),
+                   _unit(tr["fc1"]), {"msp": (0.0, 1.0), "knn_fc1": (0.0, 1.0)}, {})
+    progress(0.6, "calibrating on the validation images")
+    val = det.scores(model, val_images, ("msp", "energy", "mahalanobis", "knn"), should_stop=should_stop)
+    out = layer_outputs(model, val_images)
+    knn_fc1 = _knn(det.bank_fc1, out["fc1"])
+    det.standard = {"msp": (float(val["msp"].mean()), float(val["msp"].std() + 1e-6)),
+                    "knn_fc1": (float(knn_fc1.mean()), float(knn_fc1.std() + 1e-6))}
+    val["fused"] = det.scores(model, val_images, ("fused",))["fused"]
+    val["odin"] = _odin(model, val_images[:1000])
+    # "higher": the threshold is a validation score, so at least ACCEPT of them pass
+    det.thresholds = {m: float(np.quantile(v, ACCEPT, method="higher")) for m, v in val.items()}
+    return det
+
+
+def auroc_fpr95(known: np.ndarray, novel: np.ndarray) -> dict:
+    """AUROC of telling novel from known (higher score = novel), and the share of novel images accepted when
+    95 % of known images are accepted."""
+    from sklearn.metrics import roc_auc_score  # slow to import; only measuring needs it
+    if len(known) == 0 or len(novel) == 0:
+        raise ValueError("need known and novel images to measure")
+    y = np.r_[np.zeros(len(known)), np.ones(len(novel))]
+    threshold = np.quantile(known, ACCEPT)
+    return {"auroc": round(float(roc_auc_score(y, np.r_[known, novel])), 4),
+            "fpr95": round(float((novel <= threshold).mean()), 4)}
+
+
+def detector_path(model_path: Path) -> Path:
+    """Where a model's detector is kept beside it (shipped models ship theirs)."""
+    return Path(model_path).with_suffix(".novelty.npz")
+
+
+def load_or_fit(model_path: Path, model, ckpt: dict, *, progress: ProgressFn | None = None,
+                should_stop: StopFn | None = None) -> Detector:
+    """The detector of a model file: beside it, or in the data root's cache, or fitted now from the train and val
+    splits of the dataset the model was trained on (then cached). Raises ValueError if that dataset is missing."""
+    version = registry.file_version(model_path)
+    cached = config.cache_dir() / "novelty" / f"{version}.npz"
+    for path in (detector_path(model_path), cached):
+        if path.is_file():
+            try:
+                det = Detector.load(path)
+            except (OSError, ValueError, KeyError):
+                continue
+            if det.model_version == version:
+                return det
+    try:
+        info = datasets.get_dataset(ckpt["dataset"])
+    except ValueError:
+        raise ValueError(f"the novelty check needs the model's training dataset {ckpt['dataset']!r} to calibrate "
+                         "on; build it (python -m core datasets build) or use a model trained on a dataset here")
+    ids = [int(c) for c in ckpt["class_ids"]]
+    train, val = (datasets.load_split(info, s, classes=ids) for s in ("train", "val"))
+    lookup = {c: i for i, c in enumerate(ids)}
+    det = fit(model, train.images, np.asarray([lookup[int(c)] for c in train.labels]), val.images,
+              model_version=version, progress=progress, should_stop=should_stop)
+    det.save(cached)
+    return det

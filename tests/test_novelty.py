@@ -1,0 +1,125 @@
+"""Novelty scores: the measures, calibration, storage beside the model, prediction results and the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import config, datasets, models, novelty, prediction, registry
+from core.images import encode_png
+
+PROJECT = Path(__file__).resolve().parent.parent
+BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    ckpt = models.load_checkpoint(BENCHMARK)
+    return ckpt, models.model_from_checkpoint(ckpt)
+
+
+def noise(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48, 3), dtype=np.uint8)
+
+
+def test_auroc_and_fpr95_by_hand():
+    known = np.arange(100, dtype=float)
+    assert novelty.auroc_fpr95(known, known + 1000) == {"auroc": 1.0, "fpr95": 0.0}
+    assert novelty.auroc_fpr95(known, known + 1000 * 0 - 1000) == {"auroc": 0.0, "fpr95": 1.0}
+    # novel scores spread over the known range: 95 % of known accepted below 94.05 -> 95 of 100 novel accepted
+    res = novelty.auroc_fpr95(known, known.copy())
+    assert res["auroc"] == pytest.approx(0.5) and res["fpr95"] == 0.95
+    with pytest.raises(ValueError, match="need known and novel"):
+        novelty.auroc_fpr95(known, np.zeros(0))
+
+
+def test_the_shipped_benchmark_ships_its_detector_for_exactly_this_model_file():
+    det = novelty.Detector.load(novelty.detector_path(BENCHMARK))
+    assert det.model_version == registry.file_version(BENCHMARK)
+    assert set(det.thresholds) == set(novelty.METHODS)
+    assert det.class_means.shape == (43, 300) and det.bank_fc1.shape[1] == 300
+
+
+def test_known_images_pass_and_noise_is_flagged_by_every_method(shipped):
+    ckpt, model = shipped
+    det = novelty.load_or_fit(BENCHMARK, model, ckpt)
+    sample = datasets.load_split("Sample48", "test")
+    gtsrb = sample.images[np.flatnonzero(sample.labels < 43)[:60]]
+    known = det.scores(model, gtsrb)
+    odd = det.scores(model, noise(16))
+    for m in novelty.METHODS:
+        assert known[m].shape == (60,) and odd[m].shape == (16,)
+        assert det.novel(odd, m).mean() >= 0.9, m
+        assert det.novel(known, m).mean() <= 0.3, m
+    with pytest.raises(ValueError, match="unknown novelty methods"):
+        det.scores(model, gtsrb[:2], ("vibes",))
+
+
+def test_fit_calibrates_thresholds_on_validation_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = models.build_model("published", 48).eval()
+    train, val = datasets.load_split("Sample48", "train"), datasets.load_split("Sample48", "val")
+    det = novelty.fit(model, train.images, train.labels, val.images, model_version="v1", seed=0)
+    scores = det.scores(model, val.images)
+    for m in novelty.METHODS:
+        if m != "odin":  # ODIN is calibrated on the first 1,000 val images: all of them here too
+            assert (scores[m] <= det.thresholds[m]).mean() >= novelty.ACCEPT
+    det.save(tmp_path / "d.npz")
+    back = novelty.Detector.load(tmp_path / "d.npz")
+    again = back.scores(model, val.images[:10], ("msp", "mahalanobis", "fused"))
+    assert back.model_version == "v1" and back.thresholds == pytest.approx(det.thresholds)
+    np.testing.assert_allclose(again["msp"], scores["msp"][:10], rtol=1e-5)
+    np.testing.assert_allclose(again["fused"], scores["fused"][:10], rtol=1e-2, atol=1e-2)  # float16 bank
+    with pytest.raises(ValueError, match="at least"):
+        novelty.fit(model, train.images[:3], train.labels[:3], val.images, model_version="v")
+
+
+def test_load_or_fit_caches_per_model_version_and_says_when_it_cannot(tmp_path):
+    torch.manual_seed(0)
+    m = models.build_model("published", 48)
+    ck = models.make_checkpoint(m, architecture="published", class_ids=list(range(48)),
+                                class_names=[str(i) for i in range(48)], dataset="Sample48", dataset_fingerprint="x",
+                                parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
+    path = models.save_checkpoint(ck, tmp_path / "m.pt")
+    det = novelty.load_or_fit(path, m, ck)
+    cached = config.cache_dir() / "novelty" / f"{registry.file_version(path)}.npz"
+    assert cached.is_file() and det.model_version == registry.file_version(path)
+    assert novelty.load_or_fit(path, m, ck).thresholds == det.thresholds  # from the cache, not refitted
+    ck_lost = {**ck, "dataset": "Gone"}
+    path2 = models.save_checkpoint(ck_lost, tmp_path / "m2.pt")
+    with pytest.raises(ValueError, match="needs the model's training dataset 'Gone'"):
+        novelty.load_or_fit(path2, m, ck_lost)
+
+
+def test_prediction_results_carry_the_novelty_verdict(shipped):
+    ckpt, model = shipped
+    det = novelty.load_or_fit(BENCHMARK, model, ckpt)
+    sample = datasets.load_split("Sample48", "test")
+    stop = sample.images[np.flatnonzero(sample.labels == 14)[0]]
+    results = prediction.predict_images(ckpt, [("stop.png", encode_png(stop)), ("noise.png", encode_png(noise(1)[0]))],
+                                        model=model, detector=det)
+    assert results[0].novelty["novel"] is False and results[0].top[0]["class_id"] == 14
+    assert results[1].novelty["novel"] is True and results[1].novelty["method"] == novelty.DEFAULT_METHOD
+    assert results[1].to_json()["novelty"]["threshold"] == pytest.approx(det.thresholds["fused"], abs=1e-4)
+
+
+def test_cli_novelty_prints_the_documented_json(tmp_path, data_root):
+    sample = datasets.load_split("Sample48", "test")
+    np.savez(tmp_path / "known.npz", images=sample.images[sample.labels < 43][:40])
+    np.savez(tmp_path / "novel.npz", images=noise(20))
+    env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
+    out = subprocess.run([sys.executable, "-m", "core", "novelty", "--model", "benchmark", "--known-npz",
+                          str(tmp_path / "known.npz"), "--novel-npz", str(tmp_path / "novel.npz"), "--json"],
+                         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert set(res["methods"]) == set(novelty.METHODS)
+    for m, r in res["methods"].items():
+        assert set(r) == {"auroc", "fpr95"} and r["auroc"] > 0.9, (m, r)
+    assert res["n_known"] == 40 and res["n_novel"] == 20
