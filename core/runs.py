@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from core import builds, config, curation, datasets, explain, registry, reports, store, training, uploads, workspaces
+from core import builds, config, curation, datasets, embedding, explain, registry, reports, store, training, uploads, workspaces
 from core.evaluation import evaluate_checkpoint
 from core.models import load_checkpoint, model_from_checkpoint
 from core.progress import Cancelled, sub_range
@@ -208,6 +208,49 @@ class ImportRun:
         return f"add {len(self.paths)} upload(s) to {self.dataset}"
 
 
+@dataclass(frozen=True)
+class EmbedRun:
+    """An openTSNE map of a model's features for a stratified sample of a dataset split (cached)."""
+    model: str
+    dataset: str
+    split: str = "train"
+    size: int = embedding.MAP_SIZE
+    seed: int = 0
+
+    def check(self) -> dict:
+        info = datasets.get_dataset(self.dataset)
+        if self.split not in datasets.SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; valid splits: {', '.join(datasets.SPLITS)}")
+        if info.split_size(self.split) < 10:
+            raise ValueError(f"{self.dataset}/{self.split} has {info.split_size(self.split)} images; a map needs 10")
+        if not 10 <= self.size <= 50_000:
+            raise ValueError(f"map size must lie in [10, 50000], got {self.size}")
+        return {"model": _model_input(self.model), "dataset": _dataset_input(info)}
+
+    def key(self) -> dict:
+        info = datasets.get_dataset(self.dataset)
+        return {"model_version": registry.file_version(registry.get_model(self.model).path), "dataset": self.dataset,
+                "dataset_version": info.fingerprint, "split": self.split, "size": self.size, "seed": self.seed}
+
+    def title(self) -> str:
+        return f"map {self.model} on {self.dataset}/{self.split}"
+
+
+def _run_embed(ctx: RunContext, cfg: EmbedRun) -> dict:
+    key = cfg.key()
+    path = embedding.map_path(key)
+    if not path.is_file():
+        ckpt = load_checkpoint(registry.get_model(cfg.model).path)
+        split = datasets.load_split(datasets.get_dataset(cfg.dataset), cfg.split)
+        keep = embedding.stratified_sample(split.labels, cfg.size, seed=cfg.seed)
+        result = embedding.compute_map(model_from_checkpoint(ckpt), ckpt["class_ids"], split.images[keep],
+                                       split.labels[keep], [split.files[i] for i in keep], key=key, seed=cfg.seed,
+                                       progress=ctx.progress, should_stop=ctx.should_stop)
+        ctx.check()
+        result.save(path)
+    return {"file": str(path), **key}
+
+
 def stage_uploads(items: list[tuple[str, bytes]]) -> list[str]:
     """Keep the app's uploads under the data root for an import run (``ImportRun(staged=True)`` removes them)."""
     folder = config.runs_dir() / "uploads" / uuid.uuid4().hex
@@ -291,6 +334,7 @@ KINDS: dict[str, RunKind] = {
     "anchor": RunKind(AnchorRun, _run_anchor, limit=2),
     "build": RunKind(BuildRun, _run_build),
     "import": RunKind(ImportRun, _run_import),
+    "embed": RunKind(EmbedRun, _run_embed, limit=2),
 }
 
 
@@ -450,5 +494,5 @@ def _dataset_input(info: datasets.DatasetInfo) -> dict:
     return {"name": info.name, "version": info.fingerprint}
 
 
-__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "ImportRun",
+__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "ImportRun", "EmbedRun",
            "stage_uploads", "start", "submit", "cancel", "get", "list_runs", "wait", "recover_interrupted", "run_dir"]

@@ -173,3 +173,42 @@ def _options(page, label: str) -> list[str]:
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return options
+
+
+def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monkeypatch):
+    url, root = app
+    monkeypatch.setenv("TSW_DATA_ROOT", str(root))
+    from core import datasets
+    from core.images import encode_png
+    split = datasets.load_split("Sample48", "test")
+    files = []
+    for k, im in enumerate(split.images[split.labels == 14][:3]):
+        (root / f"stop{k}.png").write_bytes(encode_png(im))
+        files.append(str(root / f"stop{k}.png"))
+    for k in range(3):
+        Image.fromarray(star_sign(20 + k)).save(root / f"star{k}.png")
+        files.append(str(root / f"star{k}.png"))
+    page = open_page(browser, url, "/visualise", "Visualise classes", 2000)
+    choose(page, "Model", next(o for o in _options(page, "Model") if o.startswith("benchmark")))
+    choose(page, "Dataset", "Sample48 (embedded sample)")
+    page.get_by_role("button", name="Compute map").click()
+    page.get_by_text("Colour by").wait_for(timeout=120_000)
+    wait_for_app(page)
+    page.get_by_test_id("stRadioGroup").last.get_by_text("upload", exact=True).click()
+    wait_for_app(page)
+    page.locator("input[type='file']").set_input_files(files)
+    page.get_by_text(re.compile(r"likely a new class")).first.wait_for(timeout=120_000)
+    wait_for_app(page)
+    groups = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"Group \d")).all_inner_texts()
+    assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
+    chart = page.locator(".st-key-vis_map .js-plotly-plot")
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8, steps=10)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"\d+ selected")).wait_for(timeout=30_000)
+    wait_for_app(page)
+    shot(page, "9_visualise")
+    page.close()

@@ -54,13 +54,6 @@ def test_home_lists_datasets_and_routes_to_every_page():
     assert any("python -m core datasets build" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("page, title", [("pages/visualise.py", "Visualise classes")])
-def test_planned_pages_say_what_they_will_do(page, title):
-    at = open_page(page)
-    assert at.title[0].value == title
-    assert "will" in at.info[0].value
-
-
 def test_explore_shows_a_page_of_thumbnails_counts_and_details():
     at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
@@ -376,3 +369,30 @@ def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_c
     at.file_uploader(key="predict_files").set_value([("noise.png", encode_png(junk), "image/png")]).run()
     assert not at.exception, at.exception
     assert any("Probably not one of the model's classes" in w.value for w in at.warning)
+
+
+def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
+    import sys
+    from core import datasets
+    from core.images import encode_png
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_browser_curation import star_sign
+    at = open_page("pages/visualise.py")
+    at.selectbox(key="vis_dataset").set_value("Sample48")
+    at.selectbox(key="vis_split").set_value("val").run()
+    assert any("No map yet" in i.value for i in at.info)
+    at.button(key="vis_compute").click().run()
+    assert not at.exception, at.exception
+    runs.wait(at.session_state["vis_run"], timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 1
+    split = datasets.load_split("Sample48", "test")
+    stops = [("stop%d.png" % k, encode_png(im), "image/png") for k, im in enumerate(split.images[split.labels == 14][:3])]
+    stars = [("star%d.png" % k, encode_png(star_sign(k)), "image/png") for k in range(3)]
+    at.radio(key="vis_source").set_value("upload").run()
+    at.file_uploader(key="vis_files").set_value(stops + stars).run()
+    assert not at.exception, at.exception
+    groups = [m.value for m in at.markdown if m.value.startswith("**Group")]
+    assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
+    assert any("probably a known class" in g and "14: Stop" in g for g in groups), groups

@@ -135,7 +135,7 @@ def test_progress_ticks_go_to_the_run_folder_not_the_store():
 
 
 def test_start_refuses_unknown_kinds_and_configs_and_registers_nothing():
-    with pytest.raises(ValueError, match="unknown run kind 'nope'; valid kinds: train, evaluate, anchor, build, import"):
+    with pytest.raises(ValueError, match="unknown run kind 'nope'; valid kinds: train, evaluate, anchor, build, import, embed"):
         runs.start("nope", {})
     with pytest.raises(ValueError, match="unknown fields"):
         runs.start("evaluate", {"model": "m", "dataset": "Sample48", "colour": "red"})

@@ -1,0 +1,168 @@
+"""Embedding maps and new-class detection.
+
+A **map** is an openTSNE layout of a model's penultimate features for a stratified reference sample of a dataset
+split (:data:`MAP_SIZE` images), computed once as a run and cached by (model version, dataset version, split,
+size, seed). New images (uploads, the Extra bucket, another split) are **placed into the existing map** with
+openTSNE's ``transform``, which optimises only the new points, so the map never moves.
+
+**New-class detection** groups the new images and flags the groups that are probably a class the model has
+never seen. Grouping: average-linkage agglomerative clustering on the cosine distance of the first hidden
+layer's features, cut at :data:`CLUSTER_DISTANCE`. Chosen over k-means because the number of groups is unknown
+and may be one, and over HDBSCAN because uploads come in handfuls (HDBSCAN calls most of a handful noise). A
+group's scores: mean novelty (:mod:`core.novelty`, ``fused``), mean prediction entropy, how much its members
+agree on the predicted class, and the cosine distance of its centre to the nearest class centre. It is flagged
+"likely a new class" when its mean novelty is above the threshold that 95 % of known validation images stay
+below.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from openTSNE import TSNE, TSNEEmbedding, affinity
+
+from core import config
+from core.files import atomic_write_bytes
+from core.novelty import DEFAULT_METHOD, Detector, layer_outputs
+from core.progress import ProgressFn, StopFn, check, silent
+
+MAP_SIZE = 5000
+#: openTSNE iterations after early exaggeration: 250 keeps a 5,000-image map under 10 s on 2 cores.
+TSNE_ITERATIONS = 250
+TSNE_EXAGGERATION_ITERATIONS = 125
+PERPLEXITY = 30
+#: Cosine distance (first hidden layer) below which new images join one group.
+CLUSTER_DISTANCE = 0.35
+
+
+@dataclass
+class Map:
+    """A map of a reference sample: 2-D coordinates with what each point is."""
+
+    key: dict              # model_version, dataset, dataset_version, split, size, seed
+    coords: np.ndarray     # (N, 2)
+    features: np.ndarray   # (N, 300) penultimate features (the transform needs them)
+    files: list[str]       # (N,) dataset files
+    labels: np.ndarray     # (N,) true class ids
+    predicted: np.ndarray  # (N,) predicted class ids
+    confidence: np.ndarray  # (N,) top-1 probability
+
+    def save(self, path: Path) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, coords=self.coords, features=self.features.astype(np.float16),
+                            files=np.asarray(self.files, dtype=str), labels=self.labels, predicted=self.predicted,
+                            confidence=self.confidence, key=np.frombuffer(json.dumps(self.key).encode(), np.uint8))
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "Map":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(json.loads(z["key"].tobytes().decode()), z["coords"], z["features"].astype(np.float32),
+                       [str(f) for f in z["files"]], z["labels"], z["predicted"], z["confidence"])
+
+
+def map_path(key: dict) -> Path:
+    name = "-".join(str(key[k]) for k in ("model_version", "dataset", "dataset_version", "split", "size", "seed"))
+    return config.cache_dir() / "maps" / f"{name}.npz"
+
+
+def stratified_sample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``size`` images (all if fewer): every class in proportion, at least one image each,
+    the rounding remainder drawn at random from the rest."""
+    labels = np.asarray(labels)
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate([rng.choice(idx, max(1, int(size * len(idx) / len(labels))), replace=False)
+                             for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))])
+    if len(picked) > size:
+        picked = rng.choice(picked, size, replace=False)
+    elif len(picked) < size:
+        rest = np.setdiff1d(np.arange(len(labels)), picked)
+        picked = np.concatenate([picked, rng.choice(rest, size - len(picked), replace=False)])
+    return np.sort(picked)
+
+
+def compute_map(model, class_ids: list[int], images: np.ndarray, labels: np.ndarray, files: list[str], *, key: dict,
+                seed: int = 0, progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Map:
+    """Features of the images, then their openTSNE layout (the images are the reference sample already)."""
+    progress = progress or silent
+    if len(images) < 10:
+        raise ValueError(f"a map needs at least 10 images, got {len(images)}; choose a larger split")
+    progress(0.05, f"features of {len(images):,} images")
+    out = layer_outputs(model, images, should_stop=should_stop)
+    check(should_stop)
+    progress(0.4, "laying out the map (openTSNE)")
+    perplexity = min(PERPLEXITY, (len(images) - 1) / 3)
+    coords = TSNE(perplexity=perplexity, n_iter=TSNE_ITERATIONS, early_exaggeration_iter=TSNE_EXAGGERATION_ITERATIONS,
+                  n_jobs=2, random_state=seed, verbose=False).fit(out["pen"])
+    probs = _softmax(out["logits"])
+    ids = np.asarray(class_ids)
+    return Map(key, np.asarray(coords, np.float32), out["pen"], list(files), np.asarray(labels),
+               ids[probs.argmax(1)], probs.max(1).astype(np.float32))
+
+
+def place(reference: Map, features: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """2-D positions (M, 2) of new images' penultimate features in an existing map (the map does not move)."""
+    if len(features) == 0:
+        return np.zeros((0, 2), np.float32)
+    perplexity = min(PERPLEXITY, (len(reference.features) - 1) / 3)
+    aff = affinity.PerplexityBasedNN(reference.features, perplexity=perplexity, n_jobs=2, random_state=seed,
+                                     verbose=False)
+    emb = TSNEEmbedding(reference.coords.astype(np.float64), aff, n_jobs=2, random_state=seed)
+    return np.asarray(emb.transform(features), np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+@dataclass
+class Group:
+    """A group of new images and why it may be a new class."""
+
+    members: list[int]         # indices into the new images
+    novelty: float             # mean novelty score (fused)
+    entropy: float             # mean prediction entropy (nats)
+    agreement: float           # share of members predicted as the group's most common class
+    predicted: int             # that class id
+    class_distance: float      # cosine distance of the group centre to the nearest class centre
+    likely_new: bool
+
+
+def detect_new_classes(model, detector: Detector, class_ids: list[int], images) -> list[Group]:
+    """Group new images and flag groups that are probably a class the model lacks; most novel group first."""
+    if len(images) == 0:
+        raise ValueError("no images to group: upload some, or choose a split or the Extra bucket")
+    out = layer_outputs(model, images)
+    scores = detector.scores(model, images, (DEFAULT_METHOD,))[DEFAULT_METHOD]
+    groups = group_images(out["fc1"])
+    probs = _softmax(out["logits"])
+    entropy = -(probs * np.log(probs + 1e-12)).sum(1)
+    pred = np.asarray(class_ids)[probs.argmax(1)]
+    centres = detector.class_means / (np.linalg.norm(detector.class_means, axis=1, keepdims=True) + 1e-8)
+    result = []
+    for members in groups:
+        m = np.asarray(members)
+        values, counts = np.unique(pred[m], return_counts=True)
+        centre = out["pen"][m].mean(0)
+        centre /= np.linalg.norm(centre) + 1e-8
+        novelty = float(scores[m].mean())
+        result.append(Group(members, novelty, float(entropy[m].mean()), float(counts.max() / len(m)),
+                            int(values[counts.argmax()]), float(1 - (centres @ centre).max()),
+                            novelty > detector.thresholds[DEFAULT_METHOD]))
+    return sorted(result, key=lambda g: -g.novelty)
+
+
+def group_images(features: np.ndarray) -> list[list[int]]:
+    """Groups (lists of row indices) by average-linkage clustering on cosine distance, cut at CLUSTER_DISTANCE."""
+    if len(features) == 1:
+        return [[0]]
+    from sklearn.cluster import AgglomerativeClustering  # slow to import; only grouping needs it
+    labels = AgglomerativeClustering(n_clusters=None, distance_threshold=CLUSTER_DISTANCE, metric="cosine",
+                                     linkage="average").fit_predict(features)
+    return [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
