@@ -113,23 +113,30 @@ class Detector:
         if unknown:
             raise ValueError(f"unknown novelty methods {unknown}; valid: {', '.join(METHODS)}")
         out = layer_outputs(model, images, should_stop=should_stop)
-        raw = {"msp": -_softmax_max(out["logits"]),
-               "energy": -_logsumexp(out["logits"]),
-               "knn": _knn(self.bank_pen, out["pen"]),
-               "knn_fc1": _knn(self.bank_fc1, out["fc1"])}
-        if "mahalanobis" in methods:
-            raw["mahalanobis"] = self._mahalanobis(out["pen"])
-        if "odin" in methods:
-            raw["odin"] = _odin(model, images)
-        raw["fused"] = sum((raw[m] - self.standard[m][0]) / self.standard[m][1] for m in ("msp", "knn_fc1"))
+        compute = {  # each only when asked for (kNN and ODIN are the costly ones)
+            "msp": lambda: -_softmax_max(out["logits"]),
+            "energy": lambda: -_logsumexp(out["logits"]),
+            "knn": lambda: _knn(self.bank_pen, out["pen"]),
+            "knn_fc1": lambda: _knn(self.bank_fc1, out["fc1"]),
+            "mahalanobis": lambda: self._mahalanobis(out["pen"]),
+            "odin": lambda: _odin(model, images),
+        }
+        raw: dict[str, np.ndarray] = {}
+        for m in methods:
+            parts = ("msp", "knn_fc1") if m == "fused" else (m,)
+            for p in parts:
+                if p not in raw:
+                    raw[p] = compute[p]()
+            if m == "fused":
+                raw[m] = sum((raw[p] - self.standard[p][0]) / self.standard[p][1] for p in parts)
         return {m: raw[m].astype(np.float32) for m in methods}
 
     def _mahalanobis(self, pen: np.ndarray) -> np.ndarray:
-        out = []
-        for s in range(0, len(pen), 512):
-            d = pen[s:s + 512, None, :] - self.class_means[None]
-            out.append(np.einsum("nkd,de,nke->nk", d, self.precision, d).min(1))
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        # d' P d = |L' d|^2 with P = L L' (Cholesky): one matrix product instead of a per-class quadratic form
+        chol = np.linalg.cholesky(self.precision.astype(np.float64) + 1e-9 * np.eye(len(self.precision)))
+        z, mu = pen.astype(np.float64) @ chol, self.class_means.astype(np.float64) @ chol
+        d2 = (z * z).sum(1)[:, None] - 2 * z @ mu.T + (mu * mu).sum(1)[None]
+        return np.maximum(d2, 0).min(1) if len(pen) else np.zeros(0, np.float32)
 
     def novel(self, scores: dict[str, np.ndarray], method: str = DEFAULT_METHOD) -> np.ndarray:
         """Boolean (N,): above the method's threshold (outside what 95 % of known images score)."""

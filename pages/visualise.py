@@ -21,14 +21,18 @@ def load_map(path: str) -> embedding.Map:
     return embedding.Map.load(path)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def placer(path: str) -> embedding.Placer:
+    return embedding.Placer(load_map(path))
+
+
 @st.cache_data(show_spinner="Placing the new images into the map...", max_entries=8)
 def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...]):
-    ref = load_map(path)
     ckpt, model = load_model(model_path)
     arr = np.frombuffer(b"".join(images), np.uint8).reshape(shape)
     det, _ = novelty_detector(model_path)
     groups = embedding.detect_new_classes(model, det, ckpt["class_ids"], list(arr)) if det else []
-    return embedding.place(ref, layer_outputs(model, list(arr))["pen"]), groups
+    return placer(path).place(layer_outputs(model, list(arr))["pen"]), groups
 
 
 ensure_router()
