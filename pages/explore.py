@@ -1,14 +1,16 @@
-"""Explore dataset: a paged thumbnail grid like a file explorer, per-class counts, one image's details."""
+"""Explore dataset: a paged thumbnail grid like a file explorer, per-class counts, one image's details; and a
+Data issues tab (likely mislabelled images, leakage across splits, outliers), ranked with their reasons."""
 from __future__ import annotations
 
 import plotly.express as px
 import streamlit as st
 
-from core import browse
+from core import browse, data_issues, datasets
 from core.datasets import SPLITS
-from pages._ui import ensure_router, cached_index, pick_dataset
+from pages._ui import cached_index, ensure_router, load_model, novelty_detector, pick_dataset, pick_model
 
 COLUMNS = 8
+ISSUE_COLUMNS = 6
 
 ensure_router()
 st.title("Explore dataset")
@@ -16,59 +18,102 @@ info = pick_dataset()
 if info is None:
     st.stop()
 index = cached_index(info.name, info.fingerprint)
+tab_browse, tab_issues = st.tabs(["Browse", "Data issues"])
 
-c1, c2, c3 = st.columns([1, 3, 1])
-split = c1.selectbox("Split", SPLITS, key="explore_split")
-class_options = [None] + sorted(info.classes)
-class_id = c2.selectbox("Class", class_options, key="explore_class",
-                        format_func=lambda c: "All classes" if c is None else f"{c}: {info.classes[c]}")
-page_size = c3.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
+with tab_browse:
 
-# Page state survives reruns; it resets when the filter changes.
-filter_key = (info.name, split, class_id, page_size)
-if st.session_state.get("explore_filter") != filter_key:
-    st.session_state.explore_filter = filter_key
-    st.session_state.explore_page = 1
-result = browse.browse(info, split=split, class_id=class_id, page=st.session_state.explore_page,
-                       page_size=page_size, index=index)
+    c1, c2, c3 = st.columns([1, 3, 1])
+    split = c1.selectbox("Split", SPLITS, key="explore_split")
+    class_options = [None] + sorted(info.classes)
+    class_id = c2.selectbox("Class", class_options, key="explore_class",
+                            format_func=lambda c: "All classes" if c is None else f"{c}: {info.classes[c]}")
+    page_size = c3.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
 
-
-
-def turn_page(delta: int) -> None:
-    st.session_state.explore_page = result.page + delta
+    # Page state survives reruns; it resets when the filter changes.
+    filter_key = (info.name, split, class_id, page_size)
+    if st.session_state.get("explore_filter") != filter_key:
+        st.session_state.explore_filter = filter_key
+        st.session_state.explore_page = 1
+    result = browse.browse(info, split=split, class_id=class_id, page=st.session_state.explore_page,
+                           page_size=page_size, index=index)
 
 
-nav = st.columns([1, 1, 4])
-nav[0].button("\u2190 Previous", disabled=result.page <= 1, key="explore_prev", on_click=turn_page, args=(-1,))
-nav[1].button("Next \u2192", disabled=result.page >= result.pages, key="explore_next", on_click=turn_page, args=(1,))
-nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images")
 
-if not result.rows:
-    st.info("No images in this selection.")
-else:
-    cols = st.columns(COLUMNS)
-    for i, (row, path) in enumerate(zip(result.rows, result.paths)):
-        with cols[i % COLUMNS]:
-            st.image(str(path), width=72, caption=f"{row['class_id']} \u00b7 {path.stem[-14:]}")
+    def turn_page(delta: int) -> None:
+        st.session_state.explore_page = result.page + delta
 
-    st.subheader("Image details")
-    pick = st.selectbox("Image", range(len(result.rows)), key="explore_pick",
-                        format_func=lambda i: result.rows[i]["file"])
-    d = browse.image_details(info, result.rows[pick])
-    left, mid, right = st.columns([1, 1, 2])
-    left.image(str(result.paths[pick]), width=160, caption="image")
-    if d.pictogram:
-        mid.image(str(d.pictogram), width=120, caption="reference pictogram")
+
+    nav = st.columns([1, 1, 4])
+    nav[0].button("\u2190 Previous", disabled=result.page <= 1, key="explore_prev", on_click=turn_page, args=(-1,))
+    nav[1].button("Next \u2192", disabled=result.page >= result.pages, key="explore_next", on_click=turn_page, args=(1,))
+    nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images")
+
+    if not result.rows:
+        st.info("No images in this selection.")
     else:
-        mid.caption("No reference pictogram for this class.")
-    right.markdown(f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
-                   f"**Size** {d.width}\u00d7{d.height} px (original {d.original_size})  \n"
-                   f"**Source** {d.source}  \n**Track** {d.track or 'n/a'}  \n**File** `{d.file}`")
+        cols = st.columns(COLUMNS)
+        for i, (row, path) in enumerate(zip(result.rows, result.paths)):
+            with cols[i % COLUMNS]:
+                st.image(str(path), width=72, caption=f"{row['class_id']} \u00b7 {path.stem[-14:]}")
 
-st.subheader("Images per class")
-counts = browse.class_counts(info)
-counts["label"] = counts["class_id"].astype(str) + ": " + counts["name"]
-fig = px.bar(counts, x="class_id", y="images", color="split", barmode="group", hover_data=["name"],
-             category_orders={"split": list(SPLITS)}, height=360)
-fig.update_layout(xaxis_title="class id", yaxis_title="images", margin=dict(t=10, b=10))
-st.plotly_chart(fig, width="stretch")
+        st.subheader("Image details")
+        pick = st.selectbox("Image", range(len(result.rows)), key="explore_pick",
+                            format_func=lambda i: result.rows[i]["file"])
+        d = browse.image_details(info, result.rows[pick])
+        left, mid, right = st.columns([1, 1, 2])
+        left.image(str(result.paths[pick]), width=160, caption="image")
+        if d.pictogram:
+            mid.image(str(d.pictogram), width=120, caption="reference pictogram")
+        else:
+            mid.caption("No reference pictogram for this class.")
+        right.markdown(f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
+                       f"**Size** {d.width}\u00d7{d.height} px (original {d.original_size})  \n"
+                       f"**Source** {d.source}  \n**Track** {d.track or 'n/a'}  \n**File** `{d.file}`")
+
+    st.subheader("Images per class")
+    counts = browse.class_counts(info)
+    counts["label"] = counts["class_id"].astype(str) + ": " + counts["name"]
+    fig = px.bar(counts, x="class_id", y="images", color="split", barmode="group", hover_data=["name"],
+                 category_orders={"split": list(SPLITS)}, height=360)
+    fig.update_layout(xaxis_title="class id", yaxis_title="images", margin=dict(t=10, b=10))
+    st.plotly_chart(fig, width="stretch")
+
+
+@st.cache_data(show_spinner="Looking for data issues (the model's view of every image)...", max_entries=4)
+def cached_issues(model_path: str, dataset: str, version: str, split: str) -> data_issues.DataIssues:
+    ckpt, model = load_model(model_path)
+    detector, _ = novelty_detector(model_path)
+    return data_issues.find_issues(model, ckpt, datasets.get_dataset(dataset), split=split, detector=detector)
+
+
+def issue_grid(rows: list[dict], empty: str) -> None:
+    if not rows:
+        st.success(empty)
+        return
+    cols = st.columns(ISSUE_COLUMNS)
+    for k, r in enumerate(rows):
+        with cols[k % ISSUE_COLUMNS]:
+            st.image(str(info.image_path(r["file"])), width=72, caption=f"{r['class_id']} \u00b7 {r['score']}")
+            st.caption(r["reason"])
+
+
+with tab_issues:
+    st.caption("Ranked lists, worst first: images whose label the model doubts (self-confidence), val/test "
+               "images that look like a train image (leakage), and outliers (novelty).")
+    c1, c2 = st.columns([3, 1])
+    with c1:
+        model = pick_model(key="issues_model")
+    issue_split = c2.selectbox("Split", SPLITS, key="issues_split")
+    if model is not None and st.button("Find data issues", key="issues_go"):
+        st.session_state.issues_for = (str(model.path), info.name, info.fingerprint, issue_split)
+    if st.session_state.get("issues_for") == (str(model.path) if model else None, info.name, info.fingerprint,
+                                              issue_split):
+        found = cached_issues(*st.session_state.issues_for)
+        t1, t2, t3 = st.tabs([f"Likely mislabelled ({len(found.mislabelled)})", f"Leakage ({len(found.leaks)})",
+                              f"Outliers ({len(found.outliers)})"])
+        with t1:
+            issue_grid(found.mislabelled, "No images in this split belong to the model's classes.")
+        with t2:
+            issue_grid(found.leaks, "No val or test image looks like a train image.")
+        with t3:
+            issue_grid(found.outliers, "No novelty check for this model, so no outlier ranking.")

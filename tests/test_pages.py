@@ -396,3 +396,18 @@ def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     groups = [m.value for m in at.markdown if m.value.startswith("**Group")]
     assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
     assert any("probably a known class" in g and "14: Stop" in g for g in groups), groups
+
+
+def test_explore_data_issues_tab_ranks_planted_issues():
+    from test_data_issues import planted
+    planted()
+    at = open_page("pages/explore.py")
+    at.selectbox(key="dataset").set_value("Planted").run()
+    at.selectbox(key="issues_split").set_value("test")
+    at.button(key="issues_go").click().run()
+    assert not at.exception, at.exception
+    labels = [t.label for t in at.tabs]
+    assert "Data issues" in labels and any(l.startswith("Likely mislabelled (") for l in labels)
+    assert any(l.startswith("Leakage (") and l != "Leakage (0)" for l in labels)
+    captions = " ".join(c.value for c in at.caption)
+    assert "predicts 14: Stop" in captions and "looks like train image" in captions

@@ -1,0 +1,68 @@
+"""Data issues: a planted mislabelled image, a planted train/test leak and a planted outlier are found first."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import config, data_issues, datasets, models, novelty
+from core.datasets import SplitToWrite, write_dataset
+
+BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
+
+
+def planted() -> datasets.DatasetInfo:
+    """Sample images of 4 classes; one Stop (14) labelled 1 in test, one test image copied from train, one noise."""
+    sample = {s: datasets.load_split("Sample48", s) for s in datasets.SPLITS}
+
+    def pick(split, classes, n):
+        a = sample[split]
+        idx = np.concatenate([np.flatnonzero(a.labels == c)[:n] for c in classes])
+        return list(a.images[idx]), list(a.labels[idx])
+
+    tr_im, tr_y = pick("train", (1, 14, 17, 38), 8)
+    te_im, te_y = pick("test", (1, 14, 17, 38), 4)
+    te_im[4], te_y[4] = te_im[4], 1                          # a Stop sign labelled "30 km/h"
+    te_im.append(tr_im[20].copy())                            # a train image again in test (leakage)
+    te_y.append(tr_y[20])
+    te_im.append(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8))  # noise: an outlier
+    te_y.append(38)
+
+    def split(images, labels, tag):
+        n = len(images)
+        return SplitToWrite(images, np.asarray(labels), [f"{tag}{i:03d}" for i in range(n)], ["s"] * n, [""] * n,
+                            np.full((n, 2), 48))
+
+    write_dataset("Planted", {"train": split(tr_im, tr_y, "tr"), "test": split(te_im, te_y, "te")},
+                  classes={1: "Speed limit (30km/h)", 14: "Stop", 17: "No entry", 38: "Keep right"},
+                  source="test", recipe="planted issues")
+    return datasets.get_dataset("Planted")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    ckpt = models.load_checkpoint(BENCHMARK)
+    model = models.model_from_checkpoint(ckpt)
+    return ckpt, model, novelty.load_or_fit(BENCHMARK, model, ckpt)
+
+
+def test_planted_issues_are_ranked_first_with_their_reasons(shipped):
+    ckpt, model, det = shipped
+    info = planted()
+    found = data_issues.find_issues(model, ckpt, info, split="test", detector=det)
+    first = found.mislabelled[0]
+    assert first["file"] == "test/1/te004.png" and "predicts 14: Stop" in first["reason"]
+    assert [r["score"] for r in found.mislabelled] == sorted(r["score"] for r in found.mislabelled)
+    leak = found.leaks[0]
+    assert leak["file"].endswith("te016.png") and leak["near"].endswith("tr020.png") and leak["score"] >= 0.99
+    assert found.outliers[0]["file"] == "test/38/te017.png" and "novelty" in found.outliers[0]["reason"]
+    without = data_issues.find_issues(model, ckpt, info, split="test", detector=None)
+    assert without.outliers == [] and without.mislabelled == found.mislabelled
+
+
+def test_bad_requests_are_refused(shipped):
+    ckpt, model, det = shipped
+    info = planted()
+    with pytest.raises(ValueError, match="unknown split"):
+        data_issues.find_issues(model, ckpt, info, split="dev")
+    with pytest.raises(ValueError, match="Planted/val is empty"):
+        data_issues.find_issues(model, ckpt, info, split="val")
