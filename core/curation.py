@@ -82,6 +82,18 @@ class ImportSettings:
             raise ValueError(f"unknown on_leak {self.on_leak!r}; valid: {', '.join(LEAK_ACTIONS)}")
 
 
+    def check_target(self) -> datasets.DatasetInfo:
+        """Validate, and check that the dataset is a workspace holding the class; returns the workspace."""
+        self.validate()
+        info = datasets.get_dataset(self.dataset)
+        if info.kind != "workspace":
+            raise ValueError(f"{info.name!r} is a built dataset and never changes; add images to a workspace derived "
+                             f"from it (python -m core datasets derive --from {info.name} --name Main)")
+        if self.class_id != workspaces.EXTRA_CLASS and self.class_id not in info.classes:
+            raise ValueError(f"workspace {info.name!r} has no class {self.class_id}; add it first")
+        return info
+
+
 @dataclass
 class ImportPlan:
     """What an import will write: images with their split and record, and what it refused or found."""
@@ -162,14 +174,8 @@ def plan_import(uploads: Sequence[Upload], settings: ImportSettings, *, model=No
                 progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> ImportPlan:
     """Decide what an import writes (nothing is written here). ``model`` (a network) is needed for smart
     segregation (destination ``trainval``)."""
-    settings.validate()
+    info = settings.check_target()
     progress = progress or silent
-    info = datasets.get_dataset(settings.dataset)
-    if info.kind != "workspace":
-        raise ValueError(f"{info.name!r} is a built dataset and never changes; add images to a workspace derived "
-                         f"from it (python -m core datasets derive --from {info.name} --name Main)")
-    if settings.class_id != workspaces.EXTRA_CLASS and settings.class_id not in info.classes:
-        raise ValueError(f"workspace {info.name!r} has no class {settings.class_id}; add it first")
     if settings.to == "trainval" and model is None:
         raise ValueError("smart segregation into train and val needs a model for its features; choose one")
     plan = ImportPlan()

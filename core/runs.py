@@ -118,12 +118,7 @@ class EvaluateRun:
     split: str = "test"
 
     def check(self) -> dict:
-        info = datasets.get_dataset(self.dataset)
-        if self.split not in datasets.SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; valid splits: {', '.join(datasets.SPLITS)}")
-        if info.split_size(self.split) == 0:
-            raise ValueError(f"{self.dataset}/{self.split} is empty; choose another split")
-        return {"model": _model_input(self.model), "dataset": _dataset_input(info)}
+        return {"model": _model_input(self.model), "dataset": _dataset_input(_split_info(self.dataset, self.split))}
 
     def title(self) -> str:
         return f"evaluate {self.model} on {self.dataset}/{self.split}"
@@ -191,13 +186,7 @@ class ImportRun:
                                        seed=self.seed, on_leak=self.on_leak)
 
     def check(self) -> dict:
-        self.settings().validate()
-        info = datasets.get_dataset(self.dataset)
-        if info.kind != "workspace":
-            raise ValueError(f"{self.dataset!r} is a built dataset and never changes; add images to a workspace "
-                             f"(python -m core datasets derive --from {self.dataset} --name Main)")
-        if self.class_id != workspaces.EXTRA_CLASS and self.class_id not in info.classes:
-            raise ValueError(f"workspace {self.dataset!r} has no class {self.class_id}; add it first")
+        info = self.settings().check_target()
         if not self.paths:
             raise ValueError("nothing to add: give image files, folders or zips")
         if self.to == "trainval" and not self.model:
@@ -218,11 +207,7 @@ class EmbedRun:
     seed: int = 0
 
     def check(self) -> dict:
-        info = datasets.get_dataset(self.dataset)
-        if self.split not in datasets.SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; valid splits: {', '.join(datasets.SPLITS)}")
-        if info.split_size(self.split) < 10:
-            raise ValueError(f"{self.dataset}/{self.split} has {info.split_size(self.split)} images; a map needs 10")
+        info = _split_info(self.dataset, self.split, minimum=10)
         if not 10 <= self.size <= 50_000:
             raise ValueError(f"map size must lie in [10, 50000], got {self.size}")
         return {"model": _model_input(self.model), "dataset": _dataset_input(info)}
@@ -483,6 +468,18 @@ def recover_interrupted() -> int:
             _set(rec["id"], status="interrupted", message="interrupted: the app stopped while this run ran")
             n += 1
     return n
+
+
+def _split_info(dataset: str, split: str, *, minimum: int = 1) -> datasets.DatasetInfo:
+    """The dataset, after checking that ``split`` is a split of it with at least ``minimum`` images."""
+    info = datasets.get_dataset(dataset)
+    if split not in datasets.SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(datasets.SPLITS)}")
+    n = info.split_size(split)
+    if n < minimum:
+        raise ValueError(f"{dataset}/{split} is empty; choose another split" if n == 0 else
+                         f"{dataset}/{split} has {n} images; this needs at least {minimum}")
+    return info
 
 
 def _model_input(name: str) -> dict:

@@ -86,3 +86,12 @@ def choose(page, label: str, option: str) -> None:
     page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
     page.get_by_role("option", name=option, exact=True).click()
     wait_for_app(page)
+
+
+def options(page, label: str) -> list[str]:
+    """The options of the Streamlit selectbox labelled ``label`` (opens and closes it)."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.click()
+    found = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return found

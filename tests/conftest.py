@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -60,3 +61,16 @@ def make_image():
         w = h if w is None else w
         return (smooth_images if smooth else random_images)(1, (h, w), seed)[0]
     return _make
+
+
+def star_sign(seed: int, size: int = 64) -> np.ndarray:
+    """A sign no model here knows: a yellow star on magenta."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = (rng.integers(150, 200), 20, rng.integers(150, 200))
+    c = size / 2 + rng.uniform(-3, 3, 2)
+    radii = (size * rng.uniform(0.36, 0.42), size * 0.16)
+    pts = [(c[0] + radii[k % 2] * np.cos(np.pi / 2 + k * np.pi / 5),
+            c[1] - radii[k % 2] * np.sin(np.pi / 2 + k * np.pi / 5)) for k in range(10)]
+    cv2.fillPoly(img, [np.int32(pts)], (255, 230, 0))
+    return img

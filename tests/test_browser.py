@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from browser_support import SHOTS, browser, choose, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -97,7 +97,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     page.goto(url + "/evaluate")
     page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
     wait_for_app(page)
-    choose(page, "Model", next(o for o in model_options(page, "Model") if o.startswith(SHIPPED)))
+    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith(SHIPPED)))
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_role("button", name="Run evaluation").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
@@ -134,14 +134,6 @@ def cell_index(page, true_id: int, pred_id: int) -> int:
             for (let i = 0; i < tr.x.length; i++) if (tr.x[i] === p && tr.y[i] === t) return i;
             return -1;
         }""", [true_id, pred_id])
-
-
-def model_options(page, label: str) -> list[str]:
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-    box.click()
-    options = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
-    return options
 
 
 def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_path):

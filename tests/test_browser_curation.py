@@ -6,27 +6,13 @@ from __future__ import annotations
 import os
 import re
 
-import cv2
-import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import SHOTS, browser, choose, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from conftest import star_sign
+from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
-
-
-def star_sign(seed: int, size: int = 64) -> np.ndarray:
-    """A sign no model here knows: a yellow star on magenta."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((size, size, 3), np.uint8)
-    img[:] = (rng.integers(150, 200), 20, rng.integers(150, 200))
-    c = size / 2 + rng.uniform(-3, 3, 2)
-    radii = (size * rng.uniform(0.36, 0.42), size * 0.16)
-    pts = [(c[0] + radii[k % 2] * np.cos(np.pi / 2 + k * np.pi / 5),
-            c[1] - radii[k % 2] * np.sin(np.pi / 2 + k * np.pi / 5)) for k in range(10)]
-    cv2.fillPoly(img, [np.int32(pts)], (255, 230, 0))
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +132,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
 
     # 5. Incremental learning from the shipped benchmark onto the workspace.
     page = open_page(browser, url, "/improve", "Improve model")
-    choose(page, "Base model", next(o for o in _options(page, "Base model") if o.startswith("benchmark")))
+    choose(page, "Base model", next(o for o in options(page, "Base model") if o.startswith("benchmark")))
     choose(page, "Dataset", "Main (workspace of Sample48)")
     page.get_by_label("New model name").fill("main-inc")
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill("4")  # 1 on the new rows, 3 on all
@@ -160,19 +146,11 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     unseen = tmp_path / "unseen_star.png"
     Image.fromarray(star_sign(7)).save(unseen)
     page = open_page(browser, url, "/predict", "Make prediction")
-    choose(page, "Model", next(o for o in _options(page, "Model") if o.startswith("main-inc")))
+    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("main-inc")))
     page.locator("input[type='file']").set_input_files([str(unseen)])
     page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*Purple star")).wait_for(timeout=60_000)
     shot(page, "8_predicted")
     page.close()
-
-
-def _options(page, label: str) -> list[str]:
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-    box.click()
-    options = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
-    return options
 
 
 def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monkeypatch):
@@ -189,7 +167,7 @@ def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monk
         Image.fromarray(star_sign(20 + k)).save(root / f"star{k}.png")
         files.append(str(root / f"star{k}.png"))
     page = open_page(browser, url, "/visualise", "Visualise classes", 2000)
-    choose(page, "Model", next(o for o in _options(page, "Model") if o.startswith("benchmark")))
+    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("benchmark")))
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_role("button", name="Compute map").click()
     page.get_by_text("Colour by").wait_for(timeout=120_000)

@@ -1,17 +1,14 @@
 """Embedding maps (openTSNE, cached, new images placed without moving the map) and new-class detection."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import star_sign
 from core import config, datasets, embedding, models, novelty, runs
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser_curation import star_sign  # noqa: E402
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 

@@ -372,11 +372,9 @@ def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_c
 
 
 def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
-    import sys
+    from conftest import star_sign
     from core import datasets
     from core.images import encode_png
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_browser_curation import star_sign
     at = open_page("pages/visualise.py")
     at.selectbox(key="vis_dataset").set_value("Sample48")
     at.selectbox(key="vis_split").set_value("val").run()
