@@ -16,6 +16,20 @@ def home() -> None:
         "Explore a traffic-sign dataset, find out **why** the model fails, add classes and images, retrain cheaply "
         "(incremental and transfer learning with in-model augmentation), evaluate with per-class metrics and "
         "explanations, and predict on new photos.")
+    st.subheader("Start here")
+    c1, c2, c3 = st.columns(3)
+    with c1.container(border=True):
+        st.markdown("**1. Look at the data**  \nBrowse images per class and split; find likely mislabelled images, "
+                    "leakage and outliers.")
+        st.page_link("pages/explore.py", label="Explore dataset", icon=":material/folder_open:")
+    with c2.container(border=True):
+        st.markdown("**2. Find what the model misses**  \nPer-class metrics, the confusion matrix, the images "
+                    "behind every mistake and why.")
+        st.page_link("pages/evaluate.py", label="Evaluate models", icon=":material/analytics:")
+    with c3.container(border=True):
+        st.markdown("**3. Add it and retrain**  \nNew classes and images in a workspace, then incremental "
+                    "learning from a shipped model.")
+        st.page_link("pages/add_classes.py", label="Add new classes", icon=":material/add_circle:")
     infos = datasets.list_datasets()
     st.subheader("Datasets")
     if infos:
@@ -31,10 +45,17 @@ def home() -> None:
     st.subheader("Models")
     models = registry.list_models()
     if models:
-        st.dataframe(pd.DataFrame([{"model": m.name, "architecture": m.architecture, "classes": m.num_classes,
+        st.dataframe(pd.DataFrame([{"model": m.name, "accuracy": m.metrics.get("test_acc") or
+                                    m.metrics.get("best_val_acc"),
+                                    "measured on": m.metrics.get("test_set") or ("val" if m.metrics else ""),
+                                    "architecture": m.architecture, "classes": m.num_classes,
                                     "trained on": m.dataset, "mode": m.mode, "epochs": m.epochs,
-                                    "parent": m.parent or "", "shipped": m.shipped} for m in models]),
-                     hide_index=True, width="stretch")
+                                    "lineage": " \u2190 ".join(x.name for x in registry.lineage(m.name)),
+                                    "shipped": m.shipped} for m in models]),
+                     hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "lineage": st.column_config.TextColumn(width="large",
+                                                                           help="the model and its ancestors")})
     else:
         st.caption("No models yet: train one on the Improve model page.")
     active = runs.list_runs(statuses=runs.ACTIVE)

@@ -71,3 +71,14 @@ def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]
 
 def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detector | None = None) -> list[ImagePrediction]:
     return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector)
+
+
+def summary_rows(results: list[ImagePrediction]) -> list[dict]:
+    """One row per input for a results table or CSV: file, top-1 class id and name, confidence, novelty, error."""
+    rows = []
+    for r in results:
+        best = r.top[0] if r.top else {}
+        rows.append({"file": r.file, "class_id": best.get("class_id"), "class": best.get("name", ""),
+                     "confidence": best.get("p"), "probably_novel": r.novelty["novel"] if r.novelty else None,
+                     "error": r.error or ""})
+    return rows

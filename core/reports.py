@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,30 @@ def staleness(summary: dict) -> str | None:
         return (f"dataset {name!r} has changed since this report was made (version {seen}, now {now}); "
                 "its numbers are kept, its images are not shown. Evaluate again to see today's images.")
     return None
+
+
+def rename_report(report_id: str, name: str) -> str:
+    """Give a report a name of its own (shown in every report picker); returns it, trimmed."""
+    name = " ".join(str(name or "").split())
+    if not name or len(name) > 80:
+        raise ValueError(f"report name {name!r}: use 1-80 characters")
+    if not store.update("reports", {"name": name}, key="id", value=report_id):
+        raise ValueError(f"no report {report_id!r}")
+    return name
+
+
+def delete_report(report_id: str) -> None:
+    """Remove a report: its record first (it leaves every list at once), then its files."""
+    if not store.remove("reports", key="id", value=report_id):
+        raise ValueError(f"no report {report_id!r}")
+    shutil.rmtree(report_dir(report_id), ignore_errors=True)
+
+
+def report_label(record: dict) -> str:
+    """How pickers show a report: its name (or model on dataset/split), accuracy, and when it was made."""
+    made = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["created"]))
+    what = record.get("name") or f"{record['model']} on {record['dataset']}/{record['split']}"
+    return f"{what} \u2014 acc {record['accuracy']:.2%}, macro F1 {record['macro_f1']:.3f} \u00b7 {made}"
 
 
 def report_images(report: Report, indices) -> list[np.ndarray]:

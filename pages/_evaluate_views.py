@@ -95,14 +95,27 @@ def show_mistakes(report: reports.Report) -> None:
     explain_one(report, int(pick))
 
 
+@st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
+def ig_overlay(model_path: str, report_id: str, index: int, target: int) -> np.ndarray:
+    """The IG overlay of one report image, computed once per (model, report, image)."""
+    _, model = load_model(model_path)
+    (image,) = reports.report_images(reports.load_report(report_id), [index])
+    return explain.overlay(image, explain.integrated_gradients(model, image, target=target).heatmap, alpha=0.7)
+
+
 def explain_one(report: reports.Report, index: int) -> None:
     (image,) = reports.report_images(report, [index])
-    ckpt, model = load_model(str(registry.get_model(report.summary["model"]).path))
+    model_path = str(registry.get_model(report.summary["model"]).path)
+    ckpt, _ = load_model(model_path)
     pred = int(report.predictions.y_pred[index])
-    ig = explain.integrated_gradients(model, image, target=ckpt["class_ids"].index(pred))
     c1, c2, c3 = st.columns(3)
     c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
-    c2.image(explain.overlay(image, ig.heatmap, alpha=0.7), width=160, caption="Integrated Gradients (predicted class)")
+    key = (report.id, index)
+    if c2.button("Explain with Integrated Gradients", key="eval_ig_run"):
+        st.session_state.setdefault("eval_ig", set()).add(key)
+    if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
+        c2.image(ig_overlay(model_path, report.id, index, ckpt["class_ids"].index(pred)), width=160,
+                 caption="Integrated Gradients (predicted class)")
     threshold = c3.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
     if c3.button("Run Anchors", key="eval_anchor_run"):
         st.session_state[f"anchor-{report.id}-{index}"] = runs.start(

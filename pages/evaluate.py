@@ -41,10 +41,15 @@ def evaluation_jobs() -> None:
     failed = [j for j in runs.list_runs("evaluate", statuses=("failed", "interrupted"))][:3]
     for job in failed:
         run_status(job)
-    if st.session_state.get("_eval_active") and not active:
-        st.session_state._eval_active = False
-        st.rerun()  # a report finished: refresh the report list
-    st.session_state._eval_active = bool(active)
+    running = {j["id"] for j in active}
+    finished = set(st.session_state.get("_eval_running", ())) - running
+    st.session_state._eval_running = sorted(running)
+    done = [j for j in (runs.get(i) for i in finished) if j and j["status"] == "done"]
+    if done:  # announce each finished report and refresh the list at once, whatever else still runs
+        for job in done:
+            st.toast(f"Report ready: {job['title']} (acc {job['result']['accuracy']:.2%})", icon=":material/check:")
+        st.session_state.eval_report = done[-1]["id"]
+        st.rerun()
 
 
 evaluation_jobs()
@@ -55,8 +60,24 @@ if not records:
     st.stop()
 
 
-def label(r: dict) -> str:
-    return f"{r['model']} on {r['dataset']}/{r['split']} \u2014 acc {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f} ({r['id']})"
+label = reports.report_label
+
+
+def manage(rid: str) -> None:
+    with st.expander("Rename or delete this report"):
+        c1, c2 = st.columns([3, 1])
+        name = c1.text_input("Name", value=by_id[rid].get("name", ""), key=f"eval_name_{rid}")
+        if c2.button("Rename", key="eval_rename"):
+            try:
+                reports.rename_report(rid, name)
+                st.rerun()
+            except ValueError as e:
+                st.error(str(e))
+        sure = st.checkbox("Yes, delete this report and its files", key=f"eval_sure_{rid}")
+        if st.button("Delete report", key="eval_delete", disabled=not sure):
+            reports.delete_report(rid)
+            st.session_state.pop("eval_report", None)
+            st.rerun()
 
 
 ids = [r["id"] for r in records]
@@ -65,6 +86,7 @@ default = ids.index(st.session_state.eval_report) if st.session_state.get("eval_
 tab_report, tab_compare = st.tabs(["Report", "Compare two reports"])
 with tab_report:
     rid = st.selectbox("Report", ids, index=default, format_func=lambda i: label(by_id[i]), key="eval_open")
+    manage(rid)
     try:
         show_report(reports.load_report(rid))
     except ValueError as e:

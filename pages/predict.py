@@ -1,6 +1,7 @@
 """Make prediction: upload images, get the top-5 labels with confidence, pictograms and Integrated Gradients."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core import explain, prediction
@@ -28,6 +29,12 @@ if why_not:
 results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model, detector=detector)
 n_bad = sum(r.error is not None for r in results)
 st.caption(f"{len(results) - n_bad} image(s) predicted" + (f", {n_bad} refused" if n_bad else ""))
+table = pd.DataFrame(prediction.summary_rows(results))
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
+                                                                          format="percent")})
+st.download_button("Download results (CSV)", table.to_csv(index=False), file_name="predictions.csv",
+                   mime="text/csv", key="predict_csv")
 for r in results:
     with st.container(border=True):
         if r.error:

@@ -111,8 +111,9 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     point.click(force=True)
     page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for(timeout=30_000)
     wait_for_app(page)
-    # A misclassified image's Integrated Gradients are shown at once; then run an Anchor job.
+    # A misclassified image's Integrated Gradients on request; then run an Anchor job.
     page.get_by_text("Misclassified images").scroll_into_view_if_needed()
+    page.get_by_role("button", name="Explain with Integrated Gradients").click()
     page.get_by_text("Integrated Gradients (predicted class)").wait_for(timeout=30_000)
     page.get_by_role("button", name="Run Anchors").click()
     page.get_by_text(re.compile(r"Anchor: precision \d")).wait_for(timeout=120_000)
@@ -150,7 +151,7 @@ def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_p
     page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
     page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=60_000)
     page.get_by_text("Integrated Gradients (top-1)").wait_for(timeout=30_000)
-    page.get_by_text(re.compile("broken.png: ")).wait_for(timeout=30_000)
+    page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for(timeout=30_000)
     wait_for_app(page)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)

@@ -48,6 +48,10 @@ def open_page(page: str) -> AppTest:
 def test_home_lists_datasets_and_routes_to_every_page():
     at = app()
     assert at.title[0].value == "Traffic-sign model workbench"
+    assert any(s.value == "Start here" for s in at.subheader)
+    models_table = at.dataframe[1].value
+    bench = models_table.loc[models_table["model"] == "incremental48"].iloc[0]
+    assert bench["lineage"] == "incremental48 \u2190 benchmark" and bench["accuracy"] > 0.9
     table = at.dataframe[0].value
     assert "Sample48" in set(table["dataset"])
     assert int(table.loc[table["dataset"] == "Sample48", "classes"].iloc[0]) == 48
@@ -168,10 +172,48 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     assert "Accuracy" in labels and "Macro F1" in labels
     assert len(at.get("plotly_chart")) >= 2  # per-class metric chart and the confusion matrix
     assert any("image(s) of class" in c.value for c in at.caption)
-    # A random model makes mistakes: the misclassified grid and the IG overlay are shown.
+    # A random model makes mistakes: the misclassified grid; IG only when asked (not on every rerun).
+    captions = [c for img in at.get("image") for c in img.proto.imgs and [i.caption for i in img.proto.imgs]]
+    assert not any("Integrated Gradients" in c for c in captions)
+    assert any(c.startswith("#") for c in captions)  # the misclassified grid
+    at.button(key="eval_ig_run").click().run()
     captions = [c for img in at.get("image") for c in img.proto.imgs and [i.caption for i in img.proto.imgs]]
     assert any("Integrated Gradients" in c for c in captions), captions
-    assert any(c.startswith("#") for c in captions)  # the misclassified grid
+
+
+def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
+    from core import reports
+    _register_small_model("one")
+    rid = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="one", dataset="Sample48", split="val")),
+                    timeout=120)["id"]
+    at = open_page("pages/evaluate.py")
+    box = at.selectbox(key="eval_open")
+    assert "one on Sample48/val" in box.options[0] and " \u00b7 20" in box.options[0]  # creation time in the label
+    at.text_input(key=f"eval_name_{rid}").input("baseline on val")
+    at.button(key="eval_rename").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="eval_open").options[0].startswith("baseline on val")
+    assert at.button(key="eval_delete").disabled  # not before the confirmation
+    at.checkbox(key=f"eval_sure_{rid}").check().run()
+    at.button(key="eval_delete").click().run()
+    assert not at.exception, at.exception
+    assert reports.list_reports() == [] and not reports.report_dir(rid).exists()
+    assert any("No reports yet" in i.value for i in at.info)
+
+
+def test_make_prediction_summarises_results_in_a_table_with_csv_download():
+    from core.images import encode_png
+    from core import datasets
+    split = datasets.load_split("Sample48", "test")
+    stop = split.images[split.labels == 14][0]
+    at = open_page("pages/predict.py")
+    at.file_uploader(key="predict_files").set_value([("stop.png", encode_png(stop), "image/png"),
+                                                     ("bad.png", b"nope", "image/png")]).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["stop.png", "bad.png"] and table.loc[0, "class_id"] == 14
+    assert table.loc[1, "error"] and not table.loc[0, "error"]
+    assert len(at.get("download_button")) == 1
 
 
 def test_evaluate_refuses_an_empty_split_with_a_message():
