@@ -26,6 +26,7 @@ class ModelInfo:
     created: str
     shipped: bool
     history: tuple = ()
+    class_ids: tuple = ()  # the model's outputs, in order
 
     def label(self) -> str:
         acc = self.metrics.get("test_acc") or self.metrics.get("best_val_acc")
@@ -37,12 +38,14 @@ def _record(name: str, path: Path, ckpt: dict, shipped: bool) -> dict:
     return {"name": name, "path": str(path), "architecture": ckpt["architecture"],
             "num_classes": len(ckpt["class_ids"]), "dataset": ckpt["dataset"], "parent": ckpt["parent"],
             "mode": ckpt["mode"], "epochs": ckpt["epochs"], "metrics": ckpt.get("metrics", {}),
-            "created": ckpt["created"], "shipped": shipped, "history": ckpt.get("history", [])}
+            "created": ckpt["created"], "shipped": shipped, "history": ckpt.get("history", []),
+            "class_ids": [int(c) for c in ckpt["class_ids"]]}
 
 
 def _info(rec: dict) -> ModelInfo:
-    fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__ if k not in ("path", "history")}
-    return ModelInfo(**fields, path=Path(rec["path"]), history=tuple(rec.get("history") or ()))
+    fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__ if k not in ("path", "history", "class_ids")}
+    return ModelInfo(**fields, path=Path(rec["path"]), history=tuple(rec.get("history") or ()),
+                     class_ids=tuple(rec.get("class_ids") or ()))
 
 
 def file_version(path: str | os.PathLike) -> str:
@@ -84,7 +87,7 @@ def list_models() -> list[ModelInfo]:
     cached = {r["path"]: r for r in store.all_records("models")}
     for path in sorted(config.ARTIFACTS_DIR.glob("*.pt")):
         rec = cached.get(str(path))
-        if rec is None or not rec.get("shipped") or rec.get("mtime") != path.stat().st_mtime:
+        if rec is None or not rec.get("shipped") or rec.get("mtime") != path.stat().st_mtime or "class_ids" not in rec:
             try:
                 rec = _record(path.stem, path, load_checkpoint(path), shipped=True)
                 rec["mtime"] = path.stat().st_mtime

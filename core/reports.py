@@ -41,10 +41,11 @@ def report_dir(report_id: str) -> Path:
 
 
 def save_report(report_id: str, summary: dict, preds: Predictions, *, model: str, model_version: str,
-                dataset: datasets.DatasetInfo, split: str) -> dict:
-    """Write a report's files, then its store record (so a listed report always has its files). Returns the record."""
+                dataset: datasets.DatasetInfo, split: str, classes: str = "all") -> dict:
+    """Write a report's files, then its store record (so a listed report always has its files). Returns the record.
+    ``classes``: "model" if only the images of the model's classes were evaluated, else "all"."""
     summary = {**summary, "model": model, "model_version": model_version, "dataset": dataset.name,
-               "dataset_version": dataset.fingerprint, "split": split, "created": time.time(),
+               "dataset_version": dataset.fingerprint, "split": split, "classes": classes, "created": time.time(),
                "class_names": {str(k): v for k, v in dataset.classes.items()}}
     out = report_dir(report_id)
     buf = io.BytesIO()
@@ -120,6 +121,31 @@ def report_images(report: Report, indices) -> list[np.ndarray]:
         raise ValueError(report.stale)
     info = datasets.get_dataset(report.summary["dataset"])
     return [load_image(info.image_path(report.predictions.files[int(i)])) for i in indices]
+
+
+def worst_confusion(report: Report) -> tuple[int, int] | None:
+    """(true, predicted) class ids of the largest off-diagonal confusion cell, or None if there is no mistake."""
+    cm = np.asarray(report.summary["confusion"]).copy()
+    np.fill_diagonal(cm, 0)
+    if cm.max() == 0:
+        return None
+    t, p = np.unravel_index(int(cm.argmax()), cm.shape)
+    labels = report.summary["labels"]
+    return int(labels[t]), int(labels[p])
+
+
+def comparison_warning(a: Report, b: Report) -> str | None:
+    """Why two reports' numbers are not directly comparable, or None."""
+    sa, sb = a.summary, b.summary
+    if (sa["dataset"], sa["split"]) != (sb["dataset"], sb["split"]):
+        return (f"A is on {sa['dataset']}/{sa['split']}, B on {sb['dataset']}/{sb['split']}: different images, so "
+                "the deltas mix model and data differences")
+    if sa.get("dataset_version") != sb.get("dataset_version"):
+        return f"{sa['dataset']} changed between the two reports (versions {sa.get('dataset_version')} and " \
+               f"{sb.get('dataset_version')})"
+    if sa.get("classes", "all") != sb.get("classes", "all") or sa["n"] != sb["n"]:
+        return f"A covers {sa['n']:,} images, B {sb['n']:,}: one was limited to its model's classes"
+    return None
 
 
 def cell_indices(report: Report, true_id: int, pred_id: int) -> np.ndarray:

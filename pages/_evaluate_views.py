@@ -7,11 +7,27 @@ import plotly.express as px
 import streamlit as st
 
 from core import explain, registry, reports, runs
-from core.metrics import METRIC_LABELS, METRIC_NAMES
+from core.metrics import LR_CAP, METRIC_LABELS, METRIC_NAMES
 from pages._ui import load_model, run_status
 
 GRID = 8
 MAX_IMAGES = 48
+#: Metrics where a low value is bad (sorted ascending to show the worst classes first); for the rest, high is bad.
+LOWER_IS_WORSE = {"accuracy", "precision", "recall", "specificity", "f1", "plr", "bcr", "mcc"}
+METRIC_HELP = {
+    "precision": "Of the images predicted as this class, the share that really are.",
+    "recall": "Of the images of this class, the share the model finds.",
+    "specificity": "Of the images of other classes, the share not predicted as this one.",
+    "f1": "Harmonic mean of precision and recall: one number for how well the class is handled.",
+    "accuracy": "One-vs-rest accuracy: dominated by the many other-class images, so close to 1 for every class.",
+    "plr": "Positive likelihood ratio: how much a prediction of this class raises its odds (higher is better; "
+           "\u221e when the class is never predicted wrongly).",
+    "nlr": "Negative likelihood ratio: how much a prediction of another class lowers this class's odds "
+           "(lower is better).",
+    "bcr": "Balanced classification rate: the mean of recall and specificity.",
+    "ber": "Balanced error rate: 1 - BCR.",
+    "mcc": "Matthews correlation, -1 to 1: agreement between prediction and truth for this class.",
+}
 
 
 def show_report(report: reports.Report) -> None:
@@ -30,10 +46,19 @@ def show_report(report: reports.Report) -> None:
         st.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in ov.items()]), hide_index=True)
     table = reports.per_class_frame(report)
     st.subheader("Per class")
-    st.dataframe(table, hide_index=True, height=300)
-    metric = st.selectbox("Chart metric", METRIC_NAMES, format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
-    fig = px.bar(table, x="class_id", y=metric, hover_data=["name", "support"], height=300)
-    fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric])
+    shown = table.copy()
+    for col in ("plr", "nlr"):  # the JSON keeps a finite cap; a person reads infinity
+        shown[col] = [("\u221e" if v >= LR_CAP else f"{v:.3g}") for v in shown[col]]
+    st.dataframe(shown, hide_index=True, height=300,
+                 column_config={m: st.column_config.Column(METRIC_LABELS[m], help=METRIC_HELP.get(m))
+                                for m in METRIC_NAMES if m in shown})
+    metric = st.selectbox("Chart metric", METRIC_NAMES, index=METRIC_NAMES.index("f1"),
+                          format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
+    ordered = table.sort_values(metric, ascending=metric in LOWER_IS_WORSE).assign(
+        label=lambda d: d["class_id"].astype(str) + ": " + d["name"].str.slice(0, 24))
+    fig = px.bar(ordered, x="label", y=metric, hover_data=["name", "support"], height=320)
+    fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric], xaxis_title="class (worst first)",
+                      xaxis=dict(categoryorder="array", categoryarray=list(ordered["label"])))
     st.plotly_chart(fig, key="eval_metric_chart")
     show_confusion(report)
     if not report.stale:  # the files it names may hold other images now
@@ -44,11 +69,17 @@ def show_confusion(report: reports.Report) -> None:
     st.subheader("Confusion matrix")
     labels = report.summary["labels"]
     cells = reports.confusion_cells(report)
+    cells["true_name"] = [report.class_name(int(c)) for c in cells["true"]]
+    cells["pred_name"] = [report.class_name(int(c)) for c in cells["predicted"]]
+    side = min(900, max(360, 16 * len(labels)))  # about 16 px a class, so squares never overlap
     # A scatter of square markers, one per non-empty cell: unlike a heatmap, its points can be clicked.
-    fig = px.scatter(cells, x="predicted", y="true", color="log_count", custom_data=["count"],
-                     color_continuous_scale=["#fcae91", "#a50f15", "#3b0000"], height=640, labels={"log_count": "log(1+n)"})
-    fig.update_traces(marker=dict(symbol="square", size=max(6, 560 // max(len(labels), 1)), line=dict(width=0)),
-                      hovertemplate="true %{y}, predicted %{x}: %{customdata[0]} images<extra></extra>")
+    fig = px.scatter(cells, x="predicted", y="true", color="log_count", custom_data=["count", "true_name", "pred_name"],
+                     color_continuous_scale=["#fcae91", "#a50f15", "#3b0000"], height=side + 80,
+                     labels={"log_count": "log(1+n)"})
+    fig.update_traces(marker=dict(symbol="square", size=max(4, int(0.8 * side / max(len(labels), 1))),
+                                  line=dict(width=0)),
+                      hovertemplate="true %{y}: %{customdata[1]}<br>predicted %{x}: %{customdata[2]}<br>"
+                                    "%{customdata[0]} images<extra></extra>")
     axis = dict(tickmode="array", tickvals=labels, range=[min(labels) - 1, max(labels) + 1], dtick=1)
     fig.update_layout(xaxis=dict(title="predicted", **axis), margin=dict(t=10, b=10),
                       yaxis=dict(title="true", autorange="reversed", **{k: v for k, v in axis.items() if k != "range"}))
@@ -59,6 +90,10 @@ def show_confusion(report: reports.Report) -> None:
         st.session_state._eval_last_click = points[0]
         st.session_state.eval_cell_true = int(points[0]["y"])
         st.session_state.eval_cell_pred = int(points[0]["x"])
+    worst = reports.worst_confusion(report)
+    if worst and st.session_state.get("_eval_cell_report") != report.id:  # open on the largest confusion
+        st.session_state._eval_cell_report = report.id
+        st.session_state.eval_cell_true, st.session_state.eval_cell_pred = worst
     c1, c2 = st.columns(2)
     name = report.class_name
     t = c1.selectbox("Cell: true class", labels, key="eval_cell_true", format_func=lambda c: f"{c}: {name(c)}")
@@ -143,6 +178,9 @@ def show_anchor(job_id: str, image: np.ndarray) -> None:
 
 def show_comparison(a: reports.Report, b: reports.Report) -> None:
     rows = pd.DataFrame(reports.compare_reports(a, b))
+    warning = reports.comparison_warning(a, b)
+    if warning:
+        st.warning(f"Not like for like: {warning}.")
     st.caption(f"A: {a.summary['model']} on {a.summary['dataset']}/{a.summary['split']} \u2014 "
                f"B: {b.summary['model']} on {b.summary['dataset']}/{b.summary['split']}; delta = B \u2212 A")
     c = st.columns(2)

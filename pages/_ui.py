@@ -32,8 +32,12 @@ def cached_index(name: str, version: str) -> list[dict]:
     return datasets.read_index(datasets.get_dataset(name))
 
 
-def pick_dataset(label: str = "Dataset", key: str = "dataset") -> datasets.DatasetInfo | None:
+def pick_dataset(label: str = "Dataset", key: str = "dataset",
+                 prefer: list[int] | None = None) -> datasets.DatasetInfo | None:
+    """Choose a dataset; with ``prefer`` (a model's class ids) the datasets with exactly those classes come first."""
     infos = datasets.list_datasets()
+    if prefer is not None:
+        infos = sorted(infos, key=lambda d: set(d.classes) != set(prefer))
     if not infos:
         st.warning("No datasets found. Build them with `python -m core datasets build --source ../shared/data`.")
         return None

@@ -19,11 +19,22 @@ with st.container(border=True):
         if model:
             show_model_stats(model)
     with right:
-        info = pick_dataset(key="eval_dataset")
+        info = pick_dataset(key="eval_dataset", prefer=list(model.class_ids) if model and model.class_ids else None)
         split = st.selectbox("Split", SPLITS, index=2, key="eval_split")
+        classes = "model"
+        if model and info and model.class_ids and set(model.class_ids) != set(info.classes):
+            extra = sorted(set(info.classes) - set(model.class_ids))
+            missing = sorted(set(model.class_ids) - set(info.classes))
+            st.warning(f"{model.name} predicts {model.num_classes} classes, {info.name} has {info.num_classes}"
+                       + (f"; classes the model lacks: {extra[:12]}" if extra else "")
+                       + (f"; classes the dataset lacks: {missing[:12]}" if missing else "") + ".")
+            classes = st.radio("Evaluate on", ["model", "all"], key="eval_classes", horizontal=True,
+                               format_func={"model": "only the model's classes",
+                                            "all": "all classes (the model's unknown classes count as errors)"}.get)
         if st.button("Run evaluation", type="primary", key="eval_run", disabled=model is None or info is None):
             try:
-                job_id = runs.start("evaluate", runs.EvaluateRun(model=model.name, dataset=info.name, split=split))
+                job_id = runs.start("evaluate", runs.EvaluateRun(model=model.name, dataset=info.name, split=split,
+                                                                 classes=classes))
                 st.session_state.eval_report = job_id
                 st.success(f"Started {job_id} (up to 5 evaluations run at once; more wait in the queue).")
             except ValueError as e:

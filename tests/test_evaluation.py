@@ -65,11 +65,17 @@ def test_report_helpers_cells_mistakes_and_comparison():
 
 def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
     _register("m43", n=43)
-    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m43", dataset="Sample48", split="test")), timeout=120)
+    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m43", dataset="Sample48", split="test",
+                                                             classes="all")), timeout=120)
     rep = reports.load_report(job["id"])
-    assert rep.summary["labels"] == list(range(48))
+    assert rep.summary["labels"] == list(range(48)) and rep.summary["classes"] == "all"
     for cid in range(43, 48):
         assert rep.summary["per_class"][str(cid)]["recall"] == 0.0
+    # by default only the images of the model's classes are evaluated
+    own = reports.load_report(runs.wait(runs.start("evaluate", runs.EvaluateRun(
+        model="m43", dataset="Sample48", split="test")), timeout=120)["id"])
+    assert own.summary["labels"] == list(range(43)) and own.summary["n"] == rep.summary["n"] - 5 * 6
+    assert "one was limited to its model's classes" in reports.comparison_warning(rep, own)
 
 
 def test_anchor_job_on_a_report_image():
@@ -93,3 +99,24 @@ def test_bad_evaluation_requests_are_refused(kw, msg):
     _register()
     with pytest.raises(ValueError, match=msg):
         runs.start("evaluate", runs.EvaluateRun(**kw))
+
+
+def _fake_report(confusion, labels, **summary):
+    import numpy as np
+    from core.evaluation import Predictions
+    empty = np.zeros(0, np.int64)
+    return reports.Report("r", {"confusion": confusion, "labels": labels, "dataset": "D", "split": "test",
+                                "dataset_version": "v", "n": 10, **summary},
+                          Predictions(empty, empty, empty, empty.reshape(0, 1), empty.reshape(0, 1), []))
+
+
+def test_worst_confusion_and_comparison_warnings():
+    r = _fake_report([[5, 0, 1], [3, 4, 0], [0, 0, 2]], [0, 7, 9])
+    assert reports.worst_confusion(r) == (7, 0)
+    assert reports.worst_confusion(_fake_report([[3, 0], [0, 2]], [1, 2])) is None
+    same = _fake_report([[1]], [1])
+    assert reports.comparison_warning(r, same) is None
+    other = _fake_report([[1]], [1], split="val")
+    assert "different images" in reports.comparison_warning(r, other)
+    changed = _fake_report([[1]], [1], dataset_version="w")
+    assert "changed between the two reports" in reports.comparison_warning(r, changed)

@@ -451,3 +451,25 @@ def test_explore_data_issues_tab_ranks_planted_issues():
     assert any(l.startswith("Leakage (") and l != "Leakage (0)" for l in labels)
     captions = " ".join(c.value for c in at.caption)
     assert "predicts 14: Stop" in captions and "looks like train image" in captions
+
+
+def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
+    from core import reports
+    _register_small_model("m43", n=43)
+    at = open_page("pages/evaluate.py")
+    at.selectbox(key="eval_model").set_value("m43").run()
+    at.selectbox(key="eval_dataset").set_value("Sample48").run()
+    assert any("m43 predicts 43 classes, Sample48 has 48" in w.value for w in at.warning)
+    assert at.radio(key="eval_classes").value == "model"
+    at.selectbox(key="eval_split").set_value("test")
+    at.button(key="eval_run").click().run()
+    run = runs.wait(at.session_state["eval_report"], timeout=120)
+    assert run["config"]["classes"] == "model"
+    at.run()
+    assert not at.exception, at.exception
+    rep = reports.load_report(run["id"])
+    assert rep.summary["n"] == 43 * 6
+    worst = reports.worst_confusion(rep)
+    assert (at.selectbox(key="eval_cell_true").value, at.selectbox(key="eval_cell_pred").value) == worst
+    assert worst[0] != worst[1]
+    assert at.selectbox(key="eval_metric").value == "f1"
