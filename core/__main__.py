@@ -148,6 +148,24 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_runs(args: argparse.Namespace) -> int:
+    found = runs.list_runs(args.kind, statuses=tuple(args.status) if args.status else None)
+    keys = ("id", "kind", "status", "title", "progress", "message", "created", "updated", "inputs", "result", "error")
+    rows = [{k: r.get(k) for k in keys} for r in found]
+    print(json.dumps(rows) if args.json else "\n".join(
+        f"{r['id']:40s} {r['status']:11s} {r['progress'] or 0:6.1%}  {r['title']}" for r in rows))
+    return 0
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    found = registry.list_models()
+    rows = [{"name": m.name, "path": str(m.path), "architecture": m.architecture, "num_classes": m.num_classes,
+             "dataset": m.dataset, "parent": m.parent, "mode": m.mode, "epochs": m.epochs, "shipped": m.shipped,
+             "metrics": m.metrics, "version": registry.file_version(m.path)} for m in found]
+    print(json.dumps(rows) if args.json else "\n".join(m.label() for m in found))
+    return 0
+
+
 def _default_model() -> str:
     names = [m.name for m in registry.list_models()]
     if not names:
@@ -339,6 +357,16 @@ Built datasets never change; users change workspaces, derived from a built datas
     d.set_defaults(func=_datasets)
     _add_curation_commands(sub)
     _add_model_commands(sub)
+    r = sub.add_parser("runs", help="list runs (all long work: training, evaluation, imports, maps...), newest first")
+    r.add_argument("action", choices=["list"])
+    r.add_argument("--kind", choices=list(runs.KINDS))
+    r.add_argument("--status", nargs="+", help="only runs with these statuses (queued, running, done, failed, ...)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_list_runs)
+    m = sub.add_parser("models", help="list the registered models (shipped and trained)")
+    m.add_argument("action", choices=["list"])
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_list_models)
     return p
 
 

@@ -103,12 +103,14 @@ def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo |
 def show_model_stats(model: registry.ModelInfo) -> None:
     """Training stats and lineage of a model."""
     chain = registry.lineage(model.name)
-    cols = st.columns(4)
-    cols[0].metric("Classes", model.num_classes)
-    cols[1].metric("Epochs", model.epochs)
     acc = model.metrics.get("test_acc") or model.metrics.get("best_val_acc")
-    cols[2].metric("Test acc" if "test_acc" in model.metrics else "Best val acc", f"{acc:.2%}" if acc else "n/a")
-    cols[3].metric("Mode", model.mode)
+    # Two tiles a row: four in a half-width column cut their values short ("97.0...", "scra...").
+    for cols, tiles in zip((st.columns(2), st.columns(2)),
+                           ((("Classes", model.num_classes), ("Epochs", model.epochs)),
+                            (("Test acc" if "test_acc" in model.metrics else "Best val acc",
+                              f"{acc:.2%}" if acc else "n/a"), ("Mode", model.mode)))):
+        for col, (label, value) in zip(cols, tiles):
+            col.metric(label, value)
     st.caption("Lineage: " + " \u2190 ".join(f"{m.name} ({m.mode}, {m.dataset})" for m in chain))
     if model.history:
         with st.expander("Training history"):

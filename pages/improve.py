@@ -57,6 +57,10 @@ with right:
                                     help=HELP["batch_size"])
             seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed", help=HELP["seed"])
         submitted = st.form_submit_button("Start training", type="primary")
+    if submitted and info is not None and mode == "incremental" and epochs <= new_epochs:
+        st.warning(f"With {epochs} epoch(s) in all and {new_epochs} on the new rows, only phase 1 runs: the new "
+                   "classifier rows learn, every other weight stays as the base model's. Give more epochs to "
+                   "fine-tune all layers too.")
     if submitted and info is not None:
         cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
                                    batch_size=int(batch), seed=int(seed), new_class_epochs=int(new_epochs),

@@ -174,3 +174,18 @@ def test_train_help_lists_every_train_config_field(data_root):
         assert "--" + f.name.replace("_", "-") in text, f.name
         assert " ".join(f.metadata["help"].split())[:40] in text, f.name
     assert "--arch" in text and "--teacher" in text and "--no-augment" in text
+
+
+def test_runs_list_and_models_list_print_json_newest_first(data_root):
+    assert run_cli("datasets", "derive", "--from", "Sample48", "--name", "Main", root=data_root).returncode == 0
+    out = run_cli("images", "add", "--dataset", "Main", "--class", "extra", str(PROJECT / "data" / "sample" /
+                  "pictograms" / "14.png"), "--json", root=data_root)
+    assert out.returncode == 0, out.stderr
+    runs_out = run_cli("runs", "list", "--json", root=data_root)
+    assert runs_out.returncode == 0, runs_out.stderr
+    (rec,) = json.loads(runs_out.stdout)
+    assert rec["kind"] == "import" and rec["status"] == "done" and rec["id"].startswith("import-")
+    assert json.loads(run_cli("runs", "list", "--kind", "train", "--json", root=data_root).stdout) == []
+    models_out = json.loads(run_cli("models", "list", "--json", root=data_root).stdout)
+    names = [m["name"] for m in models_out]
+    assert "benchmark" in names and all(len(m["version"]) == 16 for m in models_out)

@@ -473,3 +473,17 @@ def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
     assert (at.selectbox(key="eval_cell_true").value, at.selectbox(key="eval_cell_pred").value) == worst
     assert worst[0] != worst[1]
     assert at.selectbox(key="eval_metric").value == "f1"
+
+
+def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
+    at = open_page("pages/improve.py")
+    at.radio(key="improve_mode").set_value("incremental").run()
+    at.selectbox(key="improve_dataset").set_value("Sample48")
+    at.text_input(key="improve_name").input("one-epoch")
+    at.number_input(key="improve_epochs").set_value(1)
+    at.button[[b.label for b in at.button].index("Start training")].click().run()
+    assert not at.exception, at.exception
+    assert any("only phase 1 runs" in w.value for w in at.warning)
+    run = runs.wait(at.session_state["improve_job"], timeout=300)
+    assert run["status"] == "done", run.get("error")
+    assert [h["phase"] for h in run["history"]] == ["new_rows"]
