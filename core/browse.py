@@ -33,6 +33,8 @@ def browse(info: DatasetInfo, *, split: str, class_id: int | None = None, page: 
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     rows = [r for r in (index if index is not None else read_index(info))
             if r["split"] == split and (class_id is None or r["class_id"] == class_id)]
+    if class_id is None:  # all classes: in class order (the index keeps the order images were written)
+        rows.sort(key=lambda r: r["class_id"])
     pages = max(1, math.ceil(len(rows) / page_size))
     page = min(max(1, int(page)), pages)
     chunk = rows[(page - 1) * page_size: page * page_size]

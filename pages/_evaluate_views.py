@@ -174,6 +174,10 @@ def show_anchor(job_id: str, image: np.ndarray) -> None:
     st.image(explain.anchor_overlay(image, mask), width=160,
              caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
                      + ("" if r["met_threshold"] else " (threshold not reached)"))
+    st.caption(f"With only the coloured regions kept as they are (the rest replaced at random), the model still "
+               f"says class {r['prediction']} in {r['precision']:.0%} of {r['num_samples']:,} tries: these regions "
+               f"are enough for its decision. Coverage {r['coverage']:.0%}: the share of random variations of the "
+               "image that keep these regions; low means a very specific rule.")
 
 
 def show_comparison(a: reports.Report, b: reports.Report) -> None:

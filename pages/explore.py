@@ -54,7 +54,7 @@ with tab_browse:
         cols = st.columns(COLUMNS)
         for i, (row, path) in enumerate(zip(result.rows, result.paths)):
             with cols[i % COLUMNS]:
-                st.image(str(path), width=72, caption=f"{row['class_id']} \u00b7 {path.stem[-14:]}")
+                st.image(str(path), width=72, caption=f"{row['class_id']} \u00b7 {path.stem[-8:]}")
 
         st.subheader("Image details")
         pick = st.selectbox("Image", range(len(result.rows)), key="explore_pick",

@@ -487,3 +487,11 @@ def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
     run = runs.wait(at.session_state["improve_job"], timeout=300)
     assert run["status"] == "done", run.get("error")
     assert [h["phase"] for h in run["history"]] == ["new_rows"]
+
+
+def test_explore_all_classes_starts_at_class_zero():
+    at = open_page("pages/explore.py")
+    at.selectbox(key="dataset").set_value("Sample48").run()
+    captions = [i.caption for img in at.get("imgs") for i in img.proto.imgs] if at.get("imgs") else \
+        [c for img in at.get("image") for c in [i.caption for i in img.proto.imgs]]
+    assert captions[0].startswith("0 \u00b7") and len(captions[0]) <= 12
