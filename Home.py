@@ -50,7 +50,7 @@ def home() -> None:
                                     "measured on": m.metrics.get("test_set") or ("val" if m.metrics else ""),
                                     "architecture": m.architecture, "classes": m.num_classes,
                                     "trained on": m.dataset, "mode": m.mode, "epochs": m.epochs,
-                                    "lineage": " \u2190 ".join(x.name for x in registry.lineage(m.name)),
+                                    "lineage": " \u2190 ".join(x.name for x in registry.lineage(m.name, models)),
                                     "shipped": m.shipped} for m in models]),
                      hide_index=True, width="stretch",
                      column_config={"accuracy": st.column_config.NumberColumn(format="percent"),

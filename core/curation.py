@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from core import augment, datasets, workspaces
+from core.images import load_image
 from core.inference import embed
 from core.progress import ProgressFn, StopFn, check, silent
 from core.uploads import Upload
@@ -413,7 +414,6 @@ def edit_image(dataset: str, image_id: str, *, crop: tuple[int, int, int, int] |
         if info.kind == "workspace" else None
     if rec is None:
         raise ValueError(f"no added image {image_id!r} in {dataset!r}")
-    from core.images import load_image
     edited = apply_edit(load_image(info.image_path(rec["file"])), crop=crop, rotate=rotate, flip=flip)
     edit = {"crop": list(crop) if crop else None, "rotate": rotate, "flip": flip}
     return workspaces.replace_image(dataset, image_id, edited, record={

@@ -212,7 +212,7 @@ def list_datasets() -> list[DatasetInfo]:
     from core import workspaces  # cycle: workspaces build on the built-dataset readers of this module
     built = list_built()
     names = {d.name for d in built}
-    return built + [w for w in workspaces.list_workspaces() if w.name not in names]
+    return built + [w for w in workspaces.list_workspaces(built) if w.name not in names]
 
 
 def get_dataset(name: str) -> DatasetInfo:

@@ -150,7 +150,7 @@ def detect_new_classes(model, detector: Detector, class_ids: list[int], images) 
     if len(images) == 0:
         raise ValueError("no images to group: upload some, or choose a split or the Extra bucket")
     out = layer_outputs(model, images)
-    scores = detector.scores(model, images, (DEFAULT_METHOD,))[DEFAULT_METHOD]
+    scores = detector.scores(model, images, (DEFAULT_METHOD,), outputs=out)[DEFAULT_METHOD]
     groups = group_images(out["fc1"])
     probs = _softmax(out["logits"])
     entropy = -(probs * np.log(probs + 1e-12)).sum(1)

@@ -107,12 +107,14 @@ class Detector:
     standard: dict                # method -> (mean, sd) on validation images (for ``fused``)
     thresholds: dict              # method -> score above which an image is "probably novel"
 
-    def scores(self, model, images, methods=METHODS, *, should_stop: StopFn | None = None) -> dict[str, np.ndarray]:
-        """Per-method scores (N,), higher = more novel."""
+    def scores(self, model, images, methods=METHODS, *, outputs: dict[str, np.ndarray] | None = None,
+               should_stop: StopFn | None = None) -> dict[str, np.ndarray]:
+        """Per-method scores (N,), higher = more novel. ``outputs``: the images' :func:`layer_outputs` if the
+        caller has them already (saves a forward pass)."""
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown novelty methods {unknown}; valid: {', '.join(METHODS)}")
-        out = layer_outputs(model, images, should_stop=should_stop)
+        out = outputs if outputs is not None else layer_outputs(model, images, should_stop=should_stop)
         compute = {  # each only when asked for (kNN and ODIN are the costly ones)
             "msp": lambda: -_softmax_max(out["logits"]),
             "energy": lambda: -_logsumexp(out["logits"]),
@@ -184,12 +186,12 @@ def fit(model, train_images: np.ndarray, train_targets: np.ndarray, val_images: 
     det = Detector(model_version, means.astype(np.float32), precision.astype(np.float32), _unit(tr["pen"]),
                    _unit(tr["fc1"]), {"msp": (0.0, 1.0), "knn_fc1": (0.0, 1.0)}, {})
     progress(0.6, "calibrating on the validation images")
-    val = det.scores(model, val_images, ("msp", "energy", "mahalanobis", "knn"), should_stop=should_stop)
-    out = layer_outputs(model, val_images)
+    out = layer_outputs(model, val_images, should_stop=should_stop)  # one pass, reused below
+    val = det.scores(model, val_images, ("msp", "energy", "mahalanobis", "knn"), outputs=out)
     knn_fc1 = _knn(det.bank_fc1, out["fc1"])
     det.standard = {"msp": (float(val["msp"].mean()), float(val["msp"].std() + 1e-6)),
                     "knn_fc1": (float(knn_fc1.mean()), float(knn_fc1.std() + 1e-6))}
-    val["fused"] = det.scores(model, val_images, ("fused",))["fused"]
+    val["fused"] = det.scores(model, val_images, ("fused",), outputs=out)["fused"]
     val["odin"] = _odin(model, val_images[:1000])
     # "higher": the threshold is a validation score, so at least ACCEPT of them pass
     det.thresholds = {m: float(np.quantile(v, ACCEPT, method="higher")) for m, v in val.items()}

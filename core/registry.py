@@ -108,10 +108,11 @@ def get_model(name: str) -> ModelInfo:
     raise ValueError(f"no model named {name!r}; available: {', '.join(m.name for m in list_models()) or 'none'}")
 
 
-def lineage(name: str) -> list[ModelInfo]:
-    """The model and its ancestors, newest first (stops at an unknown parent or a loop)."""
+def lineage(name: str, models: list[ModelInfo] | None = None) -> list[ModelInfo]:
+    """The model and its ancestors, newest first (stops at an unknown parent or a loop). Pass ``models`` (from
+    :func:`list_models`) when tracing many models, so the registry is read once."""
     chain, seen = [], set()
-    models = {m.name: m for m in list_models()}
+    models = {m.name: m for m in (models if models is not None else list_models())}
     while name and name in models and name not in seen:
         seen.add(name)
         chain.append(models[name])

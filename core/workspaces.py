@@ -69,20 +69,22 @@ def is_workspace(name: str) -> bool:
     return (workspace_dir(name) / HEADER).is_file()
 
 
-def list_workspaces() -> list[ds.DatasetInfo]:
+def list_workspaces(built: list[ds.DatasetInfo] | None = None) -> list[ds.DatasetInfo]:
+    """Every workspace; ``built`` (the built datasets, when the caller has them) saves reading them again."""
     root = config.workspaces_dir()
+    bases = {d.name: d for d in (built if built is not None else ds.list_built())}
     out = []
     for p in sorted(root.iterdir()) if root.is_dir() else []:
         if (p / HEADER).is_file() and not p.name.startswith("."):
             with contextlib.suppress(ValueError):
-                out.append(read_info(p))
+                out.append(read_info(p, bases=bases))
     return out
 
 
-def read_info(path: Path) -> ds.DatasetInfo:
+def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None) -> ds.DatasetInfo:
     """The dataset description of a workspace folder (reads only the small header)."""
     head = _read_header(Path(path))
-    base = _base_info(head["base"])
+    base = bases[head["base"]] if bases and head["base"] in bases else _base_info(head["base"])
     version = head["version"]
     if base.fingerprint != head["base_version"]:  # the base was rebuilt with other images: another state
         version = hashlib.sha256(f"{version}|{base.fingerprint}".encode()).hexdigest()[:16]
@@ -310,10 +312,7 @@ def change(name: str, what: str = "") -> Iterator[Change]:
     """Change workspace ``name`` as one step: yields a :class:`Change`; commits a new version at the end, or
     nothing at all if the block raises. Holds the workspace's lock (threads and processes). A change that says
     ``what`` it does can be taken back with :func:`undo`."""
-    if not is_workspace(name):
-        ds.get_dataset(name)
-        raise ValueError(f"{name!r} is a built dataset and never changes; derive a workspace from it first "
-                         f"(python -m core datasets derive --from {name} --name {DEFAULT_NAME})")
+    _require_workspace(name)
     path = workspace_dir(name)
     with file_lock(path / ".lock"):
         head = _read_header(path)
@@ -412,9 +411,7 @@ def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence
     bad = sorted(set(splits) - set(valid))
     if bad:
         raise ValueError(f"unknown split {bad[0]!r} for class {class_id}; valid: {', '.join(valid)}")
-    if not is_workspace(name):
-        with change(name):
-            pass  # raises the built-dataset message
+    _require_workspace(name)
     path = workspace_dir(name)
     files = [_write_image(path, im) for im in images]
     os.sync()  # the images are on disk before the overlay that names them (one sync, not one per file)
@@ -523,6 +520,14 @@ def _read_header(path: Path) -> dict:
         return head
     except (OSError, ValueError) as e:
         raise ValueError(f"{path / HEADER}: not a valid workspace ({e})") from None
+
+
+def _require_workspace(name: str) -> None:
+    """Raise the right message for a name that is not a workspace: unknown, or a built dataset."""
+    if not is_workspace(name):
+        ds.get_dataset(name)  # raises for an unknown name
+        raise ValueError(f"{name!r} is a built dataset and never changes; derive a workspace from it first "
+                         f"(python -m core datasets derive --from {name} --name {DEFAULT_NAME})")
 
 
 def _base_info(base: str) -> ds.DatasetInfo:

@@ -310,3 +310,31 @@ def test_cli_classes_and_images_commands_as_documented(data_root, tmp_path):
     assert len(json.loads(_cli("images", "list", "--dataset", "Main", "--json", root=data_root).stdout)) == 9
     bad = _cli("images", "add", "--dataset", SAMPLE, "--class", "1", str(folder), "--to", "test", root=data_root)
     assert bad.returncode == 2 and "never changes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_killing_the_process_at_the_commit_of_an_import_leaves_the_previous_version(ws, data_root):
+    v0 = datasets.get_dataset("Main").fingerprint
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(PROJECT)!r}); sys.path.insert(0, {str(PROJECT / 'tests')!r})
+from conftest import smooth_images
+from core import curation, uploads, workspaces
+from core.images import encode_png
+real = workspaces.atomic_write_json
+def die_at_commit(path, value):
+    if path.name == workspaces.HEADER:
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 with the images and the new state on disk
+    real(path, value)
+workspaces.atomic_write_json = die_at_commit
+batch = [u for k, im in enumerate(smooth_images(3, 40, seed=30)) for u in uploads.read_bytes(f"k{{k}}.png", encode_png(im))]
+curation.import_images(batch, curation.ImportSettings(dataset="Main", class_id={ws}, to="test"))
+"""
+    env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr
+    info = datasets.get_dataset("Main")
+    assert info.fingerprint == v0 and workspaces.current_added(info) == []
+    assert len(datasets.load_split(info, "test")) == datasets.get_dataset(SAMPLE).split_size("test")
+    # the dead process's lock is gone: the same import now goes through
+    again = curation.import_images(ups(smooth_images(3, 40, seed=30), prefix="k"), settings(ws, to="test"))
+    assert again["added"] == 3
