@@ -174,12 +174,16 @@ def _default_model() -> str:
     return "benchmark" if "benchmark" in names else names[0]
 
 
+def _model_path(ref: str) -> Path:
+    """The file of a model given as a checkpoint path or a registry name."""
+    path = Path(ref)
+    return path if path.suffix == ".pt" or path.exists() else registry.get_model(ref).path
+
+
 def _resolve_model(ref: str) -> tuple[dict, str]:
     """A model name from the registry or a checkpoint path -> (checkpoint, name)."""
-    path = Path(ref)
-    if path.suffix == ".pt" or path.exists():
-        return models.load_checkpoint(path), path.stem
-    return models.load_checkpoint(registry.get_model(ref).path), ref
+    path = _model_path(ref)
+    return models.load_checkpoint(path), path.stem
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -230,8 +234,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    ckpt, _ = _resolve_model(args.model)
-    path = Path(args.model) if Path(args.model).is_file() else registry.get_model(args.model).path
+    path = _model_path(args.model)
+    ckpt = models.load_checkpoint(path)
     model = models.model_from_checkpoint(ckpt)
     try:
         detector = novelty.load_or_fit(path, model, ckpt)
@@ -268,8 +272,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
 
 
 def _novelty(args: argparse.Namespace) -> int:
-    ckpt, _ = _resolve_model(args.model)
-    path = Path(args.model) if Path(args.model).is_file() else registry.get_model(args.model).path
+    path = _model_path(args.model)
+    ckpt = models.load_checkpoint(path)
     model = models.model_from_checkpoint(ckpt)
     det = novelty.load_or_fit(path, model, ckpt, progress=lambda f, m="", e=None: print(m, file=sys.stderr))
     methods = tuple(args.methods.split(",")) if args.methods else novelty.METHODS

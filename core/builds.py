@@ -15,7 +15,6 @@ Recipe (all deterministic for a given seed):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from core import config, importers
 from core.augment import augment_images
 from core.datasets import SplitToWrite, split_by_track, write_dataset
+from core.images import pixel_hash
 from core.importers import ImportedSplit, SourceError, import_gtsrb_npz, import_tsrd_npz, read_signnames
 from core.progress import ProgressFn, StopFn, check, silent
 
@@ -116,10 +116,6 @@ def choose_new_tsrd_classes(tsrd_train_labels: np.ndarray, k: int = NUM_NEW_CLAS
     return [c for _, c in sorted(cands)[:k]]
 
 
-def _image_hash(im: np.ndarray) -> bytes:
-    return hashlib.sha256(np.ascontiguousarray(im).tobytes()).digest()
-
-
 def assemble(source: Path, *, seed: int = 0) -> dict:
     """Read ``source`` (the shared data folder layout) and assemble the splits of every standard dataset."""
     source = Path(source)
@@ -149,8 +145,8 @@ def assemble(source: Path, *, seed: int = 0) -> dict:
     ttrain = mapped(t.splits["train"])
     ttest = mapped(t.splits["test"])
     # No TSRD test image may equal a train image (the npz flag covers the whole split; check what we kept).
-    train_hashes = {_image_hash(im) for im in ttrain.images}
-    ttest = _subset(ttest, [i for i, im in enumerate(ttest.images) if _image_hash(im) not in train_hashes])
+    train_hashes = {pixel_hash(im) for im in ttrain.images}
+    ttest = _subset(ttest, [i for i, im in enumerate(ttest.images) if pixel_hash(im) not in train_hashes])
     t_tr, t_val = _stratified_split(ttrain.labels, TSRD_VAL_FRACTION, seed)
     g48 = {"train": _concat(gt["train"], _subset(ttrain, t_tr)), "val": _concat(gt["val"], _subset(ttrain, t_val)),
            "test": _concat(gt["test"], ttest)}

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from core import augment, datasets, workspaces
-from core.images import load_image
+from core.images import load_image, pixel_hash
 from core.inference import embed
 from core.progress import ProgressFn, StopFn, check, silent
 from core.uploads import Upload
@@ -131,11 +131,6 @@ def descriptors(images: Sequence[np.ndarray]) -> np.ndarray:
         g -= g.mean()
         out[i] = g / (np.linalg.norm(g) + 1e-6)
     return out
-
-
-def pixel_hash(image: np.ndarray) -> str:
-    """Hash of an image's pixels and shape: equal for the same image whatever file format carried it."""
-    return hashlib.sha256(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
 
 
 @dataclass

@@ -4,6 +4,7 @@ Training, evaluation, prediction and explanations all go through :func:`preproce
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -93,6 +94,11 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """Hash of an image's pixels and shape: equal for the same image whatever file format carried it."""
+    return hashlib.sha256(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
 
 
 def encode_png(image: np.ndarray) -> bytes:
