@@ -81,5 +81,19 @@ PAGES = {
     ],
 }
 
+
+def sidebar_menu(pages: dict[str, list]) -> None:
+    """Our own sidebar menu. Streamlit's is switched off (``client.showSidebarNavigation = false``): on a cold
+    start it first listed the raw files of ``pages/`` (``ui``, ``evaluate views``) for a second or two, until
+    ``st.navigation`` had run once. These links appear with the first run, already with their titles."""
+    with st.sidebar:
+        for section, entries in pages.items():
+            st.caption(section.upper())
+            for entry in entries:
+                st.page_link(entry)
+
+
 recover_runs_once()  # once per app process, whichever page is opened first
-st.navigation(PAGES).run()
+current = st.navigation(PAGES, position="hidden")
+sidebar_menu(PAGES)
+current.run()

@@ -15,6 +15,7 @@ from pathlib import Path
 from core import (augment, builds, config, curation, datasets, evaluation, models, novelty, prediction, registry,
                   runs, training, workspaces)
 from core.images import load_image
+from core.progress import is_batch_point
 
 
 def _datasets(args: argparse.Namespace) -> int:
@@ -193,6 +194,8 @@ def _train(args: argparse.Namespace) -> int:
     info = datasets.get_dataset(args.dataset)
 
     def progress(frac: float, msg: str = "", entry: dict | None = None) -> None:
+        if is_batch_point(entry):
+            entry = None  # live curve points are for the app; the terminal gets the epoch lines
         if entry is not None or not args.quiet:
             print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
 

@@ -24,17 +24,28 @@ class BrowsePage:
     pages: int
 
 
+#: Orders a page can be sorted in: by class (the order images were written within a class), or by file name.
+SORTS = ("class", "file")
+
+
 def browse(info: DatasetInfo, *, split: str, class_id: int | None = None, page: int = 1, page_size: int = 48,
-           index: list[dict] | None = None) -> BrowsePage:
-    """One page of a split (optionally one class). ``index`` may be passed in when the caller caches it."""
+           query: str = "", sort: str = "class", index: list[dict] | None = None) -> BrowsePage:
+    """One page of a split, optionally one class and files whose name contains ``query`` (case-insensitive).
+
+    ``index`` may be passed in when the caller caches it.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; valid sorts: {', '.join(SORTS)}")
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
+    needle = query.strip().lower()
     rows = [r for r in (index if index is not None else read_index(info))
-            if r["split"] == split and (class_id is None or r["class_id"] == class_id)]
-    if class_id is None:  # all classes: in class order (the index keeps the order images were written)
-        rows.sort(key=lambda r: r["class_id"])
+            if r["split"] == split and (class_id is None or r["class_id"] == class_id)
+            and (not needle or needle in r["file"].lower())]
+    # Stable sorts: within a class, the order images were written (the index keeps it).
+    rows.sort(key=(lambda r: r["class_id"]) if sort == "class" else (lambda r: Path(r["file"]).name))
     pages = max(1, math.ceil(len(rows) / page_size))
     page = min(max(1, int(page)), pages)
     chunk = rows[(page - 1) * page_size: page * page_size]

@@ -223,6 +223,10 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
                     convergence_delta=float(delta.detach().reshape(-1)[0]), baseline=baseline, steps=steps)
 
 
+#: The overlay's colours as a plotly colour scale, so a colour bar beside a heat map reads the same as the overlay.
+RED_YELLOW_SCALE = ((0.0, "rgb(128,0,0)"), (0.5, "rgb(255,0,0)"), (1.0, "rgb(255,255,0)"))
+
+
 def _red_yellow(heat: np.ndarray) -> np.ndarray:
     """Colormap (..., ) in [0, 1] -> (..., 3) float RGB 0-255: dark red at 0, red at 0.5, yellow at 1."""
     r = np.clip(0.5 + heat, 0.0, 1.0)

@@ -1,8 +1,9 @@
 """The one shape of progress and cancel shared by every long function (training, inference, anchors, builds).
 
 A long function takes ``progress: ProgressFn | None`` and ``should_stop: StopFn | None`` keyword arguments. It
-calls ``progress(fraction, message)`` with ``fraction`` in [0, 1] (``entry`` carries a record worth keeping, such
-as one epoch of a training history) and raises :class:`Cancelled` as soon as ``should_stop()`` turns true. A run
+calls ``progress(fraction, message)`` with ``fraction`` in [0, 1]; ``entry`` carries a record worth keeping, such
+as one epoch of a training history, or, when it has ``"batch": True``, a live point of a training curve that is
+drawn while the run lasts but not kept in the history (see :func:`is_batch_point`) and raises :class:`Cancelled` as soon as ``should_stop()`` turns true. A run
 (:mod:`core.runs`) hands both to its worker; the CLI prints; tests pass nothing.
 """
 from __future__ import annotations
@@ -19,6 +20,11 @@ class ProgressFn(Protocol):
 
 
 StopFn = Callable[[], bool]
+
+
+def is_batch_point(entry: dict | None) -> bool:
+    """True for a live training-curve point (drawn while the run lasts), False for a history entry or none."""
+    return bool(entry) and bool(entry.get("batch"))
 
 
 def silent(fraction: float, message: str = "", entry: dict | None = None) -> None:

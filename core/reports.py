@@ -154,12 +154,31 @@ def cell_indices(report: Report, true_id: int, pred_id: int) -> np.ndarray:
     return np.flatnonzero((p.y_true == true_id) & (p.y_pred == pred_id))
 
 
-def misclassified(report: Report, class_id: int | None = None) -> np.ndarray:
+#: Orders for :func:`select_images`.
+IMAGE_ORDERS = ("confidence_desc", "confidence_asc", "index")
+
+
+def misclassified(report: Report, class_id: int | None = None, *, min_confidence: float = 0.0,
+                  max_confidence: float = 1.0, order: str = "index") -> np.ndarray:
+    """Indices of the wrongly predicted images (of true class ``class_id`` if given), filtered and sorted.
+
+    ``min_confidence``/``max_confidence`` bound the model's confidence in its (wrong) prediction, inclusive;
+    ``order`` is one of :data:`IMAGE_ORDERS`: "confidence_desc" puts confident mistakes first (the most
+    surprising, often label errors), "confidence_asc" the hesitant ones, "index" keeps the report's order.
+    """
+    if order not in IMAGE_ORDERS:
+        raise ValueError(f"unknown order {order!r}; valid orders: {', '.join(IMAGE_ORDERS)}")
+    if not 0.0 <= min_confidence <= max_confidence <= 1.0:
+        raise ValueError(f"need 0 <= min_confidence <= max_confidence <= 1, got {min_confidence}, {max_confidence}")
     p = report.predictions
-    wrong = p.y_true != p.y_pred
+    keep = (p.y_true != p.y_pred) & (p.confidence >= min_confidence) & (p.confidence <= max_confidence)
     if class_id is not None:
-        wrong &= p.y_true == class_id
-    return np.flatnonzero(wrong)
+        keep &= p.y_true == class_id
+    idx = np.flatnonzero(keep)
+    if order != "index":  # stable, so ties keep the report's order
+        key = p.confidence[idx] if order == "confidence_asc" else -p.confidence[idx]
+        idx = idx[np.argsort(key, kind="stable")]
+    return idx
 
 
 def compare_reports(a: Report, b: Report) -> list[dict]:

@@ -22,14 +22,14 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from core import builds, config, curation, datasets, embedding, explain, registry, reports, store, training, uploads, workspaces
 from core.evaluation import evaluate_checkpoint
 from core.models import load_checkpoint, model_from_checkpoint
-from core.progress import Cancelled, sub_range
+from core.progress import Cancelled, is_batch_point, sub_range
 from core.files import atomic_write_json
 
 #: Version of the run record's shape; records of older versions are still listed.
@@ -38,6 +38,8 @@ RECORD_VERSION = 2
 ACTIVE = ("queued", "running")
 #: Seconds between progress-file writes of one run (each write is a small atomic file).
 PROGRESS_INTERVAL_S = 0.25
+#: Live training-curve points kept per run (10 an epoch: 200 epochs' worth).
+MAX_CURVE_POINTS = 2000
 #: This process; a run owned by another process id cannot still be running here.
 OWNER = uuid.uuid4().hex[:12]
 
@@ -58,10 +60,14 @@ class RunContext:
 
     run_id: str
     _last_write: float = 0.0
+    _points: list = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "", entry: dict | None = None) -> None:
         fraction = float(min(max(fraction, 0.0), 1.0))
-        if entry is not None:  # a history entry is worth a store write (once an epoch)
+        if is_batch_point(entry):  # live curve points ride along with the progress ticks
+            self._points.append({k: v for k, v in entry.items() if k != "batch"})
+            entry = None
+        elif entry is not None:  # a history entry is worth a store write (once an epoch)
             def add(doc: dict) -> dict:
                 doc["history"] = list(doc.get("history") or []) + [entry]
                 doc["updated"] = time.time()
@@ -71,6 +77,8 @@ class RunContext:
         if entry is None and fraction < 1.0 and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write = now
+        if self._points:
+            atomic_write_json(run_dir(self.run_id) / "curve.json", self._points[-MAX_CURVE_POINTS:])
         atomic_write_json(run_dir(self.run_id) / "progress.json",
                           {"progress": fraction, "message": message, "updated": time.time()})
 
@@ -429,7 +437,7 @@ def cancel(run_id: str) -> bool:
 
 
 def _with_progress(rec: dict) -> dict:
-    """An active run's record with its latest progress tick from the run folder."""
+    """An active run's record with its latest progress tick from the run folder, and its time left."""
     if rec["status"] == "running":
         try:
             tick = json.loads((run_dir(rec["id"]) / "progress.json").read_text(encoding="utf-8"))
@@ -437,7 +445,31 @@ def _with_progress(rec: dict) -> dict:
                 rec.update(progress=tick["progress"], message=tick["message"] or rec.get("message"))
         except (OSError, ValueError, KeyError):
             pass
+        rec["seconds_left"] = time_left(rec)
     return rec
+
+
+def time_left(rec: dict, *, now: float | None = None) -> float | None:
+    """Seconds a running run still needs at the pace it has kept so far; None until there is a pace to go by.
+
+    A straight-line estimate from the time since it started and its progress fraction (progress at least 2 %
+    and 2 s of work, so the first ticks do not promise nonsense).
+    """
+    started, fraction = rec.get("started"), float(rec.get("progress") or 0.0)
+    if rec.get("status") != "running" or not started or fraction < 0.02 or fraction >= 1.0:
+        return None
+    elapsed = (time.time() if now is None else now) - started
+    if elapsed < 2.0:
+        return None
+    return elapsed * (1.0 - fraction) / fraction
+
+
+def curve_points(run_id: str) -> list[dict]:
+    """A training run's live curve: ``{epoch (fractional), loss, train_acc}`` means over ~a tenth of an epoch."""
+    try:
+        return json.loads((run_dir(run_id) / "curve.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
 
 
 def get(run_id: str) -> dict | None:

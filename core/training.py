@@ -45,6 +45,8 @@ MODE_DESCRIPTIONS = {
     "scratch": "train a new model from random weights on the dataset's classes.",
 }
 MODES = tuple(MODE_DESCRIPTIONS)
+#: Points per epoch on the live training curve (batch means); the saved history keeps one entry per epoch.
+BATCH_POINTS = 10
 #: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
 PHASE1_MIN_STEPS = 40
 
@@ -230,8 +232,11 @@ class Distillation:
 
 def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
                     grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
-                    on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
-    """One pass over ``feeder``; returns (mean loss, train accuracy)."""
+                    on_batch: Callable[[int, int, float, float], None] | None = None) -> tuple[float, float]:
+    """One pass over ``feeder``; returns (mean loss, train accuracy).
+
+    ``on_batch(i, n, loss, acc)`` is called after batch ``i`` of ``n`` with that batch's loss and accuracy.
+    """
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(feeder):
         logits = model(x)
@@ -247,10 +252,11 @@ def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, s
         if scheduler is not None:
             scheduler.step()
         total_loss += float(loss.detach()) * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        batch_correct = int((logits.argmax(1) == y).sum())
+        correct += batch_correct
         seen += len(y)
         if on_batch is not None:
-            on_batch(i + 1, len(feeder))
+            on_batch(i + 1, len(feeder), float(loss.detach()), batch_correct / max(len(y), 1))
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
@@ -394,11 +400,20 @@ class _Loop:
         feeder = _BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline)
         epoch = self.epochs_done + 1
 
-        def on_batch(i: int, n: int) -> None:
+        window: list[tuple[float, float]] = []
+
+        def on_batch(i: int, n: int, loss: float, acc: float) -> None:
             check(self.should_stop, "training cancelled")
-            if i % 20 == 0 or i == n:
+            window.append((loss, acc))
+            # A point every ~BATCH_POINTS-th of an epoch (means over the batches since the last one), so even a
+            # one-epoch run draws a curve; points go to the progress channel, not the saved history.
+            if i % max(1, n // BATCH_POINTS) == 0 or i == n:
+                mean_loss, mean_acc = np.mean(window, axis=0)
+                window.clear()
                 self.progress(((epoch - 1) + i / n) / self.total_epochs,
-                              f"epoch {epoch}/{self.total_epochs} ({phase.name}): batch {i}/{n}")
+                              f"epoch {epoch}/{self.total_epochs} ({phase.name}): batch {i}/{n}",
+                              {"batch": True, "epoch": round(epoch - 1 + i / n, 4), "loss": round(float(mean_loss), 5),
+                               "train_acc": round(float(mean_acc), 5)})
 
         _train_mode(self.model, phase)
         try:

@@ -8,10 +8,12 @@ import streamlit as st
 
 from core import explain, registry, reports, runs
 from core.metrics import LR_CAP, METRIC_LABELS, METRIC_NAMES
-from pages._ui import load_model, run_status
+from pages._ui import ig_figure, load_model, run_status, thumbnail_grid
 
 GRID = 8
 MAX_IMAGES = 48
+ORDER_LABELS = {"confidence_desc": "most confident first", "confidence_asc": "least confident first",
+                "index": "dataset order"}
 #: Metrics where a low value is bad (sorted ascending to show the worst classes first); for the rest, high is bad.
 LOWER_IS_WORSE = {"accuracy", "precision", "recall", "specificity", "f1", "plr", "bcr", "mcc"}
 METRIC_HELP = {
@@ -104,14 +106,33 @@ def show_confusion(report: reports.Report) -> None:
         image_grid(report, idx[:MAX_IMAGES], key="cell")
 
 
-def image_grid(report: reports.Report, idx: np.ndarray, *, key: str) -> None:
+def image_grid(report: reports.Report, idx: np.ndarray, *, key: str) -> int | None:
+    """The report's images at ``idx``; returns the report index of a clicked thumbnail (or None)."""
     if not len(idx):
-        return
-    images = reports.report_images(report, idx)
+        return None
     pr = report.predictions
-    cols = st.columns(GRID)
-    for k, (i, im) in enumerate(zip(idx, images)):
-        cols[k % GRID].image(im, width=64, caption=f"#{i}: {pr.y_pred[i]} ({pr.confidence[i]:.0%})")
+    clicked = thumbnail_grid(reports.report_images(report, idx),
+                             [f"#{i}: {pr.y_pred[i]} ({pr.confidence[i]:.0%})" for i in idx], key=key, columns=GRID,
+                             width=64)
+    if clicked is not None:
+        image_dialog(report, int(idx[clicked]))
+        return int(idx[clicked])
+    return None
+
+
+@st.dialog("Image and explanation", width="large")
+def image_dialog(report: reports.Report, index: int) -> None:
+    pr = report.predictions
+    t, p = int(pr.y_true[index]), int(pr.y_pred[index])
+    st.markdown(f"**#{index}** `{pr.files[index]}`  \n**True** {t}: {report.class_name(t)}  \n"
+                f"**Predicted** {p}: {report.class_name(p)} with {pr.confidence[index]:.1%} confidence"
+                + ("" if t == p else "  \n:red[wrong]"))
+    model_path = str(registry.get_model(report.summary["model"]).path)
+    ckpt, _ = load_model(model_path)
+    image, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(p))
+    st.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_dialog_ig")
+    st.caption("Brighter = pixels that pushed the model more towards its prediction. Anchors for this image: "
+               "pick it under Misclassified images.")
 
 
 def show_mistakes(report: reports.Report) -> None:
@@ -121,21 +142,35 @@ def show_mistakes(report: reports.Report) -> None:
     if not wrong_classes:
         st.success("No misclassified images.")
         return
-    cid = st.selectbox("True class", wrong_classes, key="eval_wrong_class",
-                       format_func=lambda c: f"{c}: {report.class_name(c)} ({len(reports.misclassified(report, c))} wrong)")
-    idx = reports.misclassified(report, cid)[:MAX_IMAGES]
-    image_grid(report, idx, key="wrong")
-    pick = st.selectbox("Explain image", idx, key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
+    c1, c2, c3 = st.columns([3, 2, 2])
+    cid = c1.selectbox("True class", [None] + wrong_classes, key="eval_wrong_class",
+                       format_func=lambda c: "All classes" if c is None else
+                       f"{c}: {report.class_name(c)} ({len(reports.misclassified(report, c))} wrong)")
+    low, high = c2.slider("Confidence of the wrong prediction", 0.0, 1.0, (0.0, 1.0), 0.05, key="eval_wrong_conf")
+    order = c3.selectbox("Sort", reports.IMAGE_ORDERS, key="eval_wrong_order", format_func=ORDER_LABELS.get)
+    idx = reports.misclassified(report, cid, min_confidence=low, max_confidence=high, order=order)
+    st.caption(f"{len(idx)} misclassified image(s)" + (f"; showing {MAX_IMAGES}" if len(idx) > MAX_IMAGES else "")
+               + ". Click a caption to open the image with its explanation.")
+    idx = idx[:MAX_IMAGES]
+    if not len(idx):
+        st.info("No misclassified images in this selection.")
+        return
+    clicked = image_grid(report, idx, key="wrong")
+    if clicked is not None:  # the panel below follows the clicked image
+        st.session_state.eval_explain = clicked
+    if st.session_state.get("eval_explain") not in set(idx.tolist()):
+        st.session_state.eval_explain = int(idx[0])
+    pick = st.selectbox("Explain image", idx.tolist(), key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
                         f"predicted {pr.y_pred[i]} ({report.class_name(int(pr.y_pred[i]))}), {pr.confidence[i]:.1%}")
     explain_one(report, int(pick))
 
 
 @st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
-def ig_overlay(model_path: str, report_id: str, index: int, target: int) -> np.ndarray:
-    """The IG overlay of one report image, computed once per (model, report, image)."""
+def ig_heatmap(model_path: str, report_id: str, index: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, IG heat map) of one report image, computed once per (model, report, image)."""
     _, model = load_model(model_path)
     (image,) = reports.report_images(reports.load_report(report_id), [index])
-    return explain.overlay(image, explain.integrated_gradients(model, image, target=target).heatmap, alpha=0.7)
+    return image, explain.integrated_gradients(model, image, target=target).heatmap
 
 
 def explain_one(report: reports.Report, index: int) -> None:
@@ -143,21 +178,22 @@ def explain_one(report: reports.Report, index: int) -> None:
     model_path = str(registry.get_model(report.summary["model"]).path)
     ckpt, _ = load_model(model_path)
     pred = int(report.predictions.y_pred[index])
-    c1, c2, c3 = st.columns(3)
-    c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
+    c1, c2 = st.columns([2, 1])
     key = (report.id, index)
-    if c2.button("Explain with Integrated Gradients", key="eval_ig_run"):
+    if c1.button("Explain with Integrated Gradients", key="eval_ig_run"):
         st.session_state.setdefault("eval_ig", set()).add(key)
     if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
-        c2.image(ig_overlay(model_path, report.id, index, ckpt["class_ids"].index(pred)), width=160,
-                 caption="Integrated Gradients (predicted class)")
-    threshold = c3.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
-    if c3.button("Run Anchors", key="eval_anchor_run"):
+        _, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(pred))
+        c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
+    else:
+        c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
+    threshold = c2.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
+    if c2.button("Run Anchors", key="eval_anchor_run"):
         st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
             "anchor", runs.AnchorRun(report=report.id, index=index, threshold=threshold))
     job_id = st.session_state.get(f"anchor-{report.id}-{index}")
     if job_id:
-        with c3:
+        with c2:
             show_anchor(job_id, image)
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 
 import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from core import datasets, models, novelty, registry, runs, workspaces
+from core import datasets, explain, models, novelty, registry, runs, workspaces
+from core.images import resize_to_input
 from core.curves import history_frames
 
 
@@ -82,6 +85,37 @@ def pick_workspace(key: str) -> datasets.DatasetInfo | None:
     return next(w for w in spaces if w.name == name)
 
 
+def thumbnail_grid(images: list, captions: list[str], *, key: str, columns: int = 8, width: int = 72) -> int | None:
+    """Thumbnails with their caption as a link-style button under each: the index clicked in this run, or None.
+
+    ``st.image`` itself cannot be clicked, so the caption under it is the click target (FiftyOne opens a sample
+    from its tile the same way).
+    """
+    clicked = None
+    cols = st.columns(columns)
+    for k, (image, caption) in enumerate(zip(images, captions)):
+        with cols[k % columns]:
+            st.image(image, width=width)
+            if st.button(caption, key=f"{key}-{k}", type="tertiary", help="Open this image"):
+                clicked = k
+    return clicked
+
+
+def ig_figure(image, heatmap, *, title: str = "Integrated Gradients"):
+    """The network's 48x48 input beside its attribution heat map, with a colour scale (0 = none, 1 = the most)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("input (48\u00d748)", title), horizontal_spacing=0.08)
+    fig.add_trace(go.Image(z=resize_to_input(image)), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=heatmap, zmin=0.0, zmax=1.0, colorscale=[list(c) for c in explain.RED_YELLOW_SCALE],
+                             colorbar=dict(title=dict(text="attribution<br>(share of max)", side="right"),
+                                           thickness=12),
+                             hovertemplate="x %{x}, y %{y}: %{z:.2f}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x2", row=1, col=2)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=300, width=620, margin=dict(t=30, b=5, l=5, r=5))
+    return fig
+
+
 def show_errors(errors: list[dict], *, limit: int = 20) -> None:
     """One line per refused file."""
     for e in errors[:limit]:
@@ -120,15 +154,29 @@ def show_model_stats(model: registry.ModelInfo) -> None:
 
 
 def run_status(job: dict) -> None:
-    """One line of status plus a progress bar for a run record."""
+    """One line of status plus a progress bar for a run record: what it does, how far (%), and time left."""
     status = job["status"]
     icon = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
             "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}[status]
     msg = job.get("message") or ""
+    fraction = float(job.get("progress") or 0.0)
     text = f"{icon} {job['title']} \u2014 {status}" + (f": {msg}" if msg and msg != status else "")
-    st.progress(float(job.get("progress") or 0.0), text=text)
+    if status == "running":
+        text += f" \u00b7 {fraction:.0%}" + (f" \u00b7 {duration(job['seconds_left'])} left"
+                                             if job.get("seconds_left") is not None else "")
+    st.progress(fraction, text=text)
     if status == "failed" and job.get("error"):
         st.error(job["error"])
+
+
+def duration(seconds: float) -> str:
+    """'about 40 s', 'about 3 min', 'about 1 h 20 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"about {max(s, 1)} s"
+    if s < 3600:
+        return f"about {round(s / 60)} min"
+    return f"about {s // 3600} h {round(s % 3600 / 60)} min"
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model...")

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core import browse, data_issues, datasets
 from core.datasets import SPLITS
-from pages._ui import cached_index, ensure_router, load_model, novelty_detector, pick_dataset, pick_model
+from pages._ui import (cached_index, ensure_router, load_model, novelty_detector, pick_dataset, pick_model,
+                       thumbnail_grid)
 
 COLUMNS = 8
 ISSUE_COLUMNS = 6
@@ -20,59 +21,61 @@ if info is None:
 index = cached_index(info.name, info.fingerprint)
 tab_browse, tab_issues = st.tabs(["Browse", "Data issues"])
 
-with tab_browse:
+@st.dialog("Image details", width="large")
+def image_dialog(row: dict) -> None:
+    d = browse.image_details(info, row)
+    left, mid, right = st.columns([1, 1, 2])
+    left.image(str(info.image_path(row["file"])), width=192, caption="image (shown enlarged)")
+    if d.pictogram:
+        mid.image(str(d.pictogram), width=140, caption="reference pictogram")
+    else:
+        mid.caption("No reference pictogram for this class.")
+    right.markdown(f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
+                   f"**Size** {d.width}\u00d7{d.height} px (original {d.original_size})  \n"
+                   f"**Source** {d.source}  \n**Track** {d.track or 'n/a'}  \n**File** `{d.file}`")
 
-    c1, c2, c3 = st.columns([1, 3, 1])
+
+with tab_browse:
+    c1, c2, c3, c4, c5 = st.columns([1, 3, 2, 1, 1])
     split = c1.selectbox("Split", SPLITS, key="explore_split")
     class_options = [None] + sorted(info.classes)
     class_id = c2.selectbox("Class", class_options, key="explore_class",
                             format_func=lambda c: "All classes" if c is None else f"{c}: {info.classes[c]}")
-    page_size = c3.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
+    query = c3.text_input("Search file names", key="explore_query", placeholder="e.g. 00014_")
+    sort = c4.selectbox("Sort by", browse.SORTS, key="explore_sort")
+    page_size = c5.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
 
     # Page state survives reruns; it resets when the filter changes.
-    filter_key = (info.name, split, class_id, page_size)
+    filter_key = (info.name, split, class_id, query, sort, page_size)
     if st.session_state.get("explore_filter") != filter_key:
         st.session_state.explore_filter = filter_key
         st.session_state.explore_page = 1
     result = browse.browse(info, split=split, class_id=class_id, page=st.session_state.explore_page,
-                           page_size=page_size, index=index)
-
-
+                           page_size=page_size, query=query, sort=sort, index=index)
 
     def turn_page(delta: int) -> None:
         st.session_state.explore_page = result.page + delta
 
-
     nav = st.columns([1, 1, 4])
     nav[0].button("\u2190 Previous", disabled=result.page <= 1, key="explore_prev", on_click=turn_page, args=(-1,))
     nav[1].button("Next \u2192", disabled=result.page >= result.pages, key="explore_next", on_click=turn_page, args=(1,))
-    nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images")
+    nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images \u00b7 "
+                    "click a caption to open the image")
 
     if not result.rows:
         st.info("No images in this selection.")
     else:
-        cols = st.columns(COLUMNS)
-        for i, (row, path) in enumerate(zip(result.rows, result.paths)):
-            with cols[i % COLUMNS]:
-                st.image(str(path), width=72, caption=f"{row['class_id']} \u00b7 {path.stem[-8:]}")
+        clicked = thumbnail_grid([str(p) for p in result.paths],
+                                 [f"{r['class_id']} \u00b7 {p.stem[-8:]}" for r, p in zip(result.rows, result.paths)],
+                                 key="explore_thumb", columns=COLUMNS)
+        if clicked is not None:
+            image_dialog(result.rows[clicked])
 
-        st.subheader("Image details")
-        pick = st.selectbox("Image", range(len(result.rows)), key="explore_pick",
-                            format_func=lambda i: result.rows[i]["file"])
-        d = browse.image_details(info, result.rows[pick])
-        left, mid, right = st.columns([1, 1, 2])
-        left.image(str(result.paths[pick]), width=160, caption="image")
-        if d.pictogram:
-            mid.image(str(d.pictogram), width=120, caption="reference pictogram")
-        else:
-            mid.caption("No reference pictogram for this class.")
-        right.markdown(f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
-                       f"**Size** {d.width}\u00d7{d.height} px (original {d.original_size})  \n"
-                       f"**Source** {d.source}  \n**Track** {d.track or 'n/a'}  \n**File** `{d.file}`")
-
-    st.subheader("Images per class")
+    all_splits = st.toggle("Chart every split", key="explore_all_splits")
+    st.subheader("Images per class" + ("" if all_splits else f" in {split}"))
     counts = browse.class_counts(info)
-    counts["label"] = counts["class_id"].astype(str) + ": " + counts["name"]
+    if not all_splits:
+        counts = counts[counts["split"] == split]
     fig = px.bar(counts, x="class_id", y="images", color="split", barmode="group", hover_data=["name"],
                  category_orders={"split": list(SPLITS)}, height=360)
     fig.update_layout(xaxis_title="class id", yaxis_title="images", margin=dict(t=10, b=10))

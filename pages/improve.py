@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import registry, runs, training
-from core.curves import history_frames
+from core.curves import live_frames
 from core.models import ARCHITECTURES
 from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_model_stats
 
@@ -75,6 +75,14 @@ with right:
             st.error(str(e))
 
 
+def curve_chart(frame, y: str):
+    """Batch means as a thin line, epoch values as markers; x in epochs (fractional for batches)."""
+    fig = px.line(frame, x="epoch", y=y, color="curve", markers=True, height=250, title=y)
+    fig.update_traces(selector=lambda t: "batches" in t.name, marker=dict(size=3), line=dict(width=1))
+    fig.update_layout(margin=dict(t=40, b=10), legend_title_text="")
+    return fig
+
+
 @st.fragment(run_every=1.5)
 def training_jobs() -> None:
     st.subheader("Training runs")
@@ -85,13 +93,12 @@ def training_jobs() -> None:
     for job in recent:
         with st.container(border=True):
             run_status(job)
-            loss, acc = history_frames(job.get("history") or [])
+            loss, acc = live_frames(job.get("history") or [], runs.curve_points(job["id"]))
             if len(loss):
                 c1, c2 = st.columns(2)
-                c1.plotly_chart(px.line(loss, x="epoch", y="loss", markers=True, height=250, title="loss"),
-                                key=f"loss-{job['id']}-{len(loss)}")
-                c2.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=250,
-                                        title="accuracy"), key=f"acc-{job['id']}-{len(loss)}")
+                version = f"{job['id']}-{len(loss)}"
+                c1.plotly_chart(curve_chart(loss, "loss"), key=f"loss-{version}")
+                c2.plotly_chart(curve_chart(acc, "accuracy"), key=f"acc-{version}")
             if job["status"] in runs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
                 runs.cancel(job["id"])
             if job["status"] == "done" and job.get("result"):

@@ -1,14 +1,24 @@
 """Make prediction: upload images, get the top-5 labels with confidence, pictograms and Integrated Gradients."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import explain, prediction
 from core.datasets import pictogram_path
-from pages._ui import ensure_router, load_model, novelty_detector, pick_model, show_model_stats
+from pages._ui import ensure_router, ig_figure, load_model, novelty_detector, pick_model, show_model_stats
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
+
+
+
+@st.cache_data(show_spinner="Integrated Gradients...", max_entries=256)
+def ig_heatmap(model_path: str, image: np.ndarray, target: int) -> np.ndarray:
+    """IG heat map of one upload, computed once per (model, pixels, class), not on every rerun."""
+    _, model = load_model(model_path)
+    return explain.integrated_gradients(model, image, target=target).heatmap
+
 
 ensure_router()
 st.title("Make prediction")
@@ -35,7 +45,7 @@ st.dataframe(table, hide_index=True, width="stretch",
                                                                           format="percent")})
 st.download_button("Download results (CSV)", table.to_csv(index=False), file_name="predictions.csv",
                    mime="text/csv", key="predict_csv")
-for r in results:
+for k, r in enumerate(results):
     with st.container(border=True):
         if r.error:
             st.error(r.error)
@@ -46,11 +56,12 @@ for r in results:
             st.warning(f"Probably not one of the model's classes: novelty score {r.novelty['score']:.2f} is above "
                        f"{r.novelty['threshold']:.2f}, which 95 % of the model's validation images stay below. "
                        "If it is a new sign, add it as a class (Add new classes).")
-        c1, c2, c3 = st.columns([1, 1, 2])
-        c1.image(r.image, caption=f"input {r.image.shape[1]}\u00d7{r.image.shape[0]}", width=150)
-        ig = explain.integrated_gradients(model, r.image, target=ckpt["class_ids"].index(best["class_id"]))
-        c2.image(explain.overlay(r.image, ig.heatmap, alpha=0.7), caption="Integrated Gradients (top-1)", width=150)
-        with c3:
+        c1, c2 = st.columns([3, 2])
+        c1.plotly_chart(ig_figure(r.image, ig_heatmap(str(info.path), r.image, ckpt["class_ids"].index(best["class_id"])),
+                                  title="Integrated Gradients (top-1)"), key=f"predict_ig_{k}")
+        c1.caption(f"input {r.image.shape[1]}\u00d7{r.image.shape[0]} px; brighter = pixels that pushed the model "
+                   "more towards its top-1 class")
+        with c2:
             for t in r.top[:5]:
                 p = pictogram_path(t["class_id"], t["name"])
                 cols = st.columns([1, 6])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import models, registry, runs
+from core import models, registry, reports, runs
 
 @pytest.fixture(autouse=True)
 def router_mode(monkeypatch):
@@ -64,10 +64,29 @@ def test_explore_shows_a_page_of_thumbnails_counts_and_details():
     at.selectbox(key="explore_class").set_value(14).run()
     assert not at.exception
     assert any("Page **1 / 1**" in m.value and "12 images" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("image")) == 12
+    assert "**Class** 14: Stop" not in " ".join(m.value for m in at.markdown)
+    at.button(key="explore_thumb-3").click().run()  # a thumbnail's caption opens its details
     details = " ".join(m.value for m in at.markdown)
     assert "**Class** 14: Stop" in details and "**Split** train" in details
-    assert len(at.get("plotly_chart")) == 1
-    assert len(at.get("image")) >= 12 + 2  # the page of thumbnails, the chosen image and its pictogram
+    assert len(at.get("image")) == 12 + 2  # the page of thumbnails, the enlarged image and its pictogram
+
+
+def test_explore_searches_file_names_and_sorts():
+    at = open_page("pages/explore.py")
+    at.selectbox(key="dataset").set_value("Sample48").run()
+    from core.datasets import get_dataset, list_files
+    wanted = list_files(get_dataset("Sample48"), "train", 14)[0].rsplit("/", 1)[-1]
+    at.text_input(key="explore_query").input(wanted).run()
+    assert not at.exception
+    assert any("1 images" in m.value for m in at.markdown)
+    assert len(at.get("image")) == 1
+    at.text_input(key="explore_query").input("no-such-file").run()
+    assert any("No images in this selection" in i.value for i in at.info)
+    at.text_input(key="explore_query").input("").run()
+    at.selectbox(key="explore_sort").set_value("file").run()
+    assert not at.exception
 
 
 def test_explore_pages_forward_and_back():
@@ -173,12 +192,45 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     assert len(at.get("plotly_chart")) >= 2  # per-class metric chart and the confusion matrix
     assert any("image(s) of class" in c.value for c in at.caption)
     # A random model makes mistakes: the misclassified grid; IG only when asked (not on every rerun).
-    captions = [c for img in at.get("image") for c in img.proto.imgs and [i.caption for i in img.proto.imgs]]
-    assert not any("Integrated Gradients" in c for c in captions)
-    assert any(c.startswith("#") for c in captions)  # the misclassified grid
+    wrong = [b for b in at.button if b.key and b.key.startswith("wrong-")]
+    assert wrong and all(b.label.startswith("#") for b in wrong)
+    assert not any(c.key in ("eval_ig_fig", "eval_dialog_ig") for c in at.get("plotly_chart"))
     at.button(key="eval_ig_run").click().run()
-    captions = [c for img in at.get("image") for c in img.proto.imgs and [i.caption for i in img.proto.imgs]]
-    assert any("Integrated Gradients" in c for c in captions), captions
+    assert "eval_ig_fig" in [c.key for c in at.get("plotly_chart")]
+    # Clicking a thumbnail's caption opens it with its IG heat map, and the explain panel follows it.
+    clicked = int(wrong[-1].label[1:].split(":")[0])
+    at.button(key=wrong[-1].key).click().run()
+    assert not at.exception, at.exception
+    assert "eval_dialog_ig" in [c.key for c in at.get("plotly_chart")]
+    assert any(f"**#{clicked}**" in m.value for m in at.markdown)
+    assert at.selectbox(key="eval_explain").value == clicked
+    # Filter by confidence and sort: the confident mistakes first, none above the upper bound.
+    at.selectbox(key="eval_wrong_order").set_value("confidence_desc").run()
+    at.slider(key="eval_wrong_conf").set_value((0.0, 0.5)).run()
+    assert not at.exception, at.exception
+    report = reports.load_report(job_id)
+    grid = sorted((int(b.key.split("-")[1]), b.label) for b in at.button if b.key and b.key.startswith("wrong-"))
+    shown = [int(label[1:].split(":")[0]) for _, label in grid]  # in grid order (the columns list them apart)
+    conf = report.predictions.confidence[shown]
+    assert len(shown) and (conf <= 0.5).all() and (np.diff(conf) <= 0).all()
+
+
+def test_misclassified_filters_by_confidence_and_sorts():
+    _register_small_model("sorter")
+    rid = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="sorter", dataset="Sample48", split="test")),
+                    timeout=120)["result"]["report"]
+    report = reports.load_report(rid)
+    p = report.predictions
+    everything = reports.misclassified(report)
+    assert (p.y_true[everything] != p.y_pred[everything]).all()
+    asc = reports.misclassified(report, order="confidence_asc")
+    assert sorted(asc.tolist()) == everything.tolist() and (np.diff(p.confidence[asc]) >= 0).all()
+    mid = reports.misclassified(report, min_confidence=0.05, max_confidence=0.1)
+    assert set(mid.tolist()) == {i for i in everything.tolist() if 0.05 <= p.confidence[i] <= 0.1}
+    with pytest.raises(ValueError, match="valid orders"):
+        reports.misclassified(report, order="random")
+    with pytest.raises(ValueError, match="min_confidence"):
+        reports.misclassified(report, min_confidence=0.8, max_confidence=0.2)
 
 
 def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
@@ -492,6 +544,5 @@ def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
 def test_explore_all_classes_starts_at_class_zero():
     at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
-    captions = [i.caption for img in at.get("imgs") for i in img.proto.imgs] if at.get("imgs") else \
-        [c for img in at.get("image") for c in [i.caption for i in img.proto.imgs]]
+    captions = [b.label for b in at.button if b.key and b.key.startswith("explore_thumb-")]
     assert captions[0].startswith("0 \u00b7") and len(captions[0]) <= 12

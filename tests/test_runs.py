@@ -179,3 +179,46 @@ def test_training_and_evaluation_are_pure_computation_without_runs_or_the_store(
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_time_left_is_a_straight_line_from_the_pace_so_far():
+    rec = {"status": "running", "started": 1000.0, "progress": 0.25}
+    assert runs.time_left(rec, now=1010.0) == pytest.approx(30.0)
+    assert runs.time_left(dict(rec, progress=0.01), now=1010.0) is None  # too early to tell
+    assert runs.time_left(rec, now=1001.0) is None                       # under 2 s of work
+    assert runs.time_left(dict(rec, status="done"), now=1010.0) is None
+    assert runs.time_left({"status": "running", "progress": 0.5}, now=1010.0) is None  # never started
+
+
+def test_batch_points_feed_the_live_curve_not_the_history():
+    def work(ctx, cfg):
+        for i in range(1, 6):
+            ctx.progress(i / 10, "batch", {"batch": True, "epoch": i / 5, "loss": 1.0 / i, "train_acc": i / 5})
+        ctx.progress(0.5, "epoch 1 done", {"epoch": 1, "loss": 0.4})
+        return {}
+
+    run_id = runs.submit("curve", {}, work)
+    rec = runs.wait(run_id, timeout=10)
+    assert rec["history"] == [{"epoch": 1, "loss": 0.4}]
+    points = runs.curve_points(run_id)
+    assert [p["epoch"] for p in points] == [0.2, 0.4, 0.6, 0.8, 1.0] and "batch" not in points[0]
+    assert runs.curve_points("no-such-run") == []
+
+
+def test_a_running_record_says_how_long_it_has_left():
+    started, release = threading.Event(), threading.Event()
+
+    def work(ctx, cfg):
+        time.sleep(2.1)
+        ctx.progress(0.5, "halfway")
+        started.set()
+        release.wait(10)
+        return {}
+
+    run_id = runs.submit("eta", {}, work)
+    assert started.wait(10)
+    time.sleep(0.3)
+    left = runs.get(run_id)["seconds_left"]
+    assert 1.5 < left < 4.0  # ~2.1 s for the first half: about as long again
+    release.set()
+    runs.wait(run_id, timeout=10)

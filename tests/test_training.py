@@ -162,6 +162,8 @@ def test_training_job_registers_the_model_and_history():
     job = runs.wait(job_id, timeout=120)
     assert job["status"] == "done", job.get("error")
     assert len(job["history"]) == 1 and job["progress"] == 1.0
+    points = runs.curve_points(job_id)  # a one-epoch run still draws a curve: ~10 points an epoch
+    assert len(points) >= 2 and points[-1]["epoch"] == 1.0 and all(0 <= p["train_acc"] <= 1 for p in points)
     m = registry.get_model("tiny")
     assert m.num_classes == 48 and m.path.is_file() and m.dataset == SAMPLE
     with pytest.raises(ValueError, match="exists already"):
@@ -270,3 +272,14 @@ def test_train_config_round_trips_through_json_and_refuses_unknown_settings():
     assert training.TrainConfig.from_json(asdict(cfg)) == cfg
     with pytest.raises(ValueError, match="unknown training settings"):
         training.TrainConfig.from_json({"epochs": 1, "learning_rate": 0.1})
+
+
+def test_live_frames_put_batch_points_beside_the_epoch_history():
+    from core.curves import live_frames
+    history = [{"epoch": 1, "phase": "all", "loss": 0.5, "train_acc": 0.8, "val_acc": 0.7}]
+    points = [{"epoch": 0.5, "loss": 0.9, "train_acc": 0.6}, {"epoch": 1.0, "loss": 0.6, "train_acc": 0.75}]
+    loss, acc = live_frames(history, points)
+    assert list(loss["curve"]) == ["batches", "batches", "epoch"] and list(loss["epoch"]) == [0.5, 1.0, 1]
+    assert set(acc["curve"]) == {"train (batches)", "train", "val"}
+    loss, acc = live_frames(history, [])
+    assert list(loss["curve"]) == ["epoch"]
