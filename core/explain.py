@@ -223,8 +223,9 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
                     convergence_delta=float(delta.detach().reshape(-1)[0]), baseline=baseline, steps=steps)
 
 
-#: The overlay's colours as a plotly colour scale, so a colour bar beside a heat map reads the same as the overlay.
-RED_YELLOW_SCALE = ((0.0, "rgb(128,0,0)"), (0.5, "rgb(255,0,0)"), (1.0, "rgb(255,255,0)"))
+#: The overlay's colours as a plotly colour scale for a heat map beside the image, with black at 0: the overlay
+#: fades a pixel's colour out with its attribution, so "none" shows as the image there and as black here.
+RED_YELLOW_SCALE = ((0.0, "rgb(0,0,0)"), (0.25, "rgb(128,0,0)"), (0.5, "rgb(255,0,0)"), (1.0, "rgb(255,255,0)"))
 
 
 def _red_yellow(heat: np.ndarray) -> np.ndarray:

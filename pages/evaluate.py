@@ -36,6 +36,7 @@ with st.container(border=True):
                 job_id = runs.start("evaluate", runs.EvaluateRun(model=model.name, dataset=info.name, split=split,
                                                                  classes=classes))
                 st.session_state.eval_report = job_id
+                st.session_state.setdefault("_eval_watch", set()).add(job_id)  # announce it when it ends
                 st.success(f"Started {job_id} (up to 5 evaluations run at once; more wait in the queue).")
             except ValueError as e:
                 st.error(str(e))
@@ -52,16 +53,22 @@ def evaluation_jobs() -> None:
     failed = [j for j in runs.list_runs("evaluate", statuses=("failed", "interrupted"))][:3]
     for job in failed:
         run_status(job)
-    running = {j["id"] for j in active}
-    finished = set(st.session_state.get("_eval_running", ())) - running
-    st.session_state._eval_running = sorted(running)
-    done = [j for j in (runs.get(i) for i in finished) if j and j["status"] == "done"]
-    if done:  # announce each finished report and refresh the list at once, whatever else still runs
-        for job in done:
-            st.toast(f"Report ready: {job['title']} (acc {job['result']['accuracy']:.2%})", icon=":material/check:")
+    # Watch what this session started and what it saw running: a quick run may end before the first tick.
+    watch = st.session_state.setdefault("_eval_watch", set())
+    watch |= {j["id"] for j in active}
+    recs = {i: runs.get(i) for i in sorted(watch)}
+    ended = [i for i, j in recs.items() if j is None or j["status"] not in runs.ACTIVE]
+    watch -= set(ended)
+    done = [recs[i] for i in ended if recs[i] and recs[i]["status"] == "done"]
+    if done:  # announce each finished report and open it at once, whatever else still runs
+        st.session_state._eval_toasts = [f"Report ready: {j['title']} (acc {j['result']['accuracy']:.2%})"
+                                         for j in done]
         st.session_state.eval_report = done[-1]["id"]
-        st.rerun()
+        st.rerun()  # the whole page, so the report list picks the new one up
 
+
+for note in st.session_state.pop("_eval_toasts", []):  # after that rerun: a toast that outlives it
+    st.toast(note, icon=":material/check:")
 
 evaluation_jobs()
 

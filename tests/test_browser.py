@@ -27,6 +27,31 @@ def app(tmp_path_factory):
         yield url, root
 
 
+def test_home_cold_start_menu_and_start_here(browser, app):
+    """The first visit to a fresh server: the sidebar never lists raw page files, Home says where to start."""
+    url, _ = app
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    seen: set[str] = set()
+    for _ in range(40):  # watch the sidebar through the cold start (~4 s)
+        seen.update(t.strip().splitlines()[-1] for t in page.locator("[data-testid='stSidebar'] a").all_inner_texts())
+        page.wait_for_timeout(100)
+    wait_for_app(page)
+    seen.update(t.strip().splitlines()[-1] for t in page.locator("[data-testid='stSidebar'] a").all_inner_texts())
+    raw = {"ui", "evaluate views", "explore", "evaluate", "add classes", "added images", "predict", "improve"}
+    assert not seen & raw, seen
+    assert page.get_by_test_id("stSidebarNav").count() == 0  # Streamlit's own menu is off
+    assert {"Explore dataset", "Evaluate models", "Make prediction"} <= seen, seen
+    page.get_by_text("Start here").wait_for(timeout=10_000)
+    page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+    # A "Start here" link opens its page.
+    page.get_by_test_id("stMain").get_by_role("link", name="Evaluate models").click()
+    page.get_by_role("heading", name="Evaluate models").wait_for(timeout=30_000)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
 def test_explore_pages_through_a_class(browser, app):
     url, _ = app
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -59,9 +84,15 @@ def test_explore_embedded_sample_shows_details_and_chart(browser, app):
     wait_for_app(page)
     choose(page, "Dataset", "Sample48 (embedded sample)")
     choose(page, "Class", "14: Stop")
-    page.get_by_text("reference pictogram").wait_for(timeout=20_000)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
     page.screenshot(path=str(SHOTS / "explore_sample.png"), full_page=True)
+    # Clicking a thumbnail's caption opens the image's details in a dialog.
+    page.locator(".st-key-explore_thumb-2 button").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("reference pictogram").wait_for(timeout=20_000)
+    assert "14: Stop" in dialog.inner_text()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "explore_details_dialog.png"))
     assert page.get_by_test_id("stException").count() == 0
     page.close()
 
@@ -77,12 +108,18 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     wait_for_app(page)
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_label("New model name").fill("browser-model")
-    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("2")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)
     page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=180_000)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
     page.wait_for_timeout(1000)
+    # One epoch still draws a curve: the batch means as a line beside the epoch point.
+    batches = page.evaluate("""() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        const t = gd._fullData.find(d => d.name === 'batches');
+        return t ? t.x.length : 0; }""")
+    assert batches >= 2, batches
     page.screenshot(path=str(SHOTS / "improve_trained.png"), full_page=True)
     assert page.get_by_test_id("stException").count() == 0
     from core import registry
@@ -99,9 +136,20 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     wait_for_app(page)
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith(SHIPPED)))
     choose(page, "Dataset", "Sample48 (embedded sample)")
+    # The 43-class benchmark on a 48-class dataset: the page says so and offers the model's classes only.
+    page.get_by_text(re.compile(r"predicts 43 classes, Sample48 has 48")).wait_for(timeout=20_000)
+    page.get_by_text("only the model's classes").wait_for(timeout=5_000)
     page.get_by_role("button", name="Run evaluation").click()
-    page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
+    # The finished report is announced and opened at once.
+    page.get_by_test_id("stToast").filter(has_text="Report ready").wait_for(timeout=120_000)
+    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
     wait_for_app(page)
+    from core import reports
+    latest = reports.load_report(reports.list_reports()[0]["id"])
+    worst = reports.worst_confusion(latest)
+    assert worst is not None
+    assert selected(page, "Cell: true class").startswith(f"{worst[0]}:")  # opens on the largest confusion
+    assert selected(page, "Cell: predicted class").startswith(f"{worst[1]}:")
     # Open a cell by clicking it in the heatmap: the diagonal cell of class 14 (Stop).
     chart = page.locator(".st-key-eval_confusion")
     chart.scroll_into_view_if_needed()
@@ -111,10 +159,21 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     point.click(force=True)
     page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for(timeout=30_000)
     wait_for_app(page)
+    # Clicking a mistake's thumbnail opens it with its IG heat map and colour scale.
+    page.get_by_text("Misclassified images").scroll_into_view_if_needed()
+    page.locator(".st-key-wrong-0 button").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator(".js-plotly-plot .colorbar").wait_for(timeout=60_000)
+    assert "Predicted" in dialog.inner_text()
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SHOTS / "evaluate_thumbnail_dialog.png"))
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached", timeout=10_000)
+    wait_for_app(page)
     # A misclassified image's Integrated Gradients on request; then run an Anchor job.
     page.get_by_text("Misclassified images").scroll_into_view_if_needed()
     page.get_by_role("button", name="Explain with Integrated Gradients").click()
-    page.get_by_text("Integrated Gradients (predicted class)").wait_for(timeout=30_000)
+    page.locator(".st-key-eval_ig_fig .colorbar").wait_for(timeout=30_000)
     page.get_by_role("button", name="Run Anchors").click()
     page.get_by_text(re.compile(r"Anchor: precision \d")).wait_for(timeout=120_000)
     page.wait_for_timeout(500)
@@ -124,6 +183,16 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
 
 
 SHIPPED = "benchmark"
+
+
+def selected(page, label: str) -> str:
+    """The shown value of the selectbox labelled ``label``."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.scroll_into_view_if_needed()
+    lines = [t.strip() for t in box.inner_text().splitlines() if t.strip()]
+    values = [t for t in lines if t != label] or [box.locator("input").first.input_value().strip()]
+    assert values[0], f"selectbox {label!r} shows no value: {lines}, {box.inner_html()[:1500]}"
+    return values[0]
 
 
 def cell_index(page, true_id: int, pred_id: int) -> int:
@@ -150,13 +219,20 @@ def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_p
     wait_for_app(page)
     page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
     page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=60_000)
-    page.get_by_text("Integrated Gradients (top-1)").wait_for(timeout=30_000)
+    page.locator(".st-key-predict_ig_0 .colorbar").wait_for(timeout=30_000)
     page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for(timeout=30_000)
     wait_for_app(page)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)
     errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
     assert len(errors) == 1 and "broken.png" in errors[0], errors
-    page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download results (CSV)").click()
+    rows = [line.split(",") for line in open(download.value.path(), encoding="utf-8").read().splitlines()]
+    header = rows[0]
+    assert header[:2] == ["file", "class_id"] or "file" in header, header
+    by_file = {r[header.index("file")]: r for r in rows[1:]}
+    assert set(by_file) == {stop.name, "broken.png"}
+    assert by_file[stop.name][header.index("class_id")] == "14"
     assert page.get_by_test_id("stException").count() == 0
     page.close()

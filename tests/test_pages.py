@@ -187,6 +187,9 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     assert runs.wait(job_id, timeout=120)["status"] == "done"
     at.run()
     assert not at.exception, at.exception
+    assert any("Report ready" in t.value for t in at.toast)  # announced once, then opened
+    at.run()
+    assert not any("Report ready" in t.value for t in at.toast)
     labels = [m.label for m in at.metric]
     assert "Accuracy" in labels and "Macro F1" in labels
     assert len(at.get("plotly_chart")) >= 2  # per-class metric chart and the confusion matrix
