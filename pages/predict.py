@@ -39,7 +39,7 @@ if why_not:
 results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model, detector=detector)
 n_bad = sum(r.error is not None for r in results)
 st.caption(f"{len(results) - n_bad} image(s) predicted" + (f", {n_bad} refused" if n_bad else ""))
-table = pd.DataFrame(prediction.summary_rows(results))
+table = pd.DataFrame(prediction.summary_rows(results)).astype({"class_id": "Int64"})  # a refused file: empty, not 14.0
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
                                                                           format="percent")})
