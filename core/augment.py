@@ -94,3 +94,36 @@ def augment_images(images: np.ndarray, *, groups: Sequence[str] = GROUPS, p: flo
     for i, im in enumerate(images):
         out[i] = pipe(image=im)["image"]
     return out
+
+
+def _random_nodes(pipeline) -> list:
+    """Every node of a pipeline (composes and transforms), depth first: each holds its own generators."""
+    nodes, stack = [], [pipeline]
+    while stack:
+        node = stack.pop(0)
+        if hasattr(node, "random_generator") and hasattr(node, "py_random"):
+            nodes.append(node)
+            stack[:0] = list(getattr(node, "transforms", []) or [])
+    return nodes
+
+
+def pipeline_state(pipeline) -> list[dict]:
+    """The random state of every node of ``pipeline`` (plain ints, tuples and dicts, safe for ``weights_only``).
+
+    albumentations gives each transform its own numpy and Python generators; a resumed training restores them
+    all with :func:`restore_pipeline_state` so its augmentations continue exactly where they stopped.
+    """
+    return [{"numpy": node.random_generator.bit_generator.state, "python": node.py_random.getstate()}
+            for node in _random_nodes(pipeline)]
+
+
+def restore_pipeline_state(pipeline, state: list[dict]) -> None:
+    """Put back what :func:`pipeline_state` took from a pipeline built the same way."""
+    nodes = _random_nodes(pipeline)
+    if len(nodes) != len(state):
+        raise ValueError(f"augmentation state has {len(state)} nodes, the pipeline {len(nodes)}: it was saved from "
+                         "another pipeline")
+    for node, s in zip(nodes, state):
+        node.random_generator.bit_generator.state = s["numpy"]
+        python = s["python"]
+        node.py_random.setstate((python[0], tuple(python[1]), python[2]))

@@ -15,6 +15,7 @@ running it as a run and registering the model happen in :mod:`core.runs`.
 """
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.augment import build_pipeline
+from core.augment import build_pipeline, pipeline_state, restore_pipeline_state
 from core.datasets import DatasetInfo, SplitArrays, load_split
 from core.images import preprocess
 from core.inference import predict_proba
@@ -45,6 +46,10 @@ MODE_DESCRIPTIONS = {
     "scratch": "train a new model from random weights on the dataset's classes.",
 }
 MODES = tuple(MODE_DESCRIPTIONS)
+#: Version and keys of the resumable state :func:`train` hands to ``on_epoch`` after every epoch.
+RESUME_FORMAT = 1
+RESUME_KEYS = ("format", "phase", "phase_epochs", "epochs_done", "model", "optimizer", "lr_scheduler", "history",
+               "best_score", "best_epoch", "best_weights", "rng", "config", "dataset_fingerprint", "class_ids")
 #: Points per epoch on the live training curve (batch means); the saved history keeps one entry per epoch.
 BATCH_POINTS = 10
 #: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
@@ -301,7 +306,8 @@ class _Data:
 
 def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None, parent_name: str | None = None,
           teachers: list[dict] | None = None, progress: ProgressFn | None = None,
-          should_stop: StopFn | None = None) -> TrainResult:
+          should_stop: StopFn | None = None, resume: dict | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train according to ``cfg`` on ``dataset`` (its train and val splits); returns the best checkpoint.
 
     ``teachers`` (checkpoints, one per name in ``cfg.teachers``) form a committee whose temperature-softened
@@ -309,10 +315,18 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     fold an ensemble's accuracy into one network. Their class ids must be the model's (or its first ones).
     The checkpoint records the dataset's version (``dataset_fingerprint``).
 
-    Raises ValueError for impossible requests (empty split, classes the mode cannot handle) and
-    :class:`Cancelled` if ``should_stop`` turns true; nothing is written here.
+    ``on_epoch(state)`` receives a resumable state after every epoch (a plain dict of tensors, numbers and
+    lists: weights, optimizer, scheduler, every random generator, history; see :data:`RESUME_KEYS`); the caller
+    saves it. ``resume`` is such a state: training continues after its last epoch and, on the same machine and
+    thread count, ends with the weights an uninterrupted run would have (a test checks this bit for bit).
+
+    Raises ValueError for impossible requests (empty split, classes the mode cannot handle, a resume state of
+    another config or dataset version) and :class:`Cancelled` if ``should_stop`` turns true; nothing is written
+    here.
     """
     cfg.validate()
+    if resume is not None:
+        check_resume_state(resume, cfg, dataset)
     progress = progress or silent
     if len(teachers or []) != len(cfg.teachers):
         raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
@@ -333,7 +347,10 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     phase1 = _phase1_indices(cfg, data.train_y, n_old, rng) if cfg.mode == "incremental" else None
     loop = _Loop(cfg, model.to(memory_format=torch.channels_last), data, distill, rng, progress,
                  should_stop or never, plan_phases(cfg, phase1_images=len(phase1) if phase1 is not None else 0))
-    loop.run(phase1)
+    if on_epoch is not None:
+        identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids}
+        loop.on_epoch = lambda state: on_epoch({**state, **identity})
+    loop.run(phase1, resume)
     seconds = time.perf_counter() - t_start
     architecture = parent["architecture"] if parent else cfg.architecture
     ckpt = make_checkpoint(
@@ -361,11 +378,14 @@ class _Loop:
         self.history: list[dict] = []
         self.epochs_done = 0
         self.best_score, self.best_epoch, self._best_weights = -1.0, 0, None
+        self.on_epoch: Callable[[dict], None] | None = None
 
-    def run(self, phase1: np.ndarray | None) -> None:
-        for phase in self.phases:
+    def run(self, phase1: np.ndarray | None, resume: dict | None = None) -> None:
+        start_phase, start_epoch = self._restore(resume) if resume is not None else (0, 0)
+        for k, phase in enumerate(self.phases[start_phase:], start=start_phase):
             sel = phase1 if phase.new_rows_only else np.arange(len(self.data.train_y))
-            self._run_phase(phase, self.data.train_x[sel], self.data.train_y[sel])
+            self._run_phase(k, phase, self.data.train_x[sel], self.data.train_y[sel],
+                            done=start_epoch if k == start_phase else 0, saved=resume if k == start_phase else None)
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
         elif self.history:  # only incremental phase 1 ran: the model is its last epoch
@@ -373,7 +393,9 @@ class _Loop:
             self.best_score = last["val_acc"] if last["val_acc"] is not None else last["train_acc"]
             self.best_epoch = last["epoch"]
 
-    def _run_phase(self, phase: Phase, x: np.ndarray, y: np.ndarray) -> None:
+    def _run_phase(self, k: int, phase: Phase, x: np.ndarray, y: np.ndarray, *, done: int = 0,
+                   saved: dict | None = None) -> None:
+        """Phase ``k`` from its epoch ``done`` on (a resumed run also gets its optimizer and schedule back)."""
         _set_trainable(self.model, phase)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
@@ -381,10 +403,39 @@ class _Loop:
         steps = phase.epochs * math.ceil(n_images / phase.batch_size)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=phase.lr, total_steps=max(steps, 1),
                                                         pct_start=phase.warmup)
+        if saved is not None and done > 0:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["lr_scheduler"])
         grad_mask = self._new_rows_mask() if phase.new_rows_only else None
-        for _ in range(phase.epochs):
+        for e in range(done, phase.epochs):
             check(self.should_stop, "training cancelled")
             self._epoch(phase, x, y, optimizer, scheduler, grad_mask)
+            if self.on_epoch is not None:
+                self.on_epoch(self._state(k, e + 1, optimizer, scheduler))
+
+    def _state(self, k: int, phase_epochs: int, optimizer, scheduler) -> dict:
+        """Everything needed to go on after this epoch as if nothing had stopped (keys: :data:`RESUME_KEYS`)."""
+        return {"format": RESUME_FORMAT, "phase": k, "phase_epochs": phase_epochs, "epochs_done": self.epochs_done,
+                "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "history": list(self.history),
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "best_weights": self._best_weights,
+                "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                        "augment": pipeline_state(self.pipeline) if self.pipeline else None,
+                        "val_augment": pipeline_state(self.val_pipeline) if self.val_pipeline else None}}
+
+    def _restore(self, state: dict) -> tuple[int, int]:
+        """Put a saved state back; returns (phase index, epochs of it already done)."""
+        self.model.load_state_dict(state["model"])
+        self.history, self.epochs_done = list(state["history"]), int(state["epochs_done"])
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        self._best_weights = state["best_weights"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.rng.bit_generator.state = rng["numpy"]
+        if self.pipeline is not None:
+            restore_pipeline_state(self.pipeline, rng["augment"])
+            restore_pipeline_state(self.val_pipeline, rng["val_augment"])
+        return int(state["phase"]), int(state["phase_epochs"])
 
     def _new_rows_mask(self) -> torch.Tensor:
         """1 for the classifier rows of the new classes, 0 for the parent's (which stay exactly as they were)."""
@@ -444,6 +495,20 @@ class _Loop:
             aug_val = np.stack([self.val_pipeline(image=im)["image"] for im in val_x])
             entry["val_aug_acc"] = round(evaluate_accuracy(self.model, aug_val, val_y), 5)
         return entry, val_acc
+
+
+def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> None:
+    """ValueError unless ``state`` is a resumable state of this very config and dataset version."""
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise ValueError(f"not a resumable training state (format {RESUME_FORMAT} expected)")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"resumable state lacks {', '.join(missing)}")
+    if json.dumps(state["config"], sort_keys=True) != json.dumps(asdict(cfg), sort_keys=True):
+        raise ValueError("the resumable state was saved by a training with other settings; resume with its own")
+    if state["dataset_fingerprint"] != dataset.fingerprint:
+        raise ValueError(f"dataset {dataset.name} changed since this training started (version "
+                         f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")
 
 
 def _select(cfg: TrainConfig, train_split: SplitArrays, val_split: SplitArrays, class_ids: list[int],

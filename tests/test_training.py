@@ -283,3 +283,60 @@ def test_live_frames_put_batch_points_beside_the_epoch_history():
     assert set(acc["curve"]) == {"train (batches)", "train", "val"}
     loss, acc = live_frames(history, [])
     assert list(loss["curve"]) == ["epoch"]
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-identity holds per thread count; one thread is the documented promise."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _train_interrupted_then_resumed(cfg, info, *, stop_after: int, parent=None):
+    """Train, 'crash' after epoch ``stop_after`` (the state saved then, as a run would), resume from it."""
+    import io
+    saved = {}
+
+    def keep(state):
+        buf = io.BytesIO()
+        torch.save(state, buf)  # through bytes and a weights_only load, as from the run folder
+        saved["state"] = buf.getvalue()
+        if state["epochs_done"] == stop_after:
+            raise _Crash()
+
+    with pytest.raises(_Crash):
+        training.train(cfg, info, parent=parent, parent_name="p" if parent else None, on_epoch=keep)
+    state = torch.load(io.BytesIO(saved["state"]), weights_only=True)
+    return training.train(cfg, info, parent=parent, parent_name="p" if parent else None, resume=state)
+
+
+@pytest.mark.parametrize("mode,stop_after", [("scratch", 1), ("incremental", 1), ("incremental", 2)])
+def test_a_resumed_training_ends_bit_identical_to_an_uninterrupted_one(sample, mode, stop_after, one_thread):
+    parent = _parent43() if mode == "incremental" else None
+    cfg = _cfg(mode=mode, epochs=3, augment=True, new_class_epochs=1, max_train_images=300)
+    whole = training.train(cfg, sample, parent=parent, parent_name="p" if parent else None)
+    resumed = _train_interrupted_then_resumed(cfg, sample, stop_after=stop_after, parent=parent)
+    for k, v in whole.checkpoint["weights"].items():
+        assert torch.equal(v, resumed.checkpoint["weights"][k]), k
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(whole.history) == strip(resumed.history)
+
+
+def test_a_resume_state_of_other_settings_or_data_is_refused(sample):
+    import io
+    states = []
+    training.train(_cfg(epochs=1), sample, on_epoch=lambda s: states.append(s))
+    (state,) = states
+    assert set(training.RESUME_KEYS) <= set(state)
+    with pytest.raises(ValueError, match="other settings"):
+        training.train(_cfg(epochs=2, lr=0.01), sample, resume=state)
+    with pytest.raises(ValueError, match="changed since this training started"):
+        training.train(_cfg(epochs=1), sample, resume=dict(state, dataset_fingerprint="old"))
+    with pytest.raises(ValueError, match="not a resumable training state"):
+        training.train(_cfg(epochs=1), sample, resume={"weights": 1})
