@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import config, datasets, registry, runs
-from pages._ui import recover_runs_once, run_status
+from pages._ui import recover_runs, run_status
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
 
@@ -93,7 +93,7 @@ def sidebar_menu(pages: dict[str, list]) -> None:
                 st.page_link(entry)
 
 
-recover_runs_once()  # once per app process, whichever page is opened first
+recover_runs()  # a killed run shows as interrupted within seconds, whichever page is open
 current = st.navigation(PAGES, position="hidden")
 sidebar_menu(PAGES)
 current.run()

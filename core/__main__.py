@@ -175,38 +175,36 @@ def _default_model() -> str:
     return "benchmark" if "benchmark" in names else names[0]
 
 
-def _model_path(ref: str) -> Path:
-    """The file of a model given as a checkpoint path or a registry name."""
-    path = Path(ref)
-    return path if path.suffix == ".pt" or path.exists() else registry.get_model(ref).path
-
-
 def _resolve_model(ref: str) -> tuple[dict, str]:
     """A model name from the registry or a checkpoint path -> (checkpoint, name)."""
-    path = _model_path(ref)
+    path = registry.model_path(ref)
     return models.load_checkpoint(path), path.stem
 
 
 def _train(args: argparse.Namespace) -> int:
-    cfg = training.TrainConfig.from_json({f.name: getattr(args, f.name) for f in dataclasses.fields(training.TrainConfig)})
-    parent, parent_name = _resolve_model(args.base) if args.base else (None, None)
-    teachers = [_resolve_model(t)[0] for t in cfg.teachers]
-    info = datasets.get_dataset(args.dataset)
-
+    """A training is a run, in this process: listed by `runs list`, resumable with --resume-run after a crash."""
     def progress(frac: float, msg: str = "", entry: dict | None = None) -> None:
         if is_batch_point(entry):
             entry = None  # live curve points are for the app; the terminal gets the epoch lines
         if entry is not None or not args.quiet:
             print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
 
-    result = training.train(cfg, info, parent=parent, parent_name=parent_name, teachers=teachers, progress=progress)
-    if args.out:
-        models.save_checkpoint(result.checkpoint, Path(args.out))
-        where = args.out
+    if args.resume_run:
+        runs.recover_interrupted()
+        run_id = runs.resume(args.resume_run, foreground=True, echo=progress)
     else:
-        where = str(registry.register(args.name, result.checkpoint).path)
-    print(json.dumps({"saved": where, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
-                      **result.checkpoint["metrics"]}))
+        if not args.dataset:
+            raise ValueError("give --dataset NAME (or --resume-run RUN_ID to continue an interrupted training)")
+        cfg = training.TrainConfig.from_json({f.name: getattr(args, f.name)
+                                              for f in dataclasses.fields(training.TrainConfig)})
+        run_id = runs.start("train", runs.TrainRun(cfg, dataset=args.dataset, name=args.name, base=args.base,
+                                                   out=args.out), foreground=True, echo=progress)
+    rec = runs.get(run_id)
+    if rec["status"] != "done":
+        raise ValueError(f"training run {run_id} {rec['status']}: {rec.get('error') or rec.get('message')}")
+    r, out = rec["result"], rec["config"].get("out")
+    print(json.dumps({"run": run_id, "saved": out or str(registry.get_model(r["model"]).path),
+                      **{k: v for k, v in r.items() if k != "model"}}))
     return 0
 
 
@@ -237,7 +235,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    path = _model_path(args.model)
+    path = registry.model_path(args.model)
     ckpt = models.load_checkpoint(path)
     model = models.model_from_checkpoint(ckpt)
     try:
@@ -275,7 +273,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
 
 
 def _novelty(args: argparse.Namespace) -> int:
-    path = _model_path(args.model)
+    path = registry.model_path(args.model)
     ckpt = models.load_checkpoint(path)
     model = models.model_from_checkpoint(ckpt)
     det = novelty.load_or_fit(path, model, ckpt, progress=lambda f, m="", e=None: print(m, file=sys.stderr))
@@ -306,7 +304,9 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
   python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \\
       --augment-p 0.1 --name my-incremental48
 """)
-    t.add_argument("--dataset", required=True, help="dataset or workspace to train on")
+    t.add_argument("--dataset", help="dataset or workspace to train on")
+    t.add_argument("--resume-run", metavar="RUN_ID", help="continue an interrupted training run after its last "
+                   "finished epoch (its own settings; see `runs list`)")
     t.add_argument("--base", help="base model: registry name or checkpoint path (all modes but scratch)")
     _add_config_flags(t, training.TrainConfig)
     t.add_argument("--name", default="model", help="registry name for the new model")

@@ -108,6 +108,12 @@ def get_model(name: str) -> ModelInfo:
     raise ValueError(f"no model named {name!r}; available: {', '.join(m.name for m in list_models()) or 'none'}")
 
 
+def model_path(ref: str) -> Path:
+    """The file of a model given as a registry name or a checkpoint path (a ``.pt`` name or an existing file)."""
+    path = Path(ref)
+    return path if path.suffix == ".pt" or path.is_file() else get_model(ref).path
+
+
 def lineage(name: str, models: list[ModelInfo] | None = None) -> list[ModelInfo]:
     """The model and its ancestors, newest first (stops at an unknown parent or a loop). Pass ``models`` (from
     :func:`list_models`) when tracing many models, so the registry is read once."""

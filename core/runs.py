@@ -12,12 +12,17 @@ streamlit. Progress ticks go to ``<run dir>/progress.json`` (a tiny file, writte
 the store is written only when a run changes state or adds a history entry. Pages only read.
 
 Per-kind limits (5 evaluations at once) queue the rest. A run left ``queued``/``running`` by a process that is
-gone is marked ``interrupted`` by :func:`recover_interrupted`.
+gone (the record's ``owner`` names host, pid and the process's start time, so the app and the CLI can share one
+store) is marked ``interrupted`` by :func:`recover_interrupted`. A training run saves a resumable state after
+every epoch in its run folder; :func:`resume` continues an interrupted one under the same id.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
+import socket
 import threading
 import time
 import traceback
@@ -26,11 +31,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from core import builds, config, curation, datasets, embedding, explain, registry, reports, store, training, uploads, workspaces
 from core.evaluation import evaluate_checkpoint
-from core.models import load_checkpoint, model_from_checkpoint
-from core.progress import Cancelled, is_batch_point, sub_range
-from core.files import atomic_write_json
+from core.models import load_checkpoint, model_from_checkpoint, save_checkpoint
+from core.progress import Cancelled, ProgressFn, is_batch_point, sub_range
+from core.files import atomic_write_bytes, atomic_write_json
 
 #: Version of the run record's shape; records of older versions are still listed.
 RECORD_VERSION = 2
@@ -40,8 +47,42 @@ ACTIVE = ("queued", "running")
 PROGRESS_INTERVAL_S = 0.25
 #: Live training-curve points kept per run (10 an epoch: 200 epochs' worth).
 MAX_CURVE_POINTS = 2000
-#: This process; a run owned by another process id cannot still be running here.
-OWNER = uuid.uuid4().hex[:12]
+#: A training run's resumable state in its run folder (replaced after every epoch; removed once the model is saved).
+RESUME_FILE = "resume.pt"
+
+
+def _start_time(pid: int) -> str:
+    """A process's start time in clock ticks since boot (Linux ``/proc``); '' where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+#: This process as ``host:pid:start``: a pid alone could be reused by another process after a crash.
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named by a record's ``owner`` still runs (True when that cannot be told: another
+    host). Owners of older records (no host and pid) are taken as gone."""
+    if owner == OWNER:
+        return True
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid, start = parts
+    if host != socket.gethostname():
+        return True
+    now = _start_time(int(pid))
+    if now or start:
+        return now == start
+    try:  # no /proc (macOS, Windows): the pid alone
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 _semaphores: dict[str, threading.Semaphore] = {}
 _cancel_events: dict[str, threading.Event] = {}
@@ -59,11 +100,17 @@ class RunContext:
     """Handed to a runner: report progress (the :class:`core.progress.ProgressFn` shape), check for cancel."""
 
     run_id: str
+    #: a resumed run: the runner picks up its saved state
+    resuming: bool = False
+    #: also told every tick (the CLI prints them)
+    echo: ProgressFn | None = None
     _last_write: float = 0.0
     _points: list = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "", entry: dict | None = None) -> None:
         fraction = float(min(max(fraction, 0.0), 1.0))
+        if self.echo is not None:
+            self.echo(fraction, message, entry)
         if is_batch_point(entry):  # live curve points ride along with the progress ticks
             self._points.append({k: v for k, v in entry.items() if k != "batch"})
             entry = None
@@ -95,17 +142,23 @@ class RunContext:
 
 @dataclass(frozen=True)
 class TrainRun:
-    """Train a model and register it under ``name`` (never a partial one)."""
+    """Train a model and register it under ``name`` (never a partial one), or write it to ``out``."""
     train: training.TrainConfig
     dataset: str
     name: str
+    #: registry name or checkpoint path
     base: str | None = None
+    #: a checkpoint path to write instead of registering the model (the CLI's ``--out``)
+    out: str | None = None
 
     def check(self) -> dict:
         self.train.validate()
-        registry.check_name(self.name)
-        if any(m.name == self.name for m in registry.list_models()):
-            raise ValueError(f"a model named {self.name!r} exists already; choose another name")
+        if self.out is None:
+            registry.check_name(self.name)
+            if any(m.name == self.name for m in registry.list_models()):
+                raise ValueError(f"a model named {self.name!r} exists already; choose another name")
+        elif not Path(self.out).parent.is_dir():
+            raise ValueError(f"--out {self.out}: folder {Path(self.out).parent} does not exist")
         if self.train.mode != "scratch" and not self.base:
             raise ValueError(f"mode {self.train.mode!r} needs a base model")
         info = datasets.get_dataset(self.dataset)
@@ -115,7 +168,7 @@ class TrainRun:
                 "teachers": [_model_input(t) for t in self.train.teachers]}
 
     def title(self) -> str:
-        return f"train {self.name} ({self.train.mode}) on {self.dataset}"
+        return f"train {self.name if self.out is None else self.out} ({self.train.mode}) on {self.dataset}"
 
 
 @dataclass(frozen=True)
@@ -276,14 +329,38 @@ def _run_import(ctx: RunContext, cfg: ImportRun) -> dict:
 
 def _run_train(ctx: RunContext, cfg: TrainRun) -> dict:
     info = datasets.get_dataset(cfg.dataset)
-    parent = load_checkpoint(registry.get_model(cfg.base).path) if cfg.base else None
-    teachers = [load_checkpoint(registry.get_model(t).path) for t in cfg.train.teachers]
-    result = training.train(cfg.train, info, parent=parent, parent_name=cfg.base, teachers=teachers,
-                            progress=ctx.progress, should_stop=ctx.should_stop)
+    parent = load_checkpoint(registry.model_path(cfg.base)) if cfg.base else None
+    teachers = [load_checkpoint(registry.model_path(t)) for t in cfg.train.teachers]
+    state_file = run_dir(ctx.run_id) / RESUME_FILE
+    result = training.train(cfg.train, info, parent=parent, parent_name=Path(cfg.base).stem if cfg.base else None,
+                            teachers=teachers, progress=ctx.progress, should_stop=ctx.should_stop,
+                            resume=load_training_state(state_file) if ctx.resuming else None,
+                            on_epoch=lambda state: save_training_state(state_file, state))
     ctx.check()  # a cancel that arrived during the last validation pass still wins
-    model = registry.register(cfg.name, result.checkpoint)
-    return {"model": model.name, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
+    if cfg.out:
+        where = str(save_checkpoint(result.checkpoint, Path(cfg.out)))
+    else:
+        where = registry.register(cfg.name, result.checkpoint).name
+    state_file.unlink(missing_ok=True)  # the model is safe now; the state has served its purpose
+    return {"model": where, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
             **result.checkpoint["metrics"]}
+
+
+def save_training_state(path: Path, state: dict) -> None:
+    """Write a resumable training state atomically (a crash mid-write leaves the previous epoch's)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_training_state(path: Path) -> dict:
+    """Read a resumable state with ``weights_only=True``; ValueError if it is missing or unreadable."""
+    if not path.is_file():
+        raise ValueError("no epoch finished before the run stopped, so there is nothing to resume; start it again")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or foreign files
+        raise ValueError(f"{path}: not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _run_evaluate(ctx: RunContext, cfg: EvaluateRun) -> dict:
@@ -357,10 +434,12 @@ def config_from_json(kind: str, data: dict):
 
 # -- the engine ----------------------------------------------------------------------------------------------------
 
-def start(kind: str, cfg) -> str:
+def start(kind: str, cfg, *, foreground: bool = False, echo: ProgressFn | None = None) -> str:
     """Validate ``cfg`` (the kind's config dataclass, or its JSON dict), register the run, start its worker.
 
-    Raises ValueError with the fix for an impossible request; nothing is registered then. Returns the run id.
+    ``foreground`` runs the work in this thread and returns when it ends (the CLI), telling ``echo`` every
+    tick. Raises ValueError with the fix for an impossible request; nothing is registered then. Returns the run
+    id.
     """
     spec = _kind(kind)
     if isinstance(cfg, dict):
@@ -368,11 +447,12 @@ def start(kind: str, cfg) -> str:
     if not isinstance(cfg, spec.config):
         raise ValueError(f"a {kind} run takes a {spec.config.__name__}, got {type(cfg).__name__}")
     inputs = cfg.check()
-    return submit(kind, asdict(cfg), lambda ctx, _: spec.runner(ctx, cfg), title=cfg.title(), inputs=inputs)
+    return submit(kind, asdict(cfg), lambda ctx, _: spec.runner(ctx, cfg), title=cfg.title(), inputs=inputs,
+                  foreground=foreground, echo=echo)
 
 
 def submit(kind: str, cfg: dict, runner: Callable[[RunContext, dict], dict], *, title: str = "",
-           inputs: dict | None = None) -> str:
+           inputs: dict | None = None, foreground: bool = False, echo: ProgressFn | None = None) -> str:
     """Register a run of any runner and start its worker thread; returns the run id. :func:`start` is the
     checked way in for the kinds in :data:`KINDS`; this is for work that is its own config (tests, tools)."""
     run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -381,13 +461,52 @@ def submit(kind: str, cfg: dict, runner: Callable[[RunContext, dict], dict], *, 
                           "config": cfg, "inputs": inputs or {}, "status": "queued", "progress": 0.0,
                           "message": "queued", "result": None, "error": None, "history": [], "created": now,
                           "updated": now, "owner": OWNER})
+    _launch(RunContext(run_id, echo=echo), kind, cfg, runner, foreground)
+    return run_id
+
+
+def _launch(ctx: RunContext, kind: str, cfg: dict, runner, foreground: bool) -> None:
     limit = KINDS[kind].limit if kind in KINDS else 1
     with _guard:
         sem = _semaphores.setdefault(kind, threading.Semaphore(limit))
-        _cancel_events[run_id] = threading.Event()
-    t = threading.Thread(target=_work, args=(run_id, cfg, runner, sem), name=f"run-{run_id}", daemon=True)
-    _threads[run_id] = t
+        _cancel_events[ctx.run_id] = threading.Event()
+    if foreground:
+        _work(ctx, cfg, runner, sem)
+        return
+    t = threading.Thread(target=_work, args=(ctx, cfg, runner, sem), name=f"run-{ctx.run_id}", daemon=True)
+    _threads[ctx.run_id] = t
     t.start()
+
+
+def resumable(rec: dict) -> bool:
+    """Whether :func:`resume` can continue this run: a training that stopped after a finished epoch."""
+    return (rec["kind"] == "train" and rec["status"] in ("interrupted", "failed", "cancelled")
+            and (run_dir(rec["id"]) / RESUME_FILE).is_file())
+
+
+def resume(run_id: str, *, foreground: bool = False, echo: ProgressFn | None = None) -> str:
+    """Continue an interrupted (or failed, or cancelled) training run after its last finished epoch.
+
+    The run keeps its id, config and inputs; its history goes back to the saved state's, and on the same machine
+    and thread count it ends with the model an uninterrupted run would have made. Raises ValueError with the
+    reason when it cannot be resumed.
+    """
+    rec = store.get("runs", key="id", value=run_id)
+    if rec is None:
+        raise ValueError(f"no run {run_id!r}; list them with `python -m core runs list`")
+    if rec["kind"] != "train":
+        raise ValueError(f"{run_id} is a {rec['kind']} run; only training runs can be resumed (start it again)")
+    if rec["status"] == "done":
+        raise ValueError(f"{run_id} finished already; its model is {rec['result']['model']}")
+    if rec["status"] in ACTIVE and owner_alive(rec.get("owner")):
+        raise ValueError(f"{run_id} is still {rec['status']} in process {rec.get('owner')}")
+    cfg = config_from_json("train", rec["config"])
+    cfg.check()
+    state = load_training_state(run_dir(run_id) / RESUME_FILE)
+    _set(run_id, status="queued", message=f"resuming after epoch {state['epochs_done']}", history=state["history"],
+         error=None, progress=0.0, owner=OWNER, resumed=int(rec.get("resumed") or 0) + 1)
+    _launch(RunContext(run_id, resuming=True, echo=echo), "train", rec["config"],
+            lambda ctx, _: _run_train(ctx, cfg), foreground)
     return run_id
 
 
@@ -402,8 +521,8 @@ def _set(run_id: str, **values: Any) -> None:
     store.update("runs", values, key="id", value=run_id)
 
 
-def _work(run_id: str, cfg: dict, runner, sem: threading.Semaphore) -> None:
-    ctx = RunContext(run_id)
+def _work(ctx: RunContext, cfg: dict, runner, sem: threading.Semaphore) -> None:
+    run_id = ctx.run_id
     acquired = False
     try:
         while not (acquired := sem.acquire(timeout=0.2)):
@@ -417,6 +536,9 @@ def _work(run_id: str, cfg: dict, runner, sem: threading.Semaphore) -> None:
         _set(run_id, status="done", progress=1.0, message="done", result=result, finished=time.time())
     except Cancelled:
         _set(run_id, status="cancelled", message="cancelled; nothing was saved", finished=time.time())
+    except KeyboardInterrupt:  # Ctrl-C in the CLI: resumable like a crash
+        _set(run_id, status="interrupted", message="interrupted (Ctrl-C)", finished=time.time())
+        raise
     except Exception as e:  # a crash marks the run failed with its message
         _set(run_id, status="failed", message=f"failed: {e}", error=f"{type(e).__name__}: {e}",
              traceback=traceback.format_exc(limit=8), finished=time.time())
@@ -503,8 +625,10 @@ def recover_interrupted() -> int:
     """Mark runs that a previous process left queued or running as interrupted; returns how many."""
     n = 0
     for rec in store.all_records("runs"):
-        if rec["status"] in ACTIVE and rec.get("owner") != OWNER:
-            _set(rec["id"], status="interrupted", message="interrupted: the app stopped while this run ran")
+        if rec["status"] in ACTIVE and not owner_alive(rec.get("owner")):
+            resumable = rec["kind"] == "train" and (run_dir(rec["id"]) / RESUME_FILE).is_file()
+            _set(rec["id"], status="interrupted", message="interrupted: the process running it stopped"
+                 + ("; resume it from its last finished epoch" if resumable else ""))
             n += 1
     return n
 
@@ -521,9 +645,11 @@ def _split_info(dataset: str, split: str, *, minimum: int = 1) -> datasets.Datas
     return info
 
 
-def _model_input(name: str) -> dict:
-    model = registry.get_model(name)
-    return {"name": name, "sha256": registry.file_version(model.path)}
+def _model_input(ref: str) -> dict:
+    path = registry.model_path(ref)
+    if not path.is_file():
+        raise ValueError(f"{ref}: no such model file")
+    return {"name": ref, "sha256": registry.file_version(path)}
 
 
 def _dataset_input(info: datasets.DatasetInfo) -> dict:

@@ -204,7 +204,8 @@ def novelty_detector(path: str):
     return _novelty_detector(path, os.path.getmtime(path))
 
 
-@st.cache_resource
-def recover_runs_once() -> int:
-    """Runs a previous app process left running become 'interrupted' (once per process)."""
+@st.cache_resource(ttl=10)
+def recover_runs() -> int:
+    """Runs whose process is gone (a previous app, a killed CLI training) become 'interrupted'; at most every
+    10 s, on any page's run. Runs of live processes, this app's or a CLI's, are left alone."""
     return runs.recover_interrupted()

@@ -101,6 +101,15 @@ def training_jobs() -> None:
                 c2.plotly_chart(curve_chart(acc, "accuracy"), key=f"acc-{version}")
             if job["status"] in runs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
                 runs.cancel(job["id"])
+            if runs.resumable(job):
+                done = len(job.get("history") or [])
+                if st.button(f"Resume from epoch {done}" if done else "Resume", key=f"resume-{job['id']}",
+                             help="Go on after the last finished epoch, with the same settings and random streams: "
+                                  "the result is the one an uninterrupted run would have given."):
+                    try:
+                        runs.resume(job["id"])
+                    except ValueError as e:
+                        st.error(str(e))
             if job["status"] == "done" and job.get("result"):
                 r = job["result"]
                 st.success(f"Model **{r['model']}** saved: best val acc {r['best_val_acc']:.2%} "

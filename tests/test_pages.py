@@ -320,8 +320,8 @@ def test_evaluate_compares_two_reports_per_class():
 
 def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
     from core import store
-    from pages._ui import recover_runs_once
-    recover_runs_once.clear()
+    from pages._ui import recover_runs
+    recover_runs.clear()
     store.insert("runs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
                           "progress": 0.5, "message": "epoch 3", "created": 1.0, "owner": "dead-process",
                           "history": []})
@@ -549,3 +549,49 @@ def test_explore_all_classes_starts_at_class_zero():
     at.selectbox(key="dataset").set_value("Sample48").run()
     captions = [b.label for b in at.button if b.key and b.key.startswith("explore_thumb-")]
     assert captions[0].startswith("0 \u00b7") and len(captions[0]) <= 12
+
+
+def _cancelled_training(name: str, epochs: int = 8) -> str:
+    """A training run stopped (cancelled) after at least one finished epoch: resumable."""
+    from core import training
+    cfg = training.TrainConfig(mode="scratch", epochs=epochs, batch_size=64, augment=False, seed=0,
+                               max_train_images=128)
+    run_id = runs.start("train", runs.TrainRun(cfg, dataset="Sample48", name=name))
+    deadline = time.monotonic() + 120
+    while not (runs.run_dir(run_id) / runs.RESUME_FILE).is_file():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runs.cancel(run_id)
+    assert runs.wait(run_id, timeout=60)["status"] == "cancelled"
+    return run_id
+
+
+def test_improve_resumes_a_stopped_training_from_its_last_epoch():
+    run_id = _cancelled_training("resumed-model")
+    assert "resumed-model" not in [m.name for m in registry.list_models()]  # no partial model
+    at = open_page("pages/improve.py")
+    button = at.button(key=f"resume-{run_id}")
+    assert button.label.startswith("Resume")
+    button.click().run()
+    assert not at.exception, at.exception
+    rec = runs.wait(run_id, timeout=180)
+    assert rec["status"] == "done" and rec["resumed"] == 1, rec.get("error")
+    assert [h["epoch"] for h in rec["history"]] == list(range(1, 9))
+    assert "resumed-model" in [m.name for m in registry.list_models()]
+    assert not (runs.run_dir(run_id) / runs.RESUME_FILE).exists()  # served its purpose
+    at.run()
+    assert not [b for b in at.button if b.key == f"resume-{run_id}"]
+
+
+def test_resume_refuses_what_cannot_be_resumed():
+    _register_small_model("m")
+    ev = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m", dataset="Sample48", split="val")), timeout=120)
+    with pytest.raises(ValueError, match="only training runs can be resumed"):
+        runs.resume(ev["id"])
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        runs.resume("nope")
+    run_id = _cancelled_training("again", epochs=8)
+    (runs.run_dir(run_id) / runs.RESUME_FILE).unlink()
+    with pytest.raises(ValueError, match="nothing to resume"):
+        runs.resume(run_id)
+    assert runs.get(run_id)["status"] == "cancelled"  # unchanged
