@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from core import (augment, builds, config, curation, datasets, evaluation, models, novelty, prediction, registry,
+from core import (augment, builds, config, curation, datasets, distributed, evaluation, models, novelty, prediction, registry,
                   runs, training, workspaces)
 from core.images import load_image
 from core.progress import is_batch_point
@@ -189,16 +189,41 @@ def _train(args: argparse.Namespace) -> int:
         if entry is not None or not args.quiet:
             print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
 
+    place = distributed.init(args.device)  # joins the job when started by torchrun; alone otherwise
+    try:
+        if place.active and args.resume_run:
+            raise ValueError("--resume-run continues a run in one process; start it without torchrun")
+        if not place.main:
+            return _train_worker(args)
+        return _train_main(args, progress)
+    finally:
+        distributed.shutdown()
+
+
+def _train_config(args: argparse.Namespace) -> runs.TrainRun:
+    if not args.dataset:
+        raise ValueError("give --dataset NAME (or --resume-run RUN_ID to continue an interrupted training)")
+    cfg = training.TrainConfig.from_json({f.name: getattr(args, f.name) for f in dataclasses.fields(training.TrainConfig)})
+    return runs.TrainRun(cfg, dataset=args.dataset, name=args.name, base=args.base, out=args.out)
+
+
+def _train_worker(args: argparse.Namespace) -> int:
+    """A torchrun rank other than 0: the same checks and training, nothing written (rank 0 keeps the records)."""
+    run = _train_config(args)
+    run.check()
+    parent = models.load_checkpoint(registry.model_path(run.base)) if run.base else None
+    teachers = [models.load_checkpoint(registry.model_path(t)) for t in run.train.teachers]
+    training.train(run.train, datasets.get_dataset(run.dataset), parent=parent, teachers=teachers,
+                   parent_name=Path(run.base).stem if run.base else None)
+    return 0
+
+
+def _train_main(args: argparse.Namespace, progress) -> int:
     if args.resume_run:
         runs.recover_interrupted()
         run_id = runs.resume(args.resume_run, foreground=True, echo=progress)
     else:
-        if not args.dataset:
-            raise ValueError("give --dataset NAME (or --resume-run RUN_ID to continue an interrupted training)")
-        cfg = training.TrainConfig.from_json({f.name: getattr(args, f.name)
-                                              for f in dataclasses.fields(training.TrainConfig)})
-        run_id = runs.start("train", runs.TrainRun(cfg, dataset=args.dataset, name=args.name, base=args.base,
-                                                   out=args.out), foreground=True, echo=progress)
+        run_id = runs.start("train", _train_config(args), foreground=True, echo=progress)
     rec = runs.get(run_id)
     if rec["status"] != "done":
         raise ValueError(f"training run {run_id} {rec['status']}: {rec.get('error') or rec.get('message')}")

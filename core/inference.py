@@ -10,9 +10,15 @@ from core.progress import ProgressFn, StopFn, check
 EVAL_BATCH = 128  # measured fastest on 2 cores with channels_last (bench/bench_eval.py)
 
 
-def _batches(images, batch_size: int):
+def _batches(images, batch_size: int, device: torch.device = torch.device("cpu")):
     for start in range(0, len(images), batch_size):
-        yield start, preprocess(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
+        yield start, preprocess(images[start:start + batch_size]).contiguous(
+            memory_format=torch.channels_last).to(device)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (a model trained on a GPU is validated there)."""
+    return next(model.parameters()).device
 
 
 def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH,
@@ -24,9 +30,9 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray],
     model.to(memory_format=torch.channels_last)
     out = np.zeros((len(images), model.num_classes), np.float32)
     with torch.inference_mode():
-        for start, x in _batches(images, batch_size):
+        for start, x in _batches(images, batch_size, _device(model)):
             check(should_stop)
-            out[start:start + len(x)] = torch.softmax(model(x), dim=1).numpy()
+            out[start:start + len(x)] = torch.softmax(model(x), dim=1).cpu().numpy()
             if progress is not None:
                 done = start + len(x)
                 progress(min(1.0, done / max(len(images), 1)), f"predicting: {done:,}/{len(images):,} images")
@@ -38,5 +44,5 @@ def embed(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batc
     model.eval()
     model.to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        feats = [model.embed(x).numpy() for _, x in _batches(images, batch_size)]
+        feats = [model.embed(x).cpu().numpy() for _, x in _batches(images, batch_size, _device(model))]
     return np.concatenate(feats) if feats else np.zeros((0, 300), np.float32)

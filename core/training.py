@@ -27,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import distributed
 from core.augment import build_pipeline, pipeline_state, restore_pipeline_state
+from core.distributed import DEVICES, Place
 from core.datasets import DatasetInfo, SplitArrays, load_split
 from core.images import preprocess
 from core.inference import predict_proba
@@ -88,6 +90,8 @@ class TrainConfig:
     distill_weight: float = _opt(1.0, "weight of the distillation term against the teachers' committee")
     distill_temperature: float = _opt(2.0, "softening temperature of the teachers' probabilities")
     max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
+    device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
+                       choices=DEVICES)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -100,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"learning rate must lie in (0, 1), got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; valid devices: {', '.join(DEVICES)}")
         if not 0 < self.new_class_lr < 1:
             raise ValueError(f"new_class_lr must lie in (0, 1), got {self.new_class_lr}")
         if self.distill_weight < 0 or self.lwf_weight < 0:
@@ -165,6 +171,16 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def _rank_batch(batch_size: int, place: Place) -> int:
+    """Images a batch on one rank: the global batch shared out over the ranks."""
+    return max(1, batch_size // place.world)
+
+
+def _steps_per_epoch(n_images: int, batch_size: int, place: Place) -> int:
+    """Optimizer steps one epoch makes on each rank (as many on all; see :func:`distributed.shard`)."""
+    return math.ceil(math.ceil(n_images / place.world) / _rank_batch(batch_size, place))
+
+
 def _to_index(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     lookup = {c: i for i, c in enumerate(class_ids)}
     return np.asarray([lookup[int(c)] for c in labels], np.int64)
@@ -174,9 +190,11 @@ class _BatchFeeder:
     """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, *, batch_size: int, rng: np.random.Generator,
-                 pipeline=None):
-        self.order = rng.permutation(len(targets))
-        self.images, self.targets, self.bs, self.pipeline = images, targets, batch_size, pipeline
+                 pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu")):
+        # Every rank draws the same permutation (same seed) and takes its shard of it, with its share of the batch.
+        self.order = distributed.shard(rng.permutation(len(targets)), place)
+        self.images, self.targets, self.pipeline, self.device = images, targets, pipeline, device
+        self.bs = _rank_batch(batch_size, place)
         self.q: queue.Queue = queue.Queue(maxsize=6)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._produce, daemon=True)
@@ -207,6 +225,8 @@ class _BatchFeeder:
                 return
             if isinstance(item, BaseException):
                 raise item
+            if self.device.type != "cpu":
+                item = tuple(t.to(self.device, non_blocking=True) for t in item)
             yield item
 
     def close(self) -> None:
@@ -237,14 +257,16 @@ class Distillation:
 
 def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
                     grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
-                    on_batch: Callable[[int, int, float, float], None] | None = None) -> tuple[float, float]:
+                    on_batch: Callable[[int, int, float, float], None] | None = None,
+                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
     """One pass over ``feeder``; returns (mean loss, train accuracy).
 
     ``on_batch(i, n, loss, acc)`` is called after batch ``i`` of ``n`` with that batch's loss and accuracy.
+    ``forward`` is the model as wrapped for distributed training (its gradients are averaged over the ranks).
     """
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(feeder):
-        logits = model(x)
+        logits = (forward or model)(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if distill is not None and distill.weight > 0:
             loss = loss + distill.loss(x, logits)
@@ -330,8 +352,10 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     progress = progress or silent
     if len(teachers or []) != len(cfg.teachers):
         raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    place = distributed.current()
+    device = distributed.resolve_device(cfg.device, place)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    rng = np.random.default_rng(cfg.seed)  # the same epoch permutations on every rank (each takes its shard)
     t_start = time.perf_counter()
     progress(0.0, "loading data")
     train_split, val_split = load_split(dataset, "train"), load_split(dataset, "val")
@@ -345,12 +369,16 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     if data.missing:  # training goes on (they are still predicted), but such classes are likely to be forgotten
         progress(0.0, f"warning: no train images for classes {data.missing}; the model may forget them")
     phase1 = _phase1_indices(cfg, data.train_y, n_old, rng) if cfg.mode == "incremental" else None
-    loop = _Loop(cfg, model.to(memory_format=torch.channels_last), data, distill, rng, progress,
-                 should_stop or never, plan_phases(cfg, phase1_images=len(phase1) if phase1 is not None else 0))
+    if place.active:  # dropout and augmentation differ per rank, as they would batch to batch
+        torch.manual_seed(cfg.seed + 1000 * place.rank)
+    loop = _Loop(cfg, model.to(device=device, memory_format=torch.channels_last), data, distill, rng, progress,
+                 should_stop or never, plan_phases(cfg, phase1_images=len(phase1) if phase1 is not None else 0),
+                 place=place, device=device)
     if on_epoch is not None:
         identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
+    loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
     seconds = time.perf_counter() - t_start
     architecture = parent["architecture"] if parent else cfg.architecture
     ckpt = make_checkpoint(
@@ -369,10 +397,15 @@ class _Loop:
     """Runs the planned phases epoch by epoch; keeps the history and the best weights."""
 
     def __init__(self, cfg: TrainConfig, model: TrafficSignNet, data: _Data, distill: Distillation | None,
-                 rng: np.random.Generator, progress: ProgressFn, should_stop: StopFn, phases: list[Phase]):
+                 rng: np.random.Generator, progress: ProgressFn, should_stop: StopFn, phases: list[Phase], *,
+                 place: Place = Place(), device: torch.device = torch.device("cpu")):
         self.cfg, self.model, self.data, self.distill, self.rng = cfg, model, data, distill, rng
         self.progress, self.should_stop, self.phases = progress, should_stop, phases
-        self.pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed) if cfg.augment else None
+        self.place, self.device = place, device
+        if distill is not None:
+            distill.teacher.to(device)
+        aug_seed = cfg.seed + 7919 * place.rank  # each rank augments its shard its own way
+        self.pipeline = build_pipeline(p=cfg.augment_p, seed=aug_seed) if cfg.augment else None
         self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
         self.total_epochs = sum(p.epochs for p in phases)
         self.history: list[dict] = []
@@ -400,16 +433,20 @@ class _Loop:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
         n_images = min(len(y), self.cfg.max_train_images or len(y))
-        steps = phase.epochs * math.ceil(n_images / phase.batch_size)
+        steps = phase.epochs * _steps_per_epoch(n_images, phase.batch_size, self.place)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=phase.lr, total_steps=max(steps, 1),
                                                         pct_start=phase.warmup)
         if saved is not None and done > 0:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["lr_scheduler"])
-        grad_mask = self._new_rows_mask() if phase.new_rows_only else None
+        grad_mask = self._new_rows_mask().to(self.device) if phase.new_rows_only else None
+        # Wrapped after the phase chose its trainable parameters: DDP averages the gradients of those only.
+        forward = (torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.place.active else None)
         for e in range(done, phase.epochs):
             check(self.should_stop, "training cancelled")
-            self._epoch(phase, x, y, optimizer, scheduler, grad_mask)
+            self._epoch(phase, x, y, optimizer, scheduler, grad_mask, forward)
             if self.on_epoch is not None:
                 self.on_epoch(self._state(k, e + 1, optimizer, scheduler))
 
@@ -443,12 +480,14 @@ class _Loop:
         mask[self.data.n_old:] = 1.0
         return mask
 
-    def _epoch(self, phase: Phase, x: np.ndarray, y: np.ndarray, optimizer, scheduler, grad_mask) -> None:
+    def _epoch(self, phase: Phase, x: np.ndarray, y: np.ndarray, optimizer, scheduler, grad_mask,
+               forward=None) -> None:
         t0 = time.perf_counter()
         sel = np.arange(len(y))
         if self.cfg.max_train_images and len(sel) > self.cfg.max_train_images:
             sel = np.sort(self.rng.choice(sel, self.cfg.max_train_images, replace=False))
-        feeder = _BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline)
+        feeder = _BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
+                              place=self.place, device=self.device)
         epoch = self.epochs_done + 1
 
         window: list[tuple[float, float]] = []
@@ -470,9 +509,14 @@ class _Loop:
         try:
             loss, train_acc = train_one_epoch(
                 self.model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=self.cfg.label_smoothing,
-                grad_mask=grad_mask, distill=self.distill if phase.distil else None, on_batch=on_batch)
+                grad_mask=grad_mask, distill=self.distill if phase.distil else None, on_batch=on_batch,
+                forward=forward)
         finally:
             feeder.close()
+        if self.place.active:  # the history records the epoch over every rank's shard
+            n = len(feeder.order)
+            loss_sum, correct, seen = distributed.sum_over_ranks([loss * n, train_acc * n, n], self.place)
+            loss, train_acc = loss_sum / seen, correct / seen
         entry, val_acc = self._validate(epoch, phase, loss, train_acc, optimizer, len(feeder), t0)
         self.history.append(entry)
         self.epochs_done = epoch
