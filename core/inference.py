@@ -18,7 +18,8 @@ def _batches(images, batch_size: int, device: torch.device = torch.device("cpu")
 
 def _device(model: torch.nn.Module) -> torch.device:
     """Where the model's weights are (a model trained on a GPU is validated there)."""
-    return next(model.parameters()).device
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH,
