@@ -1,0 +1,141 @@
+"""Load: six evaluations and a training started from the app, while a CLI process trains and imports into a
+workspace, all on one store. Everything finishes, at most five evaluations run at once, nothing is lost, and the
+pages keep rendering in under 2 s (timed in the browser while the work runs)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from conftest import smooth_images
+
+pytestmark = pytest.mark.browser
+PROJECT = Path(__file__).resolve().parent.parent
+RENDER_LIMIT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("load-data")
+    os.environ["TSW_DATA_ROOT"] = str(root)
+    import torch
+    from core import models, registry, workspaces
+    from core.datasets import SplitToWrite, write_dataset
+    n = 2000  # a few seconds an evaluation, so six of them overlap
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    write_dataset("Big", {"test": SplitToWrite(list(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)), labels,
+                                               [f"t{i:05d}.png" for i in range(n)], ["synthetic"] * n, [""] * n,
+                                               np.full((n, 2), 32))},
+                  classes={i: f"class {i}" for i in range(10)}, source="synthetic", recipe="load test")
+    torch.manual_seed(0)
+    registry.register("ten", models.make_checkpoint(
+        models.build_model("published", 10), architecture="published", class_ids=list(range(10)),
+        class_names=[f"class {i}" for i in range(10)], dataset="Big", dataset_fingerprint="x", parent=None,
+        mode="scratch", epochs=1, history=[], metrics={}, config={}))
+    workspaces.derive("Sample48", "Main")
+    with streamlit_server(root) as url:
+        yield url, root
+
+
+def _timed_visit(page, label: str, heading: str) -> float:
+    """Seconds from a click on the sidebar link to the page's script having finished."""
+    t0 = time.perf_counter()
+    page.get_by_test_id("stSidebar").get_by_role("link", name=label).click()
+    page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
+    wait_for_app(page)
+    return time.perf_counter() - t0 - 0.3  # wait_for_app's settling pause
+
+
+def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_path, monkeypatch):
+    url, root = app
+    monkeypatch.setenv("TSW_DATA_ROOT", str(root))
+    from core import datasets, registry, reports, runs, workspaces
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(url + "/evaluate")
+    page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
+    wait_for_app(page)
+    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("ten")))
+    choose(page, "Dataset", "Big")
+
+    # Watch the store from outside the app: never more than five evaluations running at once.
+    most, stop = [0], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            most[0] = max(most[0], len(runs.list_runs("evaluate", statuses=("running",))))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    for _ in range(6):
+        page.get_by_role("button", name="Run evaluation").click()
+        page.get_by_text(re.compile("Started evaluate-")).first.wait_for(timeout=30_000)
+        wait_for_app(page)
+
+    # A training from the app, and a CLI training plus a CLI import into a workspace, all at once.
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Improve model").click()
+    page.get_by_role("heading", name="Improve model").wait_for(timeout=30_000)
+    wait_for_app(page)
+    page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click()
+    wait_for_app(page)
+    choose(page, "Dataset", "Sample48 (embedded sample)")
+    page.get_by_label("New model name").fill("from-app")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("6")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    from core.images import encode_png
+    for k, im in enumerate(smooth_images(20, 40, seed=9)):
+        (folder / f"cli{k:02d}.png").write_bytes(encode_png(im))
+    env = dict(os.environ, TSW_DATA_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
+    cli_train = subprocess.Popen([sys.executable, "-m", "core", "train", "--dataset", "Sample48", "--mode", "scratch",
+                                  "--epochs", "3", "--name", "from-cli", "--quiet"], cwd=PROJECT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli_import = subprocess.Popen([sys.executable, "-m", "core", "images", "add", "--dataset", "Main", "--class", "14",
+                                   "--to", "test", "--json", str(folder)], cwd=PROJECT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # While all that runs: page renders, timed.
+    renders = []
+    for label, heading in [("Home", "Traffic-sign model workbench"), ("Explore dataset", "Explore dataset"),
+                           ("Evaluate models", "Evaluate models"), ("Make prediction", "Make prediction"),
+                           ("Improve model", "Improve model")]:
+        busy = runs.list_runs(statuses=runs.ACTIVE)
+        renders.append((label, _timed_visit(page, label, heading), len(busy)))
+    page.screenshot(path=str(SHOTS / "load_improve.png"), full_page=True)
+
+    assert cli_import.wait(300) == 0, cli_import.stderr[-2000:]
+    assert cli_train.wait(300) == 0, cli_train.stderr[-2000:]
+    deadline = time.monotonic() + 400
+    while runs.list_runs(statuses=runs.ACTIVE) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stop.set()
+    watcher.join(2)
+    print("renders (page, seconds, active runs):", renders, "most evaluations at once:", most[0])
+
+    evals = runs.list_runs("evaluate")
+    assert len(evals) == 6 and all(r["status"] == "done" for r in evals), [r["status"] for r in evals]
+    assert 1 <= most[0] <= 5                                        # the queue limit held
+    assert len(reports.list_reports()) == 6                          # nothing lost
+    trains = runs.list_runs("train")
+    assert sorted(r["config"]["name"] for r in trains) == ["from-app", "from-cli"]
+    assert all(r["status"] == "done" for r in trains)
+    assert {"from-app", "from-cli"} <= {m.name for m in registry.list_models()}
+    assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 20
+    assert any(n > 0 for _, _, n in renders), "the renders were not timed under load"
+    slow = [(label, round(s, 2)) for label, s, _ in renders if s > RENDER_LIMIT_S]
+    assert not slow, f"pages over {RENDER_LIMIT_S} s under load: {slow} (all: {renders})"
+    (SHOTS / "load_renders.json").write_text(json.dumps({"renders": renders, "most_evaluations": most[0]}))
+    page.close()
