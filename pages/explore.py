@@ -62,12 +62,18 @@ with tab_browse:
     nav[2].markdown(f"Page **{result.page} / {result.pages}** \u00b7 {result.total:,} images \u00b7 "
                     "click a caption to open the image")
 
+    # Like a file explorer, the grid stays as it is until the next page arrives, instead of Streamlit's greying of
+    # everything on the page while it reruns (elements it marks data-stale).
+    st.html("<style>.st-key-explore_grid [data-stale='true'] {opacity: 1 !important; transition: none !important}"
+            "</style>")
+    grid = st.container(key="explore_grid")
     if not result.rows:
-        st.info("No images in this selection.")
+        grid.info("No images in this selection.")
     else:
-        clicked = thumbnail_grid([str(p) for p in result.paths],
-                                 [f"{r['class_id']} \u00b7 {p.stem[-8:]}" for r, p in zip(result.rows, result.paths)],
-                                 key="explore_thumb", columns=COLUMNS)
+        with grid:
+            clicked = thumbnail_grid([str(p) for p in result.paths],
+                                     [f"{r['class_id']} \u00b7 {p.stem[-8:]}"
+                                      for r, p in zip(result.rows, result.paths)], key="explore_thumb", columns=COLUMNS)
         if clicked is not None:
             image_dialog(result.rows[clicked])
 
