@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 import torch
 
-from core import builds, config, curation, datasets, embedding, explain, registry, reports, store, training, uploads, workspaces
+from core import (builds, config, curation, data_issues, datasets, embedding, explain, novelty, registry, reports,
+                  store, training, uploads, workspaces)
 from core.evaluation import evaluate_checkpoint
 from core.models import load_checkpoint, model_from_checkpoint, save_checkpoint
 from core.progress import Cancelled, ProgressFn, is_batch_point, sub_range
@@ -287,6 +288,59 @@ class EmbedRun:
         return f"map {self.model} on {self.dataset}/{self.split}"
 
 
+@dataclass(frozen=True)
+class IssuesRun:
+    """Data issues of a dataset split as the model sees it (mislabelled, leakage, outliers), kept in the run folder."""
+    model: str
+    dataset: str
+    split: str = "train"
+
+    def check(self) -> dict:
+        info = _split_info(self.dataset, self.split)
+        return {"model": _model_input(self.model), "dataset": _dataset_input(info)}
+
+    def title(self) -> str:
+        return f"data issues of {self.dataset}/{self.split} ({self.model})"
+
+
+#: Where an issues run keeps its ranked lists (they name files, so they belong to that dataset version).
+ISSUES_FILE = "issues.json"
+
+
+def _run_issues(ctx: RunContext, cfg: IssuesRun) -> dict:
+    path = registry.get_model(cfg.model).path
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    ctx.progress(0.02, "calibrating the novelty check")
+    try:
+        detector = novelty.load_or_fit(path, model, ckpt, should_stop=ctx.should_stop)
+    except ValueError:  # the model's training data is gone: no outlier ranking, the other lists still come
+        detector = None
+    found = data_issues.find_issues(model, ckpt, datasets.get_dataset(cfg.dataset), split=cfg.split,
+                                    detector=detector, progress=sub_range(ctx.progress, 0.1, 0.98),
+                                    should_stop=ctx.should_stop)
+    atomic_write_json(run_dir(ctx.run_id) / ISSUES_FILE, asdict(found))
+    return {"file": ISSUES_FILE, **{k: len(v) for k, v in asdict(found).items()}}
+
+
+def latest_issues(model: str, dataset: str, split: str) -> dict | None:
+    """The newest finished issues run for this model, dataset split and the dataset's current version."""
+    version = datasets.get_dataset(dataset).fingerprint
+    for rec in list_runs("issues", statuses=("done",)):
+        if rec["config"] == {"model": model, "dataset": dataset, "split": split} \
+                and rec["inputs"]["dataset"]["version"] == version:
+            return rec
+    return None
+
+
+def load_issues(run_id: str) -> data_issues.DataIssues:
+    """The ranked lists an issues run found."""
+    try:
+        return data_issues.DataIssues(**json.loads((run_dir(run_id) / ISSUES_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"run {run_id} has no readable data issues ({e})") from None
+
+
 def _run_embed(ctx: RunContext, cfg: EmbedRun) -> dict:
     key = cfg.key()
     path = embedding.map_path(key)
@@ -412,6 +466,7 @@ KINDS: dict[str, RunKind] = {
     "build": RunKind(BuildRun, _run_build),
     "import": RunKind(ImportRun, _run_import),
     "embed": RunKind(EmbedRun, _run_embed, limit=2),
+    "issues": RunKind(IssuesRun, _run_issues, limit=2),
 }
 
 

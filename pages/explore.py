@@ -5,10 +5,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core import browse, data_issues, datasets
+from core import browse, runs
 from core.datasets import SPLITS
-from pages._ui import (cached_index, ensure_router, load_model, novelty_detector, pick_dataset, pick_model,
-                       thumbnail_grid)
+from pages._ui import cached_index, ensure_router, pick_dataset, pick_model, run_status, thumbnail_grid
 
 COLUMNS = 8
 ISSUE_COLUMNS = 6
@@ -88,13 +87,6 @@ with tab_browse:
     st.plotly_chart(fig, width="stretch")
 
 
-@st.cache_data(show_spinner="Looking for data issues (the model's view of every image)...", max_entries=4)
-def cached_issues(model_path: str, dataset: str, version: str, split: str) -> data_issues.DataIssues:
-    ckpt, model = load_model(model_path)
-    detector, _ = novelty_detector(model_path)
-    return data_issues.find_issues(model, ckpt, datasets.get_dataset(dataset), split=split, detector=detector)
-
-
 def issue_grid(rows: list[dict], empty: str) -> None:
     if not rows:
         st.success(empty)
@@ -106,18 +98,42 @@ def issue_grid(rows: list[dict], empty: str) -> None:
             st.caption(r["reason"])
 
 
+@st.fragment(run_every=1.0)
+def issues_progress(run_id: str) -> None:
+    run = runs.get(run_id)
+    if run is not None and run["status"] in runs.ACTIVE:
+        run_status(run)
+    elif run is not None:
+        st.rerun()  # finished (or failed): the whole tab shows the result
+
+
 with tab_issues:
     st.caption("Ranked lists, worst first: images whose label the model doubts (self-confidence), val/test "
-               "images that look like a train image (leakage), and outliers (novelty).")
+               "images that look like a train image (leakage), and outliers (novelty). Found as a run: leave the "
+               "page and come back, the result waits here.")
     c1, c2 = st.columns([3, 1])
     with c1:
         model = pick_model(key="issues_model")
     issue_split = c2.selectbox("Split", SPLITS, key="issues_split")
-    if model is not None and st.button("Find data issues", key="issues_go"):
-        st.session_state.issues_for = (str(model.path), info.name, info.fingerprint, issue_split)
-    if st.session_state.get("issues_for") == (str(model.path) if model else None, info.name, info.fingerprint,
-                                              issue_split):
-        found = cached_issues(*st.session_state.issues_for)
+    if model is None:
+        st.stop()
+    running = [r for r in runs.list_runs("issues", statuses=runs.ACTIVE)
+               if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}]
+    latest = runs.latest_issues(model.name, info.name, issue_split)
+    if running:
+        issues_progress(running[0]["id"])
+    elif st.button("Find data issues" if latest is None else "Look again", key="issues_go"):
+        try:
+            runs.start("issues", runs.IssuesRun(model=model.name, dataset=info.name, split=issue_split))
+            st.rerun()
+        except ValueError as e:
+            st.error(str(e))
+    failed = next((r for r in runs.list_runs("issues", statuses=("failed",))
+                   if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}), None)
+    if failed and (latest is None or failed["created"] > latest["created"]):
+        st.error(failed["error"])
+    if latest is not None:
+        found = runs.load_issues(latest["id"])
         t1, t2, t3 = st.tabs([f"Likely mislabelled ({len(found.mislabelled)})", f"Leakage ({len(found.leaks)})",
                               f"Outliers ({len(found.outliers)})"])
         with t1:
@@ -125,4 +141,5 @@ with tab_issues:
         with t2:
             issue_grid(found.leaks, "No val or test image looks like a train image.")
         with t3:
-            issue_grid(found.outliers, "No novelty check for this model, so no outlier ranking.")
+            issue_grid(found.outliers, "No novelty check for this model (its training data is missing), so no "
+                                       "outlier ranking.")

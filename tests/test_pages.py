@@ -501,11 +501,16 @@ def test_explore_data_issues_tab_ranks_planted_issues():
     at.selectbox(key="issues_split").set_value("test")
     at.button(key="issues_go").click().run()
     assert not at.exception, at.exception
+    (run,) = runs.list_runs("issues")  # found as a run, not in the page's script
+    assert runs.wait(run["id"], timeout=120)["status"] == "done"
+    at.run()
+    assert not at.exception, at.exception
     labels = [t.label for t in at.tabs]
     assert "Data issues" in labels and any(l.startswith("Likely mislabelled (") for l in labels)
     assert any(l.startswith("Leakage (") and l != "Leakage (0)" for l in labels)
     captions = " ".join(c.value for c in at.caption)
     assert "predicts 14: Stop" in captions and "looks like train image" in captions
+    assert at.button(key="issues_go").label == "Look again"  # the result stays for this dataset version
 
 
 def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
