@@ -241,7 +241,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.dataset:
             raise ValueError("give --dataset NAME (with --split) or --npz FILE")
-        split = datasets.load_split(args.dataset, args.split)
+        split = datasets.load_split(args.dataset, args.split,
+                                    classes=ckpt["class_ids"] if args.classes == "model" else None)
         images, labels, files = split.images, split.labels, split.files
     summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=files)
     if args.record:
@@ -343,6 +344,9 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
     e.add_argument("--dataset")
     e.add_argument("--split", default="test", choices=datasets.SPLITS)
     e.add_argument("--npz", help="npz file with images (N,H,W,3) uint8 and labels (N,)")
+    e.add_argument("--classes", choices=("all", "model"), default="all",
+                   help="all: every image of the split, those of classes the model lacks count as errors (default); "
+                        "model: only the images of the model's classes (as the app's default)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--record", action="store_true", help="store accuracy and macro F1 in the checkpoint's metrics")
     e.set_defaults(func=_evaluate)
