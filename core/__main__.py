@@ -214,7 +214,7 @@ def _train_worker(args: argparse.Namespace) -> int:
     parent = models.load_checkpoint(registry.model_path(run.base)) if run.base else None
     teachers = [models.load_checkpoint(registry.model_path(t)) for t in run.train.teachers]
     training.train(run.train, datasets.get_dataset(run.dataset), parent=parent, teachers=teachers,
-                   parent_name=Path(run.base).stem if run.base else None)
+                   parent_name=registry.model_label(run.base) if run.base else None)
     return 0
 
 

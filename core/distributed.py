@@ -62,7 +62,11 @@ def resolve_device(name: str, place: Place | None = None) -> torch.device:
         raise ValueError("device cuda was asked for but no GPU is available; use --device auto or cpu")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", (place or current()).local_rank % torch.cuda.device_count())
+    local = (place or current()).local_rank
+    if local >= torch.cuda.device_count():
+        raise ValueError(f"process {local} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                         "GPUs): start at most one process per GPU (--nproc-per-node), or use --device cpu")
+    return torch.device("cuda", local)
 
 
 def init(device_name: str = "auto") -> Place:
@@ -88,8 +92,7 @@ def shard(order: np.ndarray, place: Place) -> np.ndarray:
     keep the processes in step, as torch's DistributedSampler does)."""
     if not place.active:
         return order
-    pad = (-len(order)) % place.world
-    full = np.concatenate([order, order[:pad]]) if pad else order
+    full = np.resize(order, -(-len(order) // place.world) * place.world)  # wraps round as often as needed
     return full[place.rank::place.world]
 
 

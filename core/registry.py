@@ -114,6 +114,12 @@ def model_path(ref: str) -> Path:
     return path if path.suffix == ".pt" or path.is_file() else get_model(ref).path
 
 
+def model_label(ref: str) -> str:
+    """How a model given as a registry name or a checkpoint path is named in records: the name, or the file's stem."""
+    path = Path(ref)
+    return path.stem if path.suffix == ".pt" or path.is_file() else ref
+
+
 def lineage(name: str, models: list[ModelInfo] | None = None) -> list[ModelInfo]:
     """The model and its ancestors, newest first (stops at an unknown parent or a loop). Pass ``models`` (from
     :func:`list_models`) when tracing many models, so the registry is read once."""

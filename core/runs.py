@@ -79,7 +79,9 @@ def owner_alive(owner: str | None) -> bool:
     now = _start_time(int(pid))
     if now or start:
         return now == start
-    try:  # no /proc (macOS, Windows): the pid alone
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there; without /proc, say alive
+        return True
+    try:  # no /proc (macOS): the pid alone
         os.kill(int(pid), 0)
         return True
     except (OSError, ValueError):
@@ -386,7 +388,7 @@ def _run_train(ctx: RunContext, cfg: TrainRun) -> dict:
     parent = load_checkpoint(registry.model_path(cfg.base)) if cfg.base else None
     teachers = [load_checkpoint(registry.model_path(t)) for t in cfg.train.teachers]
     state_file = run_dir(ctx.run_id) / RESUME_FILE
-    result = training.train(cfg.train, info, parent=parent, parent_name=Path(cfg.base).stem if cfg.base else None,
+    result = training.train(cfg.train, info, parent=parent, parent_name=registry.model_label(cfg.base) if cfg.base else None,
                             teachers=teachers, progress=ctx.progress, should_stop=ctx.should_stop,
                             resume=load_training_state(state_file) if ctx.resuming else None,
                             on_epoch=lambda state: save_training_state(state_file, state))
@@ -401,10 +403,21 @@ def _run_train(ctx: RunContext, cfg: TrainRun) -> dict:
 
 
 def save_training_state(path: Path, state: dict) -> None:
-    """Write a resumable training state atomically (a crash mid-write leaves the previous epoch's)."""
+    """Write a resumable training state atomically (a crash mid-write leaves the previous epoch's), and a small
+    summary beside it for pages (``resume.json``: the epochs it holds)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+    atomic_write_json(path.with_suffix(".json"), {"epochs_done": int(state["epochs_done"]),
+                                                  "total_epochs": int(state["config"]["epochs"])})
+
+
+def saved_epochs(run_id: str) -> int:
+    """Epochs a stopped training's resumable state holds (0 when it has none)."""
+    try:
+        return int(json.loads((run_dir(run_id) / RESUME_FILE).with_suffix(".json").read_text())["epochs_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def load_training_state(path: Path) -> dict:
@@ -556,11 +569,20 @@ def resume(run_id: str, *, foreground: bool = False, echo: ProgressFn | None = N
     if rec["status"] in ACTIVE and owner_alive(rec.get("owner")):
         raise ValueError(f"{run_id} is still {rec['status']} in process {rec.get('owner')}")
     cfg = config_from_json("train", rec["config"])
-    cfg.check()
+    inputs = cfg.check()
+    changed = [k for k in ("base", "teachers") if inputs.get(k) != rec["inputs"].get(k)]
+    if changed:
+        raise ValueError(f"the {' and '.join(changed)} model file(s) changed since this training started; start a "
+                         "new training instead")
     state = load_training_state(run_dir(run_id) / RESUME_FILE)
-    _set(run_id, status="queued", message=f"resuming after epoch {state['epochs_done']}", history=state["history"],
-         error=None, progress=0.0, owner=OWNER, resumed=int(rec.get("resumed") or 0) + 1)
-    _launch(RunContext(run_id, resuming=True, echo=echo), "train", rec["config"],
+    training.check_resume_state(state, cfg.train, datasets.get_dataset(cfg.dataset))
+    done = int(state["epochs_done"])
+    _set(run_id, status="queued", message=f"resuming after epoch {done}", history=state["history"], error=None,
+         progress=done / cfg.train.epochs, progress_start=done / cfg.train.epochs, owner=OWNER,
+         resumed=int(rec.get("resumed") or 0) + 1)
+    ctx = RunContext(run_id, resuming=True, echo=echo)
+    ctx._points = [p for p in curve_points(run_id) if p["epoch"] <= done]  # the curve so far stays
+    _launch(ctx, "train", rec["config"],
             lambda ctx, _: _run_train(ctx, cfg), foreground)
     return run_id
 
@@ -590,7 +612,7 @@ def _work(ctx: RunContext, cfg: dict, runner, sem: threading.Semaphore) -> None:
         result = runner(ctx, cfg)
         _set(run_id, status="done", progress=1.0, message="done", result=result, finished=time.time())
     except Cancelled:
-        _set(run_id, status="cancelled", message="cancelled; nothing was saved", finished=time.time())
+        _set(run_id, status="cancelled", message="cancelled; no model or report was saved", finished=time.time())
     except KeyboardInterrupt:  # Ctrl-C in the CLI: resumable like a crash
         _set(run_id, status="interrupted", message="interrupted (Ctrl-C)", finished=time.time())
         raise
@@ -601,6 +623,11 @@ def _work(ctx: RunContext, cfg: dict, runner, sem: threading.Semaphore) -> None:
         if acquired:
             sem.release()
         _cancel_events.pop(run_id, None)
+
+
+def cancellable(run_id: str) -> bool:
+    """Whether this process runs it (a run of another process, a CLI training, stops there: Ctrl-C)."""
+    return run_id in _cancel_events
 
 
 def cancel(run_id: str) -> bool:
@@ -633,12 +660,13 @@ def time_left(rec: dict, *, now: float | None = None) -> float | None:
     and 2 s of work, so the first ticks do not promise nonsense).
     """
     started, fraction = rec.get("started"), float(rec.get("progress") or 0.0)
-    if rec.get("status") != "running" or not started or fraction < 0.02 or fraction >= 1.0:
+    first = float(rec.get("progress_start") or 0.0)  # a resumed run starts part-way
+    if rec.get("status") != "running" or not started or fraction - first < 0.02 or fraction >= 1.0:
         return None
     elapsed = (time.time() if now is None else now) - started
     if elapsed < 2.0:
         return None
-    return elapsed * (1.0 - fraction) / fraction
+    return elapsed * (1.0 - fraction) / (fraction - first)
 
 
 def curve_points(run_id: str) -> list[dict]:

@@ -375,7 +375,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                  should_stop or never, plan_phases(cfg, phase1_images=len(phase1) if phase1 is not None else 0),
                  place=place, device=device)
     if on_epoch is not None:
-        identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids}
+        identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids,
+                    "world": place.world}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
     loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
@@ -457,6 +458,7 @@ class _Loop:
                 "lr_scheduler": scheduler.state_dict(), "history": list(self.history),
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "best_weights": self._best_weights,
                 "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                        "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                         "augment": pipeline_state(self.pipeline) if self.pipeline else None,
                         "val_augment": pipeline_state(self.val_pipeline) if self.val_pipeline else None}}
 
@@ -468,6 +470,8 @@ class _Loop:
         self._best_weights = state["best_weights"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.rng.bit_generator.state = rng["numpy"]
         if self.pipeline is not None:
             restore_pipeline_state(self.pipeline, rng["augment"])
@@ -550,6 +554,10 @@ def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> N
         raise ValueError(f"resumable state lacks {', '.join(missing)}")
     if json.dumps(state["config"], sort_keys=True) != json.dumps(asdict(cfg), sort_keys=True):
         raise ValueError("the resumable state was saved by a training with other settings; resume with its own")
+    world = distributed.current().world
+    if int(state.get("world", 1)) != world:
+        raise ValueError(f"the state was saved by a training on {state.get('world', 1)} process(es), this one has "
+                         f"{world}: resume it on as many (the data shards and LR schedule depend on it)")
     if state["dataset_fingerprint"] != dataset.fingerprint:
         raise ValueError(f"dataset {dataset.name} changed since this training started (version "
                          f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")

@@ -174,9 +174,10 @@ def duration(seconds: float) -> str:
     s = int(round(seconds))
     if s < 60:
         return f"about {max(s, 1)} s"
-    if s < 3600:
-        return f"about {round(s / 60)} min"
-    return f"about {s // 3600} h {round(s % 3600 / 60)} min"
+    minutes = round(s / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model...")

@@ -48,7 +48,7 @@ def evaluation_jobs() -> None:
     anchors = runs.list_runs("anchor", statuses=runs.ACTIVE)
     for job in active + anchors:
         run_status(job)
-        if st.button("Cancel", key=f"cancel-{job['id']}"):
+        if runs.cancellable(job["id"]) and st.button("Cancel", key=f"cancel-{job['id']}"):
             runs.cancel(job["id"])
     failed = [j for j in runs.list_runs("evaluate", statuses=("failed", "interrupted"))][:3]
     for job in failed:

@@ -132,8 +132,12 @@ with tab_issues:
                    if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}), None)
     if failed and (latest is None or failed["created"] > latest["created"]):
         st.error(failed["error"])
-    if latest is not None:
-        found = runs.load_issues(latest["id"])
+    try:
+        found = runs.load_issues(latest["id"]) if latest is not None else None
+    except ValueError as e:
+        st.error(f"{e}. Look again to find them anew.")
+        found = None
+    if found is not None:
         t1, t2, t3 = st.tabs([f"Likely mislabelled ({len(found.mislabelled)})", f"Leakage ({len(found.leaks)})",
                               f"Outliers ({len(found.outliers)})"])
         with t1:

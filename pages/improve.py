@@ -99,11 +99,15 @@ def training_jobs() -> None:
                 version = f"{job['id']}-{len(loss)}"
                 c1.plotly_chart(curve_chart(loss, "loss"), key=f"loss-{version}")
                 c2.plotly_chart(curve_chart(acc, "accuracy"), key=f"acc-{version}")
-            if job["status"] in runs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
-                runs.cancel(job["id"])
+            if job["status"] in runs.ACTIVE:
+                if runs.cancellable(job["id"]):
+                    if st.button("Cancel", key=f"cancel-{job['id']}"):
+                        runs.cancel(job["id"])
+                else:
+                    st.caption("Running in another process (a command line?): stop it there, with Ctrl-C.")
             if runs.resumable(job):
-                done = len(job.get("history") or [])
-                if st.button(f"Resume from epoch {done}" if done else "Resume", key=f"resume-{job['id']}",
+                done = runs.saved_epochs(job["id"])
+                if st.button(f"Resume after epoch {done}", key=f"resume-{job['id']}",
                              help="Go on after the last finished epoch, with the same settings and random streams: "
                                   "the result is the one an uninterrupted run would have given."):
                     try:

@@ -34,6 +34,8 @@ def test_shards_cover_the_epoch_with_equal_step_counts():
     assert [len(s) for s in shards] == [4, 4, 4]                      # padded by wrapping: 12 = 10 + 2
     assert set(np.concatenate(shards)) == set(order)
     assert distributed.shard(order, Place()) is order
+    tiny = [distributed.shard(np.arange(3), Place(r, 8)) for r in range(8)]  # fewer images than ranks
+    assert all(len(s) == 1 for s in tiny)
     assert training._steps_per_epoch(10, 4, Place(0, 2)) == 3        # 5 images a rank, 2 a batch: 2 + 2 + 1
     assert training._steps_per_epoch(10, 4, Place()) == 3
 

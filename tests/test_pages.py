@@ -576,7 +576,8 @@ def test_improve_resumes_a_stopped_training_from_its_last_epoch():
     assert "resumed-model" not in [m.name for m in registry.list_models()]  # no partial model
     at = open_page("pages/improve.py")
     button = at.button(key=f"resume-{run_id}")
-    assert button.label.startswith("Resume")
+    saved = runs.saved_epochs(run_id)
+    assert saved >= 1 and button.label == f"Resume after epoch {saved}"
     button.click().run()
     assert not at.exception, at.exception
     rec = runs.wait(run_id, timeout=180)
@@ -600,3 +601,9 @@ def test_resume_refuses_what_cannot_be_resumed():
     with pytest.raises(ValueError, match="nothing to resume"):
         runs.resume(run_id)
     assert runs.get(run_id)["status"] == "cancelled"  # unchanged
+
+
+def test_durations_read_naturally():
+    from pages._ui import duration
+    assert [duration(s) for s in (0.2, 42, 89, 3599, 3600, 7199)] == [
+        "about 1 s", "about 42 s", "about 1 min", "about 1 h 0 min", "about 1 h 0 min", "about 2 h 0 min"]

@@ -188,6 +188,8 @@ def test_time_left_is_a_straight_line_from_the_pace_so_far():
     assert runs.time_left(rec, now=1001.0) is None                       # under 2 s of work
     assert runs.time_left(dict(rec, status="done"), now=1010.0) is None
     assert runs.time_left({"status": "running", "progress": 0.5}, now=1010.0) is None  # never started
+    resumed = {"status": "running", "started": 1000.0, "progress": 0.6, "progress_start": 0.5}
+    assert runs.time_left(resumed, now=1010.0) == pytest.approx(40.0)  # 10 % in 10 s, 40 % to go
 
 
 def test_batch_points_feed_the_live_curve_not_the_history():

@@ -338,5 +338,7 @@ def test_a_resume_state_of_other_settings_or_data_is_refused(sample):
         training.train(_cfg(epochs=2, lr=0.01), sample, resume=state)
     with pytest.raises(ValueError, match="changed since this training started"):
         training.train(_cfg(epochs=1), sample, resume=dict(state, dataset_fingerprint="old"))
+    with pytest.raises(ValueError, match="on 2 process"):
+        training.train(_cfg(epochs=1), sample, resume=dict(state, world=2))
     with pytest.raises(ValueError, match="not a resumable training state"):
         training.train(_cfg(epochs=1), sample, resume={"weights": 1})
