@@ -95,3 +95,15 @@ def options(page, label: str) -> list[str]:
     found = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return found
+
+
+def start_scratch_training(page, name: str, epochs: int, dataset: str = "Sample48 (embedded sample)") -> None:
+    """On the open Improve model page: a scratch training of ``epochs`` on ``dataset``, started and acknowledged."""
+    import re
+    page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click()
+    wait_for_app(page)
+    choose(page, "Dataset", dataset)
+    page.get_by_label("New model name").fill(name)
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill(str(epochs))
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)

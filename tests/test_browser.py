@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from browser_support import (SHOTS, browser, choose, options, start_scratch_training,  # noqa: F401 (fixture)
+                             streamlit_server, wait_for_app)
 
 pytestmark = pytest.mark.browser
 
@@ -104,13 +105,7 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     page.goto(url + "/improve")
     page.get_by_role("heading", name="Improve model").wait_for(timeout=60_000)
     wait_for_app(page)
-    page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click()
-    wait_for_app(page)
-    choose(page, "Dataset", "Sample48 (embedded sample)")
-    page.get_by_label("New model name").fill("browser-model")
-    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)
+    start_scratch_training(page, "browser-model", 1)
     page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=180_000)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=20_000)
     page.wait_for_timeout(1000)

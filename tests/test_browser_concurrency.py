@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from browser_support import (SHOTS, browser, choose, options, start_scratch_training,  # noqa: F401 (fixture)
+                             streamlit_server, wait_for_app)
 from conftest import smooth_images
 
 pytestmark = pytest.mark.browser
@@ -89,13 +90,7 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
     page.get_by_test_id("stSidebar").get_by_role("link", name="Improve model").click()
     page.get_by_role("heading", name="Improve model").wait_for(timeout=30_000)
     wait_for_app(page)
-    page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click()
-    wait_for_app(page)
-    choose(page, "Dataset", "Sample48 (embedded sample)")
-    page.get_by_label("New model name").fill("from-app")
-    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("6")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile("Started training run")).wait_for(timeout=30_000)
+    start_scratch_training(page, "from-app", 6)
 
     folder = tmp_path / "uploads"
     folder.mkdir()
