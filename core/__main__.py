@@ -220,6 +220,8 @@ def _train_worker(args: argparse.Namespace) -> int:
 
 def _train_main(args: argparse.Namespace, progress) -> int:
     if args.resume_run:
+        if args.dataset or args.base or args.out:
+            raise ValueError("--resume-run continues a run with its own settings; give no --dataset, --base or --out")
         runs.recover_interrupted()
         run_id = runs.resume(args.resume_run, foreground=True, echo=progress)
     else:
@@ -246,6 +248,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         images, labels, files = split.images, split.labels, split.files
     summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=files)
     if args.record:
+        if args.classes == "model":
+            raise ValueError("--record keeps the accuracy on the whole split; drop --classes model")
         if not Path(args.model).is_file():
             raise ValueError("--record needs --model to be a checkpoint path")
         ckpt["metrics"].update({"test_acc": summary["accuracy"], "test_macro_f1": summary["macro_f1"],

@@ -189,3 +189,11 @@ def test_runs_list_and_models_list_print_json_newest_first(data_root):
     models_out = json.loads(run_cli("models", "list", "--json", root=data_root).stdout)
     names = [m["name"] for m in models_out]
     assert "benchmark" in names and all(len(m["version"]) == 16 for m in models_out)
+
+
+def test_flags_that_would_be_ignored_are_refused(data_root):
+    out = run_cli("train", "--resume-run", "train-x", "--dataset", "Sample48", root=data_root)
+    assert out.returncode == 2 and "its own settings" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("evaluate", "--model", "artifacts/benchmark.pt", "--dataset", "Sample48", "--classes", "model",
+                  "--record", root=data_root)
+    assert out.returncode == 2 and "drop --classes model" in out.stderr
