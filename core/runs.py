@@ -577,9 +577,16 @@ def resume(run_id: str, *, foreground: bool = False, echo: ProgressFn | None = N
     state = load_training_state(run_dir(run_id) / RESUME_FILE)
     training.check_resume_state(state, cfg.train, datasets.get_dataset(cfg.dataset))
     done = int(state["epochs_done"])
-    _set(run_id, status="queued", message=f"resuming after epoch {done}", history=state["history"], error=None,
-         progress=done / cfg.train.epochs, progress_start=done / cfg.train.epochs, owner=OWNER,
-         resumed=int(rec.get("resumed") or 0) + 1)
+
+    def claim(doc: dict) -> dict:  # check and take the run in one locked step: two resumes cannot both win
+        if doc["status"] in ACTIVE and owner_alive(doc.get("owner")):
+            raise ValueError(f"{run_id} is already {doc['status']} in process {doc.get('owner')}")
+        doc.update(status="queued", message=f"resuming after epoch {done}", history=state["history"], error=None,
+                   progress=done / cfg.train.epochs, progress_start=done / cfg.train.epochs, owner=OWNER,
+                   resumed=int(doc.get("resumed") or 0) + 1, updated=time.time())
+        return doc
+
+    store.modify("runs", claim, key="id", value=run_id)
     ctx = RunContext(run_id, resuming=True, echo=echo)
     ctx._points = [p for p in curve_points(run_id) if p["epoch"] <= done]  # the curve so far stays
     _launch(ctx, "train", rec["config"],
