@@ -28,6 +28,24 @@ METRIC_LABELS = {
     "ber": "Balanced error rate / HTER",
     "mcc": "Matthews correlation",
 }
+#: Plain-language help for each per-class metric (column help in the report table).
+METRIC_HELP = {
+    "precision": "Of the images predicted as this class, the share that really are.",
+    "recall": "Of the images of this class, the share the model finds.",
+    "specificity": "Of the images of other classes, the share not predicted as this one.",
+    "f1": "Harmonic mean of precision and recall: one number for how well the class is handled.",
+    "accuracy": "One-vs-rest accuracy: dominated by the many other-class images, so close to 1 for every class.",
+    "plr": "Positive likelihood ratio: how much a prediction of this class raises its odds (higher is better; "
+           "\u221e when the class is never predicted wrongly).",
+    "nlr": "Negative likelihood ratio: how much a prediction of another class lowers this class's odds "
+           "(lower is better).",
+    "bcr": "Balanced classification rate: the mean of recall and specificity.",
+    "ber": "Balanced error rate: 1 - BCR.",
+    "mcc": "Matthews correlation, -1 to 1: agreement between prediction and truth for this class.",
+}
+
+#: Per-class metrics where a low value is bad (shown ascending, worst first); for the rest high is bad.
+LOWER_IS_WORSE = frozenset({"accuracy", "precision", "recall", "specificity", "f1", "plr", "bcr", "mcc"})
 #: Value of a likelihood ratio whose denominator is zero (and the cap of every likelihood ratio).
 LR_CAP = 1e6
 

@@ -48,3 +48,14 @@ def sub_range(progress: ProgressFn | None, start: float, end: float, message: st
         if progress is not None:
             progress(start + (end - start) * min(max(fraction, 0.0), 1.0), msg or message, entry)
     return report
+
+
+def describe_seconds(seconds: float) -> str:
+    """'about 40 s', 'about 3 min', 'about 1 h 20 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"about {max(s, 1)} s"
+    minutes = round(s / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"

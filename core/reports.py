@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import config, datasets, store
+from core.metrics import LOWER_IS_WORSE, METRIC_NAMES
 from core.evaluation import Predictions
 from core.images import load_image
 from core.files import atomic_write_bytes
@@ -203,6 +204,13 @@ def per_class_frame(report: Report) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     front = ["class_id", "name", "support"]
     return df[front + [c for c in df.columns if c not in front]].sort_values("class_id").reset_index(drop=True)
+
+
+def worst_first(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The per-class table ordered worst class first for ``metric`` (low is bad for most, high for nlr and ber)."""
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRIC_NAMES)}")
+    return table.sort_values(metric, ascending=metric in LOWER_IS_WORSE, kind="stable")
 
 
 def confusion_cells(report: Report) -> pd.DataFrame:

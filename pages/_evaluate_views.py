@@ -7,29 +7,13 @@ import plotly.express as px
 import streamlit as st
 
 from core import explain, registry, reports, runs
-from core.metrics import LR_CAP, METRIC_LABELS, METRIC_NAMES
+from core.metrics import LR_CAP, METRIC_HELP, METRIC_LABELS, METRIC_NAMES
 from pages._ui import ig_figure, load_model, run_status, thumbnail_grid
 
 GRID = 8
 MAX_IMAGES = 48
 ORDER_LABELS = {"confidence_desc": "most confident first", "confidence_asc": "least confident first",
                 "index": "dataset order"}
-#: Metrics where a low value is bad (sorted ascending to show the worst classes first); for the rest, high is bad.
-LOWER_IS_WORSE = {"accuracy", "precision", "recall", "specificity", "f1", "plr", "bcr", "mcc"}
-METRIC_HELP = {
-    "precision": "Of the images predicted as this class, the share that really are.",
-    "recall": "Of the images of this class, the share the model finds.",
-    "specificity": "Of the images of other classes, the share not predicted as this one.",
-    "f1": "Harmonic mean of precision and recall: one number for how well the class is handled.",
-    "accuracy": "One-vs-rest accuracy: dominated by the many other-class images, so close to 1 for every class.",
-    "plr": "Positive likelihood ratio: how much a prediction of this class raises its odds (higher is better; "
-           "\u221e when the class is never predicted wrongly).",
-    "nlr": "Negative likelihood ratio: how much a prediction of another class lowers this class's odds "
-           "(lower is better).",
-    "bcr": "Balanced classification rate: the mean of recall and specificity.",
-    "ber": "Balanced error rate: 1 - BCR.",
-    "mcc": "Matthews correlation, -1 to 1: agreement between prediction and truth for this class.",
-}
 
 
 def show_report(report: reports.Report) -> None:
@@ -56,7 +40,7 @@ def show_report(report: reports.Report) -> None:
                                 for m in METRIC_NAMES if m in shown})
     metric = st.selectbox("Chart metric", METRIC_NAMES, index=METRIC_NAMES.index("f1"),
                           format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
-    ordered = table.sort_values(metric, ascending=metric in LOWER_IS_WORSE).assign(
+    ordered = reports.worst_first(table, metric).assign(
         label=lambda d: d["class_id"].astype(str) + ": " + d["name"].str.slice(0, 24))
     fig = px.bar(ordered, x="label", y=metric, hover_data=["name", "support"], height=320)
     fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric], xaxis_title="class (worst first)",

@@ -14,6 +14,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from core import datasets, explain, models, novelty, registry, runs, workspaces
 from core.images import resize_to_input
+from core.progress import describe_seconds
 from core.curves import history_frames
 
 
@@ -162,22 +163,11 @@ def run_status(job: dict) -> None:
     fraction = float(job.get("progress") or 0.0)
     text = f"{icon} {job['title']} \u2014 {status}" + (f": {msg}" if msg and msg != status else "")
     if status == "running":
-        text += f" \u00b7 {fraction:.0%}" + (f" \u00b7 {duration(job['seconds_left'])} left"
+        text += f" \u00b7 {fraction:.0%}" + (f" \u00b7 {describe_seconds(job['seconds_left'])} left"
                                              if job.get("seconds_left") is not None else "")
     st.progress(fraction, text=text)
     if status == "failed" and job.get("error"):
         st.error(job["error"])
-
-
-def duration(seconds: float) -> str:
-    """'about 40 s', 'about 3 min', 'about 1 h 20 min'."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"about {max(s, 1)} s"
-    minutes = round(s / 60)
-    if minutes < 60:
-        return f"about {minutes} min"
-    return f"about {minutes // 60} h {minutes % 60} min"
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model...")

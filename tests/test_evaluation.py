@@ -120,3 +120,13 @@ def test_worst_confusion_and_comparison_warnings():
     assert "different images" in reports.comparison_warning(r, other)
     changed = _fake_report([[1]], [1], dataset_version="w")
     assert "changed between the two reports" in reports.comparison_warning(r, changed)
+
+
+def test_worst_first_orders_each_metric_by_its_bad_end():
+    import pandas as pd
+    from core import reports
+    table = pd.DataFrame({"class_id": [0, 1, 2], "f1": [0.9, 0.5, 0.7], "nlr": [0.1, 0.6, 0.3]})
+    assert list(reports.worst_first(table, "f1")["class_id"]) == [1, 2, 0]   # low F1 is bad
+    assert list(reports.worst_first(table, "nlr")["class_id"]) == [1, 2, 0]  # high NLR is bad
+    with pytest.raises(ValueError, match="unknown metric"):
+        reports.worst_first(table, "speed")

@@ -604,6 +604,6 @@ def test_resume_refuses_what_cannot_be_resumed():
 
 
 def test_durations_read_naturally():
-    from pages._ui import duration
-    assert [duration(s) for s in (0.2, 42, 89, 3599, 3600, 7199)] == [
+    from core.progress import describe_seconds
+    assert [describe_seconds(s) for s in (0.2, 42, 89, 3599, 3600, 7199)] == [
         "about 1 s", "about 42 s", "about 1 min", "about 1 h 0 min", "about 1 h 0 min", "about 2 h 0 min"]
