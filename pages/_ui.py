@@ -10,24 +10,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from core import datasets, explain, models, novelty, registry, runs, workspaces
 from core.images import resize_to_input
 from core.progress import describe_seconds
 from core.curves import history_frames
-
-
-def ensure_router() -> None:
-    """Make sure Home.py's ``st.navigation`` router is in charge.
-
-    Streamlit starts a process in the legacy "pages/ folder" mode until ``st.navigation`` has run once; a first
-    visit straight to a page URL would then run the page alone, with file names in the sidebar. Switching the
-    flag off and rerunning runs Home.py, which routes to the same page.
-    """
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -6,7 +6,8 @@ import streamlit as st
 
 from core import datasets, workspaces
 from core.images import ImageError, load_image
-from pages._ui import ensure_router, pick_workspace
+from pages._nav import ensure_router
+from pages._ui import pick_workspace
 
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import augment, curation, registry, runs, uploads, workspaces
-from pages._ui import ensure_router, pick_workspace, run_status, show_errors
+from pages._nav import ensure_router
+from pages._ui import pick_workspace, run_status, show_errors
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "bmp", "webp", "gif", "tif", "tiff", "zip"]
 PREVIEW_UPLOADS = 8

@@ -5,7 +5,8 @@ import streamlit as st
 
 from core import curation, datasets, workspaces
 from core.images import load_image
-from pages._ui import ensure_router, pick_workspace
+from pages._nav import ensure_router
+from pages._ui import pick_workspace
 
 COLUMNS = 8
 SPLIT_CHOICES = datasets.SPLITS + (workspaces.EXTRA,)

@@ -6,7 +6,8 @@ import streamlit as st
 from core import reports, runs
 from core.datasets import SPLITS
 from pages._evaluate_views import show_comparison, show_report
-from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_model_stats
+from pages._nav import ensure_router, rerun_page
+from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
 
 ensure_router()
 st.title("Evaluate models")
@@ -64,7 +65,7 @@ def evaluation_jobs() -> None:
         st.session_state._eval_toasts = [f"Report ready: {j['title']} (acc {j['result']['accuracy']:.2%})"
                                          for j in done]
         st.session_state.eval_report = done[-1]["id"]
-        st.rerun()  # the whole page, so the report list picks the new one up
+        rerun_page()  # the whole page, so the report list picks the new one up
 
 
 for note in st.session_state.pop("_eval_toasts", []):  # after that rerun: a toast that outlives it

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core import browse, runs
 from core.datasets import SPLITS
-from pages._ui import cached_index, ensure_router, pick_dataset, pick_model, run_status, thumbnail_grid
+from pages._nav import ensure_router, rerun_page
+from pages._ui import cached_index, pick_dataset, pick_model, run_status, thumbnail_grid
 
 COLUMNS = 8
 ISSUE_COLUMNS = 6
@@ -104,7 +105,7 @@ def issues_progress(run_id: str) -> None:
     if run is not None and run["status"] in runs.ACTIVE:
         run_status(run)
     elif run is not None:
-        st.rerun()  # finished (or failed): the whole tab shows the result
+        rerun_page()  # finished (or failed): the whole tab shows the result
 
 
 with tab_issues:

@@ -9,7 +9,8 @@ import streamlit as st
 from core import registry, runs, training
 from core.curves import live_frames
 from core.models import ARCHITECTURES
-from pages._ui import ensure_router, pick_dataset, pick_model, run_status, show_model_stats
+from pages._nav import ensure_router
+from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
 
 DEFAULTS = training.TrainConfig()
 HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}

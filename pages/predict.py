@@ -7,7 +7,8 @@ import streamlit as st
 
 from core import explain, prediction
 from core.datasets import pictogram_path
-from pages._ui import ensure_router, ig_figure, load_model, novelty_detector, pick_model, show_model_stats
+from pages._nav import ensure_router
+from pages._ui import ig_figure, load_model, novelty_detector, pick_model, show_model_stats
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
 

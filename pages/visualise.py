@@ -11,7 +11,8 @@ from core import embedding, runs, uploads, workspaces
 from core.datasets import SPLITS
 from core.images import load_image, resize_to_input
 from core.novelty import layer_outputs
-from pages._ui import ensure_router, load_model, novelty_detector, pick_dataset, pick_model, run_status
+from pages._nav import ensure_router, rerun_page
+from pages._ui import load_model, novelty_detector, pick_dataset, pick_model, run_status
 
 GRID = 10
 
@@ -62,7 +63,7 @@ if not path.is_file():
         if run is not None:
             run_status(run)
             if run["status"] == "done":
-                st.rerun()
+                rerun_page()
 
     progress()
     st.stop()
