@@ -26,6 +26,9 @@ import torch.distributed as dist
 
 #: Devices a training can ask for; "auto" takes a GPU when one is present.
 DEVICES = ("auto", "cpu", "cuda")
+#: Arithmetic of training: ``bf16`` = mixed precision (convolutions and matrix products in bfloat16 under autocast,
+#: weights, optimizer and losses in float32); ``auto`` = bf16 where the hardware does it natively, else fp32.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,27 @@ def resolve_device(name: str, place: Place | None = None) -> torch.device:
         raise ValueError(f"process {local} on this machine has no GPU of its own ({torch.cuda.device_count()} "
                          "GPUs): start at most one process per GPU (--nproc-per-node), or use --device cpu")
     return torch.device("cuda", local)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CPU with AMX or AVX-512 BF16, or a GPU that supports it.
+
+    Elsewhere bf16 is emulated and slower than fp32, so ``auto`` keeps fp32 there.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_amx_tile_supported",
+                                                                       "_is_avx512_bf16_supported"))
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; ``fp32`` and ``bf16`` stay as asked."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def init(device_name: str = "auto") -> Place:

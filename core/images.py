@@ -132,11 +132,23 @@ def preprocess(images: np.ndarray | list[np.ndarray], *, size: int = config.INPU
         images = images[None]
     if len(images) == 0:
         return torch.empty((0, 3, size, size), dtype=torch.float32)
-    batch = np.stack([resize_to_input(np.asarray(im, dtype=np.uint8), size) for im in images])
+    return normalise(resize_batch(images, size)).contiguous()
+
+
+def resize_batch(images: np.ndarray | list[np.ndarray], size: int = config.INPUT_SIZE) -> np.ndarray:
+    """(N, size, size, 3) uint8: every image resized to the network input (no copy of a batch already that size)."""
+    if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (size, size):
+        return np.ascontiguousarray(images, dtype=np.uint8)
+    return np.stack([resize_to_input(np.asarray(im, dtype=np.uint8), size) for im in images])
+
+
+def normalise(batch: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised with :data:`MEAN` and :data:`STD`, in channels-last
+    memory layout (a view of the pixels' own order: no transpose copy; the layout fast CPU convolutions want)."""
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.from_numpy(MEAN).view(1, 3, 1, 1)
     std = torch.from_numpy(STD).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    return x.sub_(mean).div_(std)
 
 
 def deprocess(x: torch.Tensor) -> np.ndarray:

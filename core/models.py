@@ -63,7 +63,10 @@ class TrafficSignNet(nn.Module):
             layers: list[nn.Module] = [nn.Conv2d(cin, cout, k)]
             if improved:
                 layers.append(nn.BatchNorm2d(cout))
-            return layers + [nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, ceil_mode=True)]
+            # Max-pool, then ReLU: the same function as the published ReLU-then-pool (ReLU is monotone, so it
+            # commutes with max; gradients agree too) on a quarter of the values, and faster to train on CPU.
+            # No parameters move: checkpoints of either order load alike.
+            return layers + [nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.ReLU(inplace=True)]
 
         self.stn = SpatialTransformer(3) if improved and stn else nn.Identity()
         self.features = nn.Sequential(

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import registry, runs, training
 from core.curves import live_frames
+from core.distributed import PRECISIONS
 from core.models import ARCHITECTURES
 from pages._nav import ensure_router
 from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
@@ -57,6 +58,8 @@ with right:
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
                                     help=HELP["batch_size"])
             seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed", help=HELP["seed"])
+            precision = st.selectbox("Arithmetic", PRECISIONS, index=PRECISIONS.index(DEFAULTS.precision),
+                                     key="improve_precision", help=HELP["precision"])
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted and info is not None and mode == "incremental" and epochs <= new_epochs:
         st.warning(f"With {epochs} epoch(s) in all and {new_epochs} on the new rows, only phase 1 runs: the new "
@@ -66,7 +69,7 @@ with right:
         cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
                                    batch_size=int(batch), seed=int(seed), new_class_epochs=int(new_epochs),
                                    replay_per_class=int(replay), lwf_weight=float(lwf), teachers=tuple(teachers),
-                                   distill_weight=float(distill))
+                                   distill_weight=float(distill), precision=precision)
         try:
             job_id = runs.start("train", runs.TrainRun(cfg, dataset=info.name, name=name,
                                                        base=base.name if base else None))
