@@ -1,4 +1,5 @@
-"""Command line: ``python -m core datasets build|list|import|derive|delete``, ``train``, ``evaluate``, ``predict``.
+"""Command line: ``python -m core datasets build|list|import|derive|delete``, ``train``, ``evaluate``, ``robustness``,
+``predict``.
 
 Run ``python -m core <command> --help`` for each command's options. The ``train`` flags are generated from the
 fields of :class:`core.training.TrainConfig`, so every setting is reachable here with the same default and help.
@@ -12,8 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from core import (augment, builds, config, curation, datasets, distributed, evaluation, models, novelty, prediction, registry,
-                  runs, training, workspaces)
+import numpy as np
+
+from core import (augment, builds, config, corruptions, curation, datasets, distributed, evaluation, files, models,
+                  novelty, prediction, registry, runs, training, workspaces)
 from core.images import load_image
 from core.progress import is_batch_point
 
@@ -239,14 +242,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     ckpt, _ = _resolve_model(args.model)
     if args.npz:
         images, labels = evaluation.load_npz_split(Path(args.npz))
-        files = None
+        file_names = None
     else:
         if not args.dataset:
             raise ValueError("give --dataset NAME (with --split) or --npz FILE")
         split = datasets.load_split(args.dataset, args.split,
                                     classes=ckpt["class_ids"] if args.classes == "model" else None)
-        images, labels, files = split.images, split.labels, split.files
-    summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=files)
+        images, labels, file_names = split.images, split.labels, split.files
+    summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, files=file_names)
     if args.record:
         if args.classes == "model":
             raise ValueError("--record keeps the accuracy on the whole split; drop --classes model")
@@ -261,6 +264,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"n={summary['n']}  accuracy={summary['accuracy']:.4f}  macro_f1={summary['macro_f1']:.4f}  "
               f"{summary['images_per_s']:.0f} images/s")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    """Accuracy under the corruption benchmark (:mod:`core.corruptions`) on a split's images of the model's classes."""
+    ckpt, _ = _resolve_model(args.model)
+    split = datasets.load_split(args.dataset, args.split, classes=ckpt["class_ids"])
+    images, labels = split.images, split.labels
+    if args.limit and len(labels) > args.limit:  # a seeded sample, the same for every model
+        pick = np.sort(np.random.default_rng(args.seed).choice(len(labels), args.limit, replace=False))
+        images, labels = images[pick], labels[pick]
+    index = {c: i for i, c in enumerate(ckpt["class_ids"])}
+    names = tuple(n.strip() for n in args.corruptions.split(",")) if args.corruptions else None
+    result = corruptions.robustness(models.model_from_checkpoint(ckpt), images,
+                                    np.array([index[int(c)] for c in labels]), names=names,
+                                    severities=tuple(args.severities), seed=args.seed,
+                                    progress=None if args.json else lambda f, m="", e=None: print(m, file=sys.stderr))
+    result = {"model": args.model, "dataset": args.dataset, "split": args.split, **result}
+    if args.out:
+        files.atomic_write_bytes(Path(args.out), json.dumps(result, indent=1).encode("utf-8"))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"n={result['n']}  clean {result['clean']:.4f}  mCA {result['mca']:.4f}  "
+              f"(relative {result['relative_mca']:.3f})")
+        for name, acc in result["mean_by_corruption"].items():
+            print(f"  {name:15s} {acc:.4f}  " + "  ".join(f"s{k}={v:.3f}" for k, v in result["by_corruption"][name].items()))
     return 0
 
 
@@ -361,6 +391,18 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
     nv.add_argument("--methods", help=f"comma-separated subset of {', '.join(novelty.METHODS)}")
     nv.add_argument("--json", action="store_true")
     nv.set_defaults(func=_novelty)
+    rb = sub.add_parser("robustness", help="accuracy under 12 image corruptions at 5 severities (ImageNet-C style)")
+    rb.add_argument("--model", required=True, help="registry name or checkpoint path")
+    rb.add_argument("--dataset", required=True)
+    rb.add_argument("--split", default="val", choices=datasets.SPLITS,
+                    help="val to choose between models (default); test to report the chosen one, once")
+    rb.add_argument("--limit", type=int, default=None, help="a seeded sample of this many images (same for every model)")
+    rb.add_argument("--corruptions", help=f"comma-separated subset of {', '.join(corruptions.CORRUPTIONS)}")
+    rb.add_argument("--severities", type=int, nargs="+", default=list(corruptions.SEVERITIES))
+    rb.add_argument("--seed", type=int, default=0, help="seed of the corruptions and the sample")
+    rb.add_argument("--out", help="also write the result as JSON to this file")
+    rb.add_argument("--json", action="store_true")
+    rb.set_defaults(func=_robustness)
     pr = sub.add_parser("predict", help="top-5 predictions for image files")
     pr.add_argument("--model", required=True, help="registry name or checkpoint path")
     pr.add_argument("images", nargs="+")

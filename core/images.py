@@ -137,6 +137,8 @@ def preprocess(images: np.ndarray | list[np.ndarray], *, size: int = config.INPU
 
 def resize_batch(images: np.ndarray | list[np.ndarray], size: int = config.INPUT_SIZE) -> np.ndarray:
     """(N, size, size, 3) uint8: every image resized to the network input (no copy of a batch already that size)."""
+    if len(images) == 0:
+        return np.empty((0, size, size, 3), np.uint8)
     if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (size, size):
         return np.ascontiguousarray(images, dtype=np.uint8)
     return np.stack([resize_to_input(np.asarray(im, dtype=np.uint8), size) for im in images])
