@@ -125,12 +125,14 @@ def test_improve_distils_from_chosen_teachers():
     at.text_input(key="improve_name").set_value("apptest-student")
     at.number_input(key="improve_epochs").set_value(1)
     at.multiselect(key="improve_teachers").set_value(["published43"])
+    at.selectbox(key="improve_precision").set_value("fp32")
     at.button[0].click().run()
     assert not at.exception, at.exception
     job = runs.wait(at.session_state["improve_job"], timeout=120)
     assert job["status"] == "done", job.get("error")
-    cfg = models.load_checkpoint(registry.get_model("apptest-student").path)["config"]
-    assert list(cfg["teachers"]) == ["published43"]
+    ckpt = models.load_checkpoint(registry.get_model("apptest-student").path)
+    assert list(ckpt["config"]["teachers"]) == ["published43"]
+    assert ckpt["config"]["precision"] == "fp32" and ckpt["metrics"]["precision"] == "fp32"  # as chosen
 
 
 def test_improve_warns_about_classes_the_dataset_could_not_teach():

@@ -342,3 +342,47 @@ def test_a_resume_state_of_other_settings_or_data_is_refused(sample):
         training.train(_cfg(epochs=1), sample, resume=dict(state, world=2))
     with pytest.raises(ValueError, match="not a resumable training state"):
         training.train(_cfg(epochs=1), sample, resume={"weights": 1})
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from core import distributed
+    cpu = torch.device("cpu")
+    assert distributed.resolve_precision("fp32", cpu) == "fp32"
+    assert distributed.resolve_precision("bf16", cpu) == "bf16"
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        assert distributed.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        distributed.resolve_precision("fp8", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        _cfg(precision="half").validate()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_arithmetics_train_and_are_recorded(sample, precision):
+    res = training.train(_cfg(epochs=2, precision=precision, max_train_images=300), sample)
+    assert res.checkpoint["metrics"]["precision"] == precision
+    assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.5 and np.isfinite(res.history[-1]["loss"])
+    assert 0 < res.history[0]["train_pass_seconds"] <= res.history[0]["seconds"]
+
+
+def test_a_resumed_run_keeps_the_arithmetic_it_started_with(sample):
+    """A state saved in fp32 (or before bf16 existed: no key) resumes in fp32 even where auto would pick bf16."""
+    import io
+    states = []
+    cfg = _cfg(epochs=2, precision="auto", max_train_images=200)
+
+    def crash_after_first(state):
+        states.append(state)
+        raise _Crash()
+
+    with pytest.raises(_Crash):
+        training.train(cfg, sample, on_epoch=crash_after_first)
+    state = dict(states[0])
+    state.pop("precision")  # as saved before the setting existed: neither the key nor the config field
+    state["config"] = {k: v for k, v in state["config"].items() if k != "precision"}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    resumed = training.train(cfg, sample, resume=torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert resumed.checkpoint["metrics"]["precision"] == "fp32"
