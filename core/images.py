@@ -147,6 +147,8 @@ def resize_batch(images: np.ndarray | list[np.ndarray], size: int = config.INPUT
 def normalise(batch: np.ndarray) -> torch.Tensor:
     """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised with :data:`MEAN` and :data:`STD`, in channels-last
     memory layout (a view of the pixels' own order: no transpose copy; the layout fast CPU convolutions want)."""
+    if not batch.flags.writeable:  # a read-only array (a cached split): torch wants to be allowed to write
+        batch = batch.copy()
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.from_numpy(MEAN).view(1, 3, 1, 1)
     std = torch.from_numpy(STD).view(1, 3, 1, 1)
