@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import config, datasets, store
-from core.metrics import LOWER_IS_WORSE, METRIC_NAMES
+from core.metrics import LR_CAP, LOWER_IS_WORSE, METRIC_NAMES
 from core.evaluation import Predictions
 from core.images import load_image
 from core.files import atomic_write_bytes
@@ -214,12 +214,29 @@ def worst_first(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def confusion_cells(report: Report) -> pd.DataFrame:
-    """Non-empty confusion-matrix cells as a table: true, predicted, count, log_count."""
+    """Non-empty confusion-matrix cells as a table: true, predicted, count, log_count, true_name, pred_name."""
     labels = report.summary["labels"]
     cm = np.asarray(report.summary["confusion"])
     t, p = np.nonzero(cm)
-    return pd.DataFrame({"true": np.asarray(labels)[t], "predicted": np.asarray(labels)[p], "count": cm[t, p],
-                         "log_count": np.log1p(cm[t, p])})
+    true, pred = np.asarray(labels)[t], np.asarray(labels)[p]
+    return pd.DataFrame({"true": true, "predicted": pred, "count": cm[t, p], "log_count": np.log1p(cm[t, p]),
+                         "true_name": [report.class_name(int(c)) for c in true],
+                         "pred_name": [report.class_name(int(c)) for c in pred]})
+
+
+def wrong_classes(report: Report) -> list[int]:
+    """True classes with at least one misclassified image, ascending."""
+    p = report.predictions
+    return sorted(set(int(c) for c in p.y_true[p.y_true != p.y_pred]))
+
+
+def readable_per_class(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`per_class_frame` for people: likelihood ratios at the stored finite cap read as infinity."""
+    shown = table.copy()
+    for col in ("plr", "nlr"):
+        if col in shown:
+            shown[col] = ["\u221e" if v >= LR_CAP else f"{v:.3g}" for v in shown[col]]
+    return shown
 
 
 def save_anchor(report_id: str, name: str, *, mask: np.ndarray, segments: np.ndarray) -> Path:

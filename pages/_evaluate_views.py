@@ -1,4 +1,5 @@
-"""Rendering of an evaluation report: metrics, per-class charts, confusion matrix, mistakes, explanations."""
+"""Rendering of an evaluation report: metrics, per-class charts, confusion matrix, mistakes, comparison
+(explanations of one image: pages/_explain_views.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import explain, registry, reports, runs
-from core.metrics import LR_CAP, METRIC_HELP, METRIC_LABELS, METRIC_NAMES
-from pages._ui import ig_figure, load_model, run_status, thumbnail_grid
+from core import reports
+from core.metrics import METRIC_HELP, METRIC_LABELS, METRIC_NAMES
+from pages._explain_views import explain_one, image_dialog
+from pages._ui import thumbnail_grid
 
 GRID = 8
 MAX_IMAGES = 48
@@ -32,9 +34,7 @@ def show_report(report: reports.Report) -> None:
         st.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in ov.items()]), hide_index=True)
     table = reports.per_class_frame(report)
     st.subheader("Per class")
-    shown = table.copy()
-    for col in ("plr", "nlr"):  # the JSON keeps a finite cap; a person reads infinity
-        shown[col] = [("\u221e" if v >= LR_CAP else f"{v:.3g}") for v in shown[col]]
+    shown = reports.readable_per_class(table)  # the JSON keeps a finite cap; a person reads infinity
     st.dataframe(shown, hide_index=True, height=300,
                  column_config={m: st.column_config.Column(METRIC_LABELS[m], help=METRIC_HELP.get(m))
                                 for m in METRIC_NAMES if m in shown})
@@ -55,8 +55,6 @@ def show_confusion(report: reports.Report) -> None:
     st.subheader("Confusion matrix")
     labels = report.summary["labels"]
     cells = reports.confusion_cells(report)
-    cells["true_name"] = [report.class_name(int(c)) for c in cells["true"]]
-    cells["pred_name"] = [report.class_name(int(c)) for c in cells["predicted"]]
     side = min(900, max(360, 16 * len(labels)))  # about 16 px a class, so squares never overlap
     # A scatter of square markers, one per non-empty cell: unlike a heatmap, its points can be clicked.
     fig = px.scatter(cells, x="predicted", y="true", color="log_count", custom_data=["count", "true_name", "pred_name"],
@@ -104,25 +102,10 @@ def image_grid(report: reports.Report, idx: np.ndarray, *, key: str) -> int | No
     return None
 
 
-@st.dialog("Image and explanation", width="large")
-def image_dialog(report: reports.Report, index: int) -> None:
-    pr = report.predictions
-    t, p = int(pr.y_true[index]), int(pr.y_pred[index])
-    st.markdown(f"**#{index}** `{pr.files[index]}`  \n**True** {t}: {report.class_name(t)}  \n"
-                f"**Predicted** {p}: {report.class_name(p)} with {pr.confidence[index]:.1%} confidence"
-                + ("" if t == p else "  \n:red[wrong]"))
-    model_path = str(registry.get_model(report.summary["model"]).path)
-    ckpt, _ = load_model(model_path)
-    image, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(p))
-    st.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_dialog_ig")
-    st.caption("Brighter = pixels that pushed the model more towards its prediction. Anchors for this image: "
-               "pick it under Misclassified images.")
-
-
 def show_mistakes(report: reports.Report) -> None:
     st.subheader("Misclassified images")
     pr = report.predictions
-    wrong_classes = sorted(set(int(c) for c in pr.y_true[pr.y_true != pr.y_pred]))
+    wrong_classes = reports.wrong_classes(report)
     if not wrong_classes:
         st.success("No misclassified images.")
         return
@@ -147,57 +130,6 @@ def show_mistakes(report: reports.Report) -> None:
     pick = st.selectbox("Explain image", idx.tolist(), key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
                         f"predicted {pr.y_pred[i]} ({report.class_name(int(pr.y_pred[i]))}), {pr.confidence[i]:.1%}")
     explain_one(report, int(pick))
-
-
-@st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
-def ig_heatmap(model_path: str, report_id: str, index: int, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image, IG heat map) of one report image, computed once per (model, report, image)."""
-    _, model = load_model(model_path)
-    (image,) = reports.report_images(reports.load_report(report_id), [index])
-    return image, explain.integrated_gradients(model, image, target=target).heatmap
-
-
-def explain_one(report: reports.Report, index: int) -> None:
-    (image,) = reports.report_images(report, [index])
-    model_path = str(registry.get_model(report.summary["model"]).path)
-    ckpt, _ = load_model(model_path)
-    pred = int(report.predictions.y_pred[index])
-    c1, c2 = st.columns([2, 1])
-    key = (report.id, index)
-    if c1.button("Explain with Integrated Gradients", key="eval_ig_run"):
-        st.session_state.setdefault("eval_ig", set()).add(key)
-    if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
-        _, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(pred))
-        c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
-    else:
-        c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
-    threshold = c2.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
-    if c2.button("Run Anchors", key="eval_anchor_run"):
-        st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
-            "anchor", runs.AnchorRun(report=report.id, index=index, threshold=threshold))
-    job_id = st.session_state.get(f"anchor-{report.id}-{index}")
-    if job_id:
-        with c2:
-            show_anchor(job_id, image)
-
-
-@st.fragment(run_every=1.0)
-def show_anchor(job_id: str, image: np.ndarray) -> None:
-    job = runs.get(job_id)
-    if job is None:
-        return
-    if job["status"] != "done":
-        run_status(job)
-        return
-    r = job["result"]
-    mask, _ = reports.load_anchor(r["file"])
-    st.image(explain.anchor_overlay(image, mask), width=160,
-             caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
-                     + ("" if r["met_threshold"] else " (threshold not reached)"))
-    st.caption(f"With only the coloured regions kept as they are (the rest replaced at random), the model still "
-               f"says class {r['prediction']} in {r['precision']:.0%} of {r['num_samples']:,} tries: these regions "
-               f"are enough for its decision. Coverage {r['coverage']:.0%}: the share of random variations of the "
-               "image that keep these regions; low means a very specific rule.")
 
 
 def show_comparison(a: reports.Report, b: reports.Report) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import evaluation, explain, models, registry, reports, runs
+from core import evaluation, explain, metrics, models, registry, reports, runs
 
 
 def _register(name="m48", n=48, seed=0):
@@ -52,6 +52,10 @@ def test_report_helpers_cells_mistakes_and_comparison():
     cm = np.asarray(a.summary["confusion"])
     cells = reports.confusion_cells(a)
     assert cells["count"].sum() == cm.sum() == len(p.y_true)
+    first = cells.iloc[0]
+    assert first["true_name"] == a.class_name(int(first["true"])) and first["pred_name"] == a.class_name(
+        int(first["predicted"]))
+    assert reports.wrong_classes(a) == sorted({int(c) for c in p.y_true[p.y_true != p.y_pred]})
     wrong = reports.misclassified(a)
     assert len(wrong) == int((p.y_true != p.y_pred).sum())
     imgs = reports.report_images(a, wrong[:3])
@@ -61,6 +65,10 @@ def test_report_helpers_cells_mistakes_and_comparison():
     assert r14["f1_delta"] == pytest.approx(b.summary["per_class"]["14"]["f1"] - a.summary["per_class"]["14"]["f1"])
     table = reports.per_class_frame(a)
     assert list(table.columns[:3]) == ["class_id", "name", "support"] and len(table) == 48
+    capped = table.assign(plr=[metrics.LR_CAP] + [2.5] * (len(table) - 1))
+    shown = reports.readable_per_class(capped)
+    assert shown["plr"].iloc[0] == "\u221e" and shown["plr"].iloc[1] == "2.5"
+    assert capped["plr"].iloc[0] == metrics.LR_CAP  # the table itself is left as it was
 
 
 def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():

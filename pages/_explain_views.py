@@ -1,0 +1,75 @@
+"""Explanations of one report image: the click dialog (Integrated Gradients) and the explain panel (IG on
+request, Anchors as a run)."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import explain, registry, reports, runs
+from pages._ui import ig_figure, load_model, run_status
+
+
+@st.dialog("Image and explanation", width="large")
+def image_dialog(report: reports.Report, index: int) -> None:
+    pr = report.predictions
+    t, p = int(pr.y_true[index]), int(pr.y_pred[index])
+    st.markdown(f"**#{index}** `{pr.files[index]}`  \n**True** {t}: {report.class_name(t)}  \n"
+                f"**Predicted** {p}: {report.class_name(p)} with {pr.confidence[index]:.1%} confidence"
+                + ("" if t == p else "  \n:red[wrong]"))
+    model_path = str(registry.get_model(report.summary["model"]).path)
+    ckpt, _ = load_model(model_path)
+    image, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(p))
+    st.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_dialog_ig")
+    st.caption("Brighter = pixels that pushed the model more towards its prediction. Anchors for this image: "
+               "pick it under Misclassified images.")
+
+
+@st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
+def ig_heatmap(model_path: str, report_id: str, index: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, IG heat map) of one report image, computed once per (model, report, image)."""
+    _, model = load_model(model_path)
+    (image,) = reports.report_images(reports.load_report(report_id), [index])
+    return image, explain.integrated_gradients(model, image, target=target).heatmap
+
+
+def explain_one(report: reports.Report, index: int) -> None:
+    (image,) = reports.report_images(report, [index])
+    model_path = str(registry.get_model(report.summary["model"]).path)
+    ckpt, _ = load_model(model_path)
+    pred = int(report.predictions.y_pred[index])
+    c1, c2 = st.columns([2, 1])
+    key = (report.id, index)
+    if c1.button("Explain with Integrated Gradients", key="eval_ig_run"):
+        st.session_state.setdefault("eval_ig", set()).add(key)
+    if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
+        _, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(pred))
+        c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
+    else:
+        c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
+    threshold = c2.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
+    if c2.button("Run Anchors", key="eval_anchor_run"):
+        st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
+            "anchor", runs.AnchorRun(report=report.id, index=index, threshold=threshold))
+    job_id = st.session_state.get(f"anchor-{report.id}-{index}")
+    if job_id:
+        with c2:
+            show_anchor(job_id, image)
+
+
+@st.fragment(run_every=1.0)
+def show_anchor(job_id: str, image: np.ndarray) -> None:
+    job = runs.get(job_id)
+    if job is None:
+        return
+    if job["status"] != "done":
+        run_status(job)
+        return
+    r = job["result"]
+    mask, _ = reports.load_anchor(r["file"])
+    st.image(explain.anchor_overlay(image, mask), width=160,
+             caption=f"Anchor: precision {r['precision']:.2f}, coverage {r['coverage']:.2f}"
+                     + ("" if r["met_threshold"] else " (threshold not reached)"))
+    st.caption(f"With only the coloured regions kept as they are (the rest replaced at random), the model still "
+               f"says class {r['prediction']} in {r['precision']:.0%} of {r['num_samples']:,} tries: these regions "
+               f"are enough for its decision. Coverage {r['coverage']:.0%}: the share of random variations of the "
+               "image that keep these regions; low means a very specific rule.")
