@@ -1,7 +1,6 @@
 """AppTest per page: start from Home.py (the router), switch page, assert no exception and the visible result."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import models, registry, reports, runs
+from tests.run_support import cancelled_training
 
 @pytest.fixture(autouse=True)
 def router_mode(monkeypatch):
@@ -558,23 +558,8 @@ def test_explore_all_classes_starts_at_class_zero():
     assert captions[0].startswith("0 \u00b7") and len(captions[0]) <= 12
 
 
-def _cancelled_training(name: str, epochs: int = 8) -> str:
-    """A training run stopped (cancelled) after at least one finished epoch: resumable."""
-    from core import training
-    cfg = training.TrainConfig(mode="scratch", epochs=epochs, batch_size=64, augment=False, seed=0,
-                               max_train_images=128)
-    run_id = runs.start("train", runs.TrainRun(cfg, dataset="Sample48", name=name))
-    deadline = time.monotonic() + 120
-    while not (runs.run_dir(run_id) / runs.RESUME_FILE).is_file():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    runs.cancel(run_id)
-    assert runs.wait(run_id, timeout=60)["status"] == "cancelled"
-    return run_id
-
-
 def test_improve_resumes_a_stopped_training_from_its_last_epoch():
-    run_id = _cancelled_training("resumed-model")
+    run_id = cancelled_training("resumed-model")
     assert "resumed-model" not in [m.name for m in registry.list_models()]  # no partial model
     at = open_page("pages/improve.py")
     button = at.button(key=f"resume-{run_id}")
@@ -598,7 +583,7 @@ def test_resume_refuses_what_cannot_be_resumed():
         runs.resume(ev["id"])
     with pytest.raises(ValueError, match="no run 'nope'"):
         runs.resume("nope")
-    run_id = _cancelled_training("again", epochs=8)
+    run_id = cancelled_training("again", epochs=8)
     (runs.run_dir(run_id) / runs.RESUME_FILE).unlink()
     with pytest.raises(ValueError, match="nothing to resume"):
         runs.resume(run_id)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core import datasets, models, registry, runs, store
+from tests.run_support import cancelled_training
 
 
 def _ok(ctx, cfg):
@@ -227,15 +228,7 @@ def test_a_running_record_says_how_long_it_has_left():
 
 
 def test_two_resumes_of_one_run_cannot_both_win(monkeypatch):
-    from core import training
-    cfg = training.TrainConfig(mode="scratch", epochs=30, batch_size=64, augment=False, seed=0, max_train_images=128)
-    run_id = runs.start("train", runs.TrainRun(cfg, dataset="Sample48", name="twice"))
-    deadline = time.monotonic() + 120
-    while not (runs.run_dir(run_id) / runs.RESUME_FILE).is_file():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    runs.cancel(run_id)
-    assert runs.wait(run_id, timeout=60)["status"] == "cancelled"
+    run_id = cancelled_training("twice", epochs=30)
     runs.resume(run_id)
     with pytest.raises(ValueError, match="already|still"):
         runs.resume(run_id)
