@@ -218,3 +218,16 @@ def test_preprocess_empty_batch():
         x = preprocess(empty)
         assert x.shape == (0, 3, 48, 48) and x.dtype == torch.float32
     assert deprocess(preprocess([])).shape == (0, 48, 48, 3)
+
+
+def test_normalise_takes_a_read_only_batch_and_matches_preprocess():
+    import warnings
+    import torch
+    from core.images import normalise, preprocess
+    batch = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    batch.flags.writeable = False  # as a cached split hands it out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = normalise(batch)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.contiguous(), preprocess(batch))
