@@ -33,6 +33,7 @@ from core.distributed import DEVICES, PRECISIONS, Place
 from core.datasets import DatasetInfo, SplitArrays, load_split
 from core.images import normalise, resize_batch
 from core.inference import predict_proba
+from core.outliers import synthesize
 from core.progress import ProgressFn, StopFn, check, never, silent
 from core.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
                          model_from_checkpoint)
@@ -89,6 +90,11 @@ class TrainConfig:
                                      "checkpoint path", flag="--teacher", metavar="MODEL")
     distill_weight: float = _opt(1.0, "weight of the distillation term against the teachers' committee")
     distill_temperature: float = _opt(2.0, "softening temperature of the teachers' probabilities")
+    outlier_weight: float = _opt(0.0, "outlier exposure: weight of the term that teaches near-uniform "
+                                 "probabilities on synthetic outliers made from each batch (a known frame around "
+                                 "a turned pictogram, swapped colours, shuffled tiles, two classes' halves); "
+                                 "sharpens novelty scores (0 = off)")
+    outlier_share: float = _opt(0.5, "outlier exposure: synthetic outliers per batch, as a share of the batch")
     max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
     device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
                        choices=DEVICES)
@@ -117,6 +123,9 @@ class TrainConfig:
             raise ValueError("distillation weights must not be negative")
         if self.distill_temperature <= 0 or self.lwf_temperature <= 0:
             raise ValueError("distillation temperatures must be positive")
+        if self.outlier_weight < 0 or not 0 < self.outlier_share <= 2:
+            raise ValueError(f"outlier_weight must not be negative and outlier_share must lie in (0, 2], got "
+                             f"{self.outlier_weight} and {self.outlier_share}")
         if self.teachers and self.lwf_weight > 0:
             raise ValueError("use either teachers (distillation from other models) or lwf_weight (from the parent), "
                              "not both")
@@ -262,8 +271,28 @@ class Distillation:
             F.log_softmax(logits[:, :k] / temp, dim=1), F.softmax(t_logits / temp, dim=1), reduction="batchmean")
 
 
+@dataclass(frozen=True)
+class OutlierExposure:
+    """Synthetic outliers (:mod:`core.outliers`) added to every batch, with a loss weight: the model learns
+    near-uniform probabilities on them (Hendrycks et al. 2019), the images' own loss is unchanged."""
+
+    weight: float
+    share: float
+    generator: torch.Generator
+
+    def outliers(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return synthesize(x, y, n=round(self.share * len(x)), generator=self.generator)
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """KL divergence from the uniform distribution to the outliers' predictions (0 when uniform)."""
+        if not len(logits):
+            return logits.sum()
+        return self.weight * (-F.log_softmax(logits, dim=1).mean(1) - math.log(logits.shape[1])).mean()
+
+
 def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
                     grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
+                    outliers: OutlierExposure | None = None,
                     on_batch: Callable[[int, int, float, float], None] | None = None,
                     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     bf16: bool = False) -> tuple[float, float]:
@@ -274,12 +303,18 @@ def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, s
 
     ``on_batch(i, n, loss, acc)`` is called after batch ``i`` of ``n`` with that batch's loss and accuracy.
     ``forward`` is the model as wrapped for distributed training (its gradients are averaged over the ranks).
+    ``outliers``: synthetic outliers join each batch's forward pass (one pass: batch norm sees both) and add
+    their term to the loss; the reported loss includes it, the accuracy counts the batch's own images only.
     """
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(feeder):
+        x_out = outliers.outliers(x, y) if outliers is not None else x[:0]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = (forward or model)(x).float()
+            all_logits = (forward or model)(torch.cat([x, x_out]) if len(x_out) else x).float()
+            logits = all_logits[:len(x)]
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if outliers is not None:
+                loss = loss + outliers.loss(all_logits[len(x):])
             if distill is not None and distill.weight > 0:
                 loss = loss + distill.loss(x, logits)
         optimizer.zero_grad(set_to_none=True)
@@ -531,7 +566,7 @@ class _Loop:
             loss, train_acc = train_one_epoch(
                 self.model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=self.cfg.label_smoothing,
                 grad_mask=grad_mask, distill=self.distill if phase.distil else None, on_batch=on_batch,
-                forward=forward, bf16=self.precision == "bf16")
+                forward=forward, bf16=self.precision == "bf16", outliers=self._outlier_exposure(phase, epoch))
         finally:
             feeder.close()
         pass_seconds = time.perf_counter() - t0
@@ -549,6 +584,14 @@ class _Loop:
             self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.progress(epoch / self.total_epochs, f"epoch {epoch}/{self.total_epochs} done: loss {loss:.3f}, "
                       f"val acc {entry['val_acc']}", entry)
+
+    def _outlier_exposure(self, phase: Phase, epoch: int) -> OutlierExposure | None:
+        """Outlier exposure for this epoch (not in incremental phase 1, where only new rows learn); its generator is
+        seeded by (seed, rank, epoch), so a resumed run makes the same outliers without saving a generator state."""
+        if self.cfg.outlier_weight <= 0 or phase.new_rows_only:
+            return None
+        seed = (self.cfg.seed * 1_000_003 + 7919 * self.place.rank + epoch) % 2 ** 63
+        return OutlierExposure(self.cfg.outlier_weight, self.cfg.outlier_share, torch.Generator().manual_seed(seed))
 
     def _validate(self, epoch: int, phase: Phase, loss: float, train_acc: float, optimizer, steps: int,
                   t0: float) -> tuple[dict, float]:

@@ -55,6 +55,8 @@ with right:
                                            "predict the model's classes (or its first ones).")
             distill = st.number_input("Distillation weight", 0.0, 50.0, DEFAULTS.distill_weight, key="improve_distill",
                                       help=HELP["distill_weight"])
+            outlier = st.number_input("Outlier exposure weight (sharper novelty scores)", 0.0, 10.0,
+                                      DEFAULTS.outlier_weight, key="improve_outlier", help=HELP["outlier_weight"])
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
                                     help=HELP["batch_size"])
             seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed", help=HELP["seed"])
@@ -69,7 +71,8 @@ with right:
         cfg = training.TrainConfig(mode=mode, architecture=arch, epochs=int(epochs), lr=float(lr), augment=augment,
                                    batch_size=int(batch), seed=int(seed), new_class_epochs=int(new_epochs),
                                    replay_per_class=int(replay), lwf_weight=float(lwf), teachers=tuple(teachers),
-                                   distill_weight=float(distill), precision=precision)
+                                   distill_weight=float(distill), outlier_weight=float(outlier),
+                                   precision=precision)
         try:
             job_id = runs.start("train", runs.TrainRun(cfg, dataset=info.name, name=name,
                                                        base=base.name if base else None))

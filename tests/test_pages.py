@@ -126,12 +126,13 @@ def test_improve_distils_from_chosen_teachers():
     at.number_input(key="improve_epochs").set_value(1)
     at.multiselect(key="improve_teachers").set_value(["published43"])
     at.selectbox(key="improve_precision").set_value("fp32")
+    at.number_input(key="improve_outlier").set_value(0.5)
     at.button[0].click().run()
     assert not at.exception, at.exception
     job = runs.wait(at.session_state["improve_job"], timeout=120)
     assert job["status"] == "done", job.get("error")
     ckpt = models.load_checkpoint(registry.get_model("apptest-student").path)
-    assert list(ckpt["config"]["teachers"]) == ["published43"]
+    assert list(ckpt["config"]["teachers"]) == ["published43"] and ckpt["config"]["outlier_weight"] == 0.5
     assert ckpt["config"]["precision"] == "fp32" and ckpt["metrics"]["precision"] == "fp32"  # as chosen
 
 

@@ -132,7 +132,9 @@ def test_incremental_without_new_classes_is_refused(sample):
                                      ({"lr": 2.0}, "learning rate"), ({"new_class_lr": 0.0}, "new_class_lr"),
                                      ({"distill_weight": -1.0}, "not be negative"),
                                      ({"distill_temperature": 0.0}, "positive"),
-                                     ({"teachers": ("a",), "lwf_weight": 1.0}, "not both")])
+                                     ({"teachers": ("a",), "lwf_weight": 1.0}, "not both"),
+                                     ({"outlier_weight": -0.5}, "outlier_weight"),
+                                     ({"outlier_share": 0.0}, "outlier_share")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
         training.train(_cfg(**kw), sample)
@@ -205,6 +207,36 @@ def test_distillation_pulls_the_model_towards_its_teachers(sample):
                                     distill_temperature=1.0), sample, teachers=[teacher])
     assert distilled.checkpoint["config"]["teachers"] == ("t",)
     assert _agreement(distilled.checkpoint, teacher, x) > _agreement(plain.checkpoint, teacher, x) + 0.2
+
+
+def _outlier_confidence(ckpt, images):
+    """Mean maximum softmax probability of the model on synthetic outliers made from ``images``."""
+    from core import outliers
+    from core.images import normalise, resize_batch
+    x = normalise(resize_batch(images))
+    o = outliers.synthesize(x, torch.arange(len(x)), n=len(x), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        return float(torch.softmax(models.model_from_checkpoint(ckpt).eval()(o), 1).max(1).values.mean())
+
+
+def test_outlier_exposure_makes_the_model_unsure_on_outliers(sample):
+    val = datasets.load_split(sample, "val").images
+    plain = training.train(_cfg(epochs=10, lr=3e-3), sample)
+    exposed = training.train(_cfg(epochs=10, lr=3e-3, outlier_weight=2.0), sample)
+    assert exposed.checkpoint["config"]["outlier_weight"] == 2.0
+    # near 1/48 on outliers with exposure; a plain model grows confident on them as it learns the classes
+    assert _outlier_confidence(exposed.checkpoint, val) < 0.6 * _outlier_confidence(plain.checkpoint, val)
+    assert exposed.history[-1]["train_acc"] > 2 / 48  # still learns the classes
+
+
+def test_outlier_exposure_leaves_incremental_phase1_alone(sample):
+    parent = _parent43()
+    cfg = _cfg(mode="incremental", epochs=1, new_class_epochs=1)
+    plain = training.train(cfg, sample, parent=parent, parent_name="p")
+    exposed = training.train(_cfg(mode="incremental", epochs=1, new_class_epochs=1, outlier_weight=1.0), sample,
+                             parent=parent, parent_name="p")
+    for k, v in plain.checkpoint["weights"].items():
+        assert torch.equal(v, exposed.checkpoint["weights"][k]), k
 
 
 def test_teachers_must_share_the_model_classes(sample):
@@ -316,10 +348,11 @@ def _train_interrupted_then_resumed(cfg, info, *, stop_after: int, parent=None):
     return training.train(cfg, info, parent=parent, parent_name="p" if parent else None, resume=state)
 
 
-@pytest.mark.parametrize("mode,stop_after", [("scratch", 1), ("incremental", 1), ("incremental", 2)])
-def test_a_resumed_training_ends_bit_identical_to_an_uninterrupted_one(sample, mode, stop_after, one_thread):
+@pytest.mark.parametrize("mode,stop_after,extra", [("scratch", 1, {}), ("incremental", 1, {}), ("incremental", 2, {}),
+                                                   ("scratch", 2, {"outlier_weight": 1.0})])
+def test_a_resumed_training_ends_bit_identical_to_an_uninterrupted_one(sample, mode, stop_after, extra, one_thread):
     parent = _parent43() if mode == "incremental" else None
-    cfg = _cfg(mode=mode, epochs=3, augment=True, new_class_epochs=1, max_train_images=300)
+    cfg = _cfg(mode=mode, epochs=3, augment=True, new_class_epochs=1, max_train_images=300, **extra)
     whole = training.train(cfg, sample, parent=parent, parent_name="p" if parent else None)
     resumed = _train_interrupted_then_resumed(cfg, sample, stop_after=stop_after, parent=parent)
     for k, v in whole.checkpoint["weights"].items():
