@@ -79,7 +79,8 @@ def _centre_swap(a, b, _other_class, generator):
 def _channel_swap(a, _b, _other_class, generator):
     pick = torch.randint(len(_CHANNEL_PERMUTATIONS), (len(a),), generator=generator)
     out = torch.stack([im[list(_CHANNEL_PERMUTATIONS[p])] for im, p in zip(a, pick)])
-    return out, _changed(out, a, _centre_disk(a.shape[-1], SIGN_RADIUS).to(a.device))  # the sign's colours, not the background's
+    # judged on the sign's colours, not the background's (a grey sign before a green hedge stays a grey sign)
+    return out, _changed(out, a, _centre_disk(a.shape[-1], SIGN_RADIUS).to(a.device))
 
 
 def _jigsaw(a, _b, _other_class, generator):
