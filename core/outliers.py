@@ -97,8 +97,8 @@ def _jigsaw(a, _b, _other_class, generator):
     return out, _changed(out, a)
 
 
-def _halves(a, _b, other_class, _generator):
+def _halves(a, b, other_class, _generator):
     h = a.shape[-1] // 2
     out = a.clone()
-    out[..., h:] = _b[..., h:]
+    out[..., h:] = b[..., h:]
     return out, other_class & _changed(out, a)

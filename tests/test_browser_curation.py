@@ -132,7 +132,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
 
     # 5. Incremental learning from the shipped benchmark onto the workspace.
     page = open_page(browser, url, "/improve", "Improve model")
-    choose(page, "Base model", next(o for o in options(page, "Base model") if o.startswith("benchmark")))
+    choose(page, "Base model", next(o for o in options(page, "Base model") if o.startswith("benchmark (")))
     choose(page, "Dataset", "Main (workspace of Sample48)")
     page.get_by_label("New model name").fill("main-inc")
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill("4")  # 1 on the new rows, 3 on all
@@ -167,7 +167,7 @@ def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monk
         Image.fromarray(star_sign(20 + k)).save(root / f"star{k}.png")
         files.append(str(root / f"star{k}.png"))
     page = open_page(browser, url, "/visualise", "Visualise classes", 2000)
-    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("benchmark")))
+    choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("benchmark (")))
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_role("button", name="Compute map").click()
     page.get_by_text("Colour by").wait_for(timeout=120_000)
