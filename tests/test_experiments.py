@@ -46,3 +46,34 @@ def test_seed_table_trains_evaluates_writes_every_row_and_resumes(tmp_path, data
     assert seed_table.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "models").glob("*.pt")} == stamps
     assert json.loads((tmp_path / "r.json").read_text()) == data
+
+
+def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_classes(tmp_path, data_root, capsys):
+    """On a tiny synthetic set: every group and mix gets an accuracy in [0, 100]; the identity model's clean
+    accuracy is what predict_proba gives; the CLI prints one JSON line per model; foreign labels are refused."""
+    import group_costs
+    import pytest
+    import torch
+
+    from core import models
+    from core.augment import GROUPS
+    from core.datasets import get_dataset, load_split
+    from core.inference import predict_proba
+    _tiny("Tiny", 4, 0)
+    torch.manual_seed(0)
+    net = models.build_model("bn_stn", 4)
+    ck = models.make_checkpoint(net, architecture="bn_stn", class_ids=[0, 1, 2, 3], class_names=list("abcd"),
+                                dataset="Tiny", dataset_fingerprint="x", parent=None, mode="scratch", epochs=0,
+                                history=[], metrics={}, config={})
+    path = models.save_checkpoint(ck, tmp_path / "m.pt")
+    split = load_split(get_dataset("Tiny"), "val")
+    res = group_costs.group_costs(ck, split.images, split.labels, dark_quartile=True)
+    assert set(res["groups"]) == set(GROUPS) and set(res["mix"]) == {"0.15", "0.3"}
+    expected = (predict_proba(models.model_from_checkpoint(ck), split.images).argmax(1) == split.labels).mean() * 100
+    assert res["clean"]["all"] == round(float(expected), 2)
+    assert all(0 <= v["all"] <= 100 and 0 <= v["darkest_quarter"] <= 100 for v in res["groups"].values())
+    with pytest.raises(ValueError, match="no output for classes"):
+        group_costs.group_costs(ck, split.images, split.labels + 10)
+    assert group_costs.main([str(path), "--dataset", "Tiny", "--split", "val"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["images"] == 4 and set(line["groups"]) == set(GROUPS) and isinstance(line["clean"], float)
