@@ -121,3 +121,27 @@ def test_committee_averages_member_probabilities():
         assert torch.allclose(torch.softmax(c(x), 1), expected, atol=1e-6)
     with pytest.raises(ValueError, match="disagree"):
         models.Committee([a, models.build_model("published", 6)])
+
+
+def test_shipped_robust48_is_the_model_cards_model():
+    """artifacts/robust48.pt holds what the model card's command makes: incremental48's 48 classes, bn_stn from
+    scratch for 75 epochs at augmentation p 0.3 distilled from incremental48, the epoch best on val kept; and it
+    classifies the embedded sample's test images."""
+    import numpy as np
+
+    from core import config
+    from core.datasets import get_dataset, load_split
+    from core.inference import predict_proba
+    ck = models.load_checkpoint(config.ARTIFACTS_DIR / "robust48.pt")
+    inc = models.load_checkpoint(config.ARTIFACTS_DIR / "incremental48.pt")
+    assert ck["class_ids"] == inc["class_ids"] and ck["class_names"] == inc["class_names"]
+    cfg = ck["config"]
+    assert (ck["architecture"], cfg["mode"], cfg["epochs"], cfg["augment_p"], cfg["seed"]) == ("bn_stn", "scratch", 75, 0.3, 0)
+    assert list(cfg["teachers"]) == ["artifacts/incremental48.pt"]
+    best = max(ck["history"], key=lambda h: h["val_acc"])
+    assert ck["metrics"]["best_epoch"] == best["epoch"] and best["val_acc"] > 0.995
+    assert abs(ck["metrics"]["test_acc"] - 0.9911) < 5e-4 and ck["metrics"]["test_n"] == 12630
+    split = load_split(get_dataset("Sample48"), "test")
+    lookup = {c: i for i, c in enumerate(ck["class_ids"])}
+    y = np.array([lookup[int(c)] for c in split.labels])
+    assert (predict_proba(models.model_from_checkpoint(ck), split.images).argmax(1) == y).mean() >= 0.95
