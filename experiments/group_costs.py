@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     split = load_split(get_dataset(args.dataset), args.split)
     images, labels = split.images[:args.limit], split.labels[:args.limit]
     for name in args.models:
-        res = group_costs(load_checkpoint(model_path(name)), images, labels, seed=args.seed, dark_quartile=args.dark_quartile)
+        res = group_costs(load_checkpoint(model_path(name)), images, labels, seed=args.seed,
+                          dark_quartile=args.dark_quartile)
         print(json.dumps({"model": name, "dataset": args.dataset, "split": args.split, "images": len(labels), **res}),
               flush=True)
     return 0

@@ -136,7 +136,8 @@ def test_shipped_robust48_is_the_model_cards_model():
     inc = models.load_checkpoint(config.ARTIFACTS_DIR / "incremental48.pt")
     assert ck["class_ids"] == inc["class_ids"] and ck["class_names"] == inc["class_names"]
     cfg = ck["config"]
-    assert (ck["architecture"], cfg["mode"], cfg["epochs"], cfg["augment_p"], cfg["seed"]) == ("bn_stn", "scratch", 75, 0.3, 0)
+    settings = (ck["architecture"], cfg["mode"], cfg["epochs"], cfg["augment_p"], cfg["seed"])
+    assert settings == ("bn_stn", "scratch", 75, 0.3, 0)
     assert list(cfg["teachers"]) == ["artifacts/incremental48.pt"]
     best = max(ck["history"], key=lambda h: h["val_acc"])
     assert ck["metrics"]["best_epoch"] == best["epoch"] and best["val_acc"] > 0.995
