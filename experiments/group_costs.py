@@ -35,7 +35,8 @@ def group_costs(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, seed: int
         raise ValueError("no images to measure")
     y = np.asarray([lookup[int(c)] for c in labels])
     model = model_from_checkpoint(ckpt)
-    dark = images.reshape(len(images), -1).mean(1) <= np.quantile(images.reshape(len(images), -1).mean(1), 0.25)
+    brightness = images.reshape(len(images), -1).mean(1)
+    dark = brightness <= np.quantile(brightness, 0.25)
 
     def acc(x: np.ndarray) -> dict | float:
         ok = predict_proba(model, x).argmax(1) == y

@@ -49,8 +49,9 @@ def test_seed_table_trains_evaluates_writes_every_row_and_resumes(tmp_path, data
 
 
 def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_classes(tmp_path, data_root, capsys):
-    """On a tiny synthetic set: every group and mix gets an accuracy in [0, 100]; the identity model's clean
-    accuracy is what predict_proba gives; the CLI prints one JSON line per model; foreign labels are refused."""
+    """On a tiny synthetic set: every group and mix gets an accuracy in [0, 100]; the clean accuracy, overall and on
+    the darkest quarter, is what predict_proba gives; the CLI prints one JSON line per model; foreign labels are
+    refused."""
     import group_costs
     import pytest
     import torch
@@ -71,6 +72,13 @@ def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_class
     assert set(res["groups"]) == set(GROUPS) and set(res["mix"]) == {"0.15", "0.3"}
     expected = (predict_proba(models.model_from_checkpoint(ck), split.images).argmax(1) == split.labels).mean() * 100
     assert res["clean"]["all"] == round(float(expected), 2)
+    # Labels made so that only the darkest of the 4 images (the darkest quarter) is classified right.
+    pred = predict_proba(models.model_from_checkpoint(ck), split.images).argmax(1)
+    darkest = np.argmin(split.images.reshape(len(split.images), -1).mean(1))
+    labels = (pred + 1) % 4
+    labels[darkest] = pred[darkest]
+    clean = group_costs.group_costs(ck, split.images, labels, dark_quartile=True)["clean"]
+    assert clean == {"all": 25.0, "darkest_quarter": 100.0}
     assert all(0 <= v["all"] <= 100 and 0 <= v["darkest_quarter"] <= 100 for v in res["groups"].values())
     with pytest.raises(ValueError, match="no output for classes"):
         group_costs.group_costs(ck, split.images, split.labels + 10)
