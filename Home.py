@@ -4,7 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import config, datasets, registry, runs
+from core.base import config
+from core.data import datasets
+from core.learning import registry
+from core import runs
 from pages._ui import recover_runs, run_status
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")

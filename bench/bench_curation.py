@@ -25,8 +25,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core import config, curation, datasets, models, uploads, workspaces  # noqa: E402
-from core.images import encode_png  # noqa: E402
+from core.base import config
+from core.data import datasets, uploads, workspaces
+from core.learning import models
+from core.curation import importing as curation  # noqa: E402
+from core.data.images import encode_png  # noqa: E402
 
 
 def sign(seed: int, size: int = 64) -> np.ndarray:

@@ -18,7 +18,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from core import config, datasets, embedding, models, novelty  # noqa: E402
+from core.analysis import embedding, novelty
+from core.base import config
+from core.data import datasets
+from core.learning import models  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
     path = config.ARTIFACTS_DIR / f"{args.model}.pt"
     ckpt = models.load_checkpoint(path)
     model = models.model_from_checkpoint(ckpt)
-    built = {d.name for d in datasets.list_built()}
+    built = {d.name for d in datasets.list_datasets() if d.kind == "built"}
     if "GTSRB" in built:
         split = datasets.load_split("GTSRB", "train")
         images, labels = split.images, split.labels

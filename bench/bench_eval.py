@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core import datasets  # noqa: E402
-from core.images import preprocess  # noqa: E402
-from core.inference import predict_proba  # noqa: E402
-from core.models import build_model, load_checkpoint, model_from_checkpoint  # noqa: E402
+from core.data import datasets  # noqa: E402
+from core.data.images import preprocess  # noqa: E402
+from core.learning.inference import predict_proba  # noqa: E402
+from core.learning.models import build_model, load_checkpoint, model_from_checkpoint  # noqa: E402
 
 
 def timed(fn, n_images: int, repeat: int = 3) -> float:

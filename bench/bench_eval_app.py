@@ -24,7 +24,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server, wait_for_app  # noqa: E402
 
-from core import config, reports  # noqa: E402
+from core.analysis import reports
+from core.base import config  # noqa: E402
 
 
 def cli(model: str, dataset: str, split: str) -> float:

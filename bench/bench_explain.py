@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.explain import anchor_explanation, integrated_gradients  # noqa: E402
-from core.models import build_model, load_checkpoint, model_from_checkpoint  # noqa: E402
+from core.analysis.explain import anchor_explanation, integrated_gradients  # noqa: E402
+from core.learning.models import build_model, load_checkpoint, model_from_checkpoint  # noqa: E402
 
 N_IMAGES = 10
 IMAGE_SIDE = 32  # GTSRB-sized; the explainers resize to the 48 x 48 network input

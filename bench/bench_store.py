@@ -28,7 +28,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from core import datasets, runs, store, training, workspaces  # noqa: E402
+from core.base import store
+from core.data import datasets, workspaces
+from core.learning import training
+from core import runs  # noqa: E402
 
 BASE = "Sample48"
 

@@ -28,9 +28,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core import datasets, distributed, training  # noqa: E402
-from core.images import preprocess  # noqa: E402
-from core.models import build_model  # noqa: E402
+from core.data import datasets
+from core.learning import distributed, training  # noqa: E402
+from core.data.images import preprocess  # noqa: E402
+from core.learning.models import build_model  # noqa: E402
 
 
 def bare_epoch(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, seed: int = 0) -> float:

@@ -25,7 +25,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from core import config, datasets, workspaces  # noqa: E402
+from core.base import config
+from core.data import datasets, workspaces  # noqa: E402
 
 
 def median_time(fn, repeat: int) -> float:
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--split", default="train", choices=datasets.SPLITS)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    names = {d.name for d in datasets.list_built()}
+    names = {d.name for d in datasets.list_datasets() if d.kind == "built"}
     base_name = args.base or ("GTSRB" if "GTSRB" in names else "Sample48")
     base = datasets.get_dataset(base_name)
     datasets.load_split(base, args.split)  # warm the base's decoded cache (in the real data root)

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core import datasets  # noqa: E402
-from core.evaluation import evaluate_checkpoint  # noqa: E402
-from core.models import load_checkpoint  # noqa: E402
+from core.data import datasets  # noqa: E402
+from core.analysis.evaluation import evaluate_checkpoint  # noqa: E402
+from core.learning.models import load_checkpoint  # noqa: E402
 
 OLD = 43
 

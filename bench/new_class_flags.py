@@ -4,7 +4,7 @@
 
 Each mix: 10 images of each of 10 random GTSRB classes (official test set) plus up to 10 images (first copies) of
 each of the 5 TSRD test classes GTSRB lacks (the new classes of GTSRB_48), grouped and flagged by
-``core.embedding.detect_new_classes``. Image-level precision: share of images in flagged groups that are of a new
+``core.analysis.embedding.detect_new_classes``. Image-level precision: share of images in flagged groups that are of a new
 class; recall: share of new-class images that land in a flagged group.
 """
 from __future__ import annotations
@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core import config, embedding, models, novelty  # noqa: E402
+from core.analysis import embedding, novelty
+from core.base import config
+from core.learning import models  # noqa: E402
 
 NEW_TSRD = (3, 54, 28, 55, 17)
 

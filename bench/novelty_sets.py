@@ -3,7 +3,7 @@
     python bench/novelty_sets.py --source ../shared/data --out /tmp/novelty
 
 ``known.npz``: the official GTSRB test set (12,630 images, the benchmark's classes). ``novel.npz``: the TSRD test
-images of the classes GTSRB does not have (not in ``core.builds.TSRD_TO_GTSRB``), first copies only (549). Then:
+images of the classes GTSRB does not have (not in ``core.data.builds.TSRD_TO_GTSRB``), first copies only (549). Then:
 
     python -m core novelty --model benchmark --known-npz /tmp/novelty/known.npz --novel-npz /tmp/novelty/novel.npz --json
 """
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core.builds import TSRD_TO_GTSRB  # noqa: E402
+from core.data.builds import TSRD_TO_GTSRB  # noqa: E402
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
-from core import datasets, novelty  # noqa: E402
-from core.builds import TSRD_TO_GTSRB  # noqa: E402
-from core.models import load_checkpoint, model_from_checkpoint  # noqa: E402
+from core.analysis import novelty
+from core.data import datasets  # noqa: E402
+from core.data.builds import TSRD_TO_GTSRB  # noqa: E402
+from core.learning.models import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 METHODS = ("msp", "energy", "mahalanobis", "knn", "fused")
 

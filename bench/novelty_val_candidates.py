@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 import numpy as np, torch
-from core import datasets, registry, novelty
-from core.builds import TSRD_TO_GTSRB
-from core.models import load_checkpoint, model_from_checkpoint
+from core.analysis import novelty
+from core.data import datasets
+from core.learning import registry
+from core.data.builds import TSRD_TO_GTSRB
+from core.learning.models import load_checkpoint, model_from_checkpoint
 torch.manual_seed(0)
 ck = load_checkpoint(registry.get_model("benchmark").path); model = model_from_checkpoint(ck).eval()
 ids = ck["class_ids"]; lookup = {c: i for i, c in enumerate(ids)}

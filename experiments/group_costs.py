@@ -24,9 +24,9 @@ MIXES = (0.15, 0.3)
 def group_costs(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, seed: int = 5,
                 dark_quartile: bool = False) -> dict:
     """Accuracy (percent) of the checkpoint's model: clean, per group at p = 1, and for each mix of :data:`MIXES`."""
-    from core.augment import GROUPS, augment_images
-    from core.inference import predict_proba
-    from core.models import model_from_checkpoint
+    from core.data.augment import GROUPS, augment_images
+    from core.learning.inference import predict_proba
+    from core.learning.models import model_from_checkpoint
     lookup = {int(c): i for i, c in enumerate(ckpt["class_ids"])}
     unknown = sorted({int(c) for c in labels} - set(lookup))
     if unknown:
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--dark-quartile", action="store_true")
     args = ap.parse_args(argv)
-    from core.datasets import get_dataset, load_split
-    from core.models import load_checkpoint
-    from core.registry import model_path
+    from core.data.datasets import get_dataset, load_split
+    from core.learning.models import load_checkpoint
+    from core.learning.registry import model_path
     split = load_split(get_dataset(args.dataset), args.split)
     images, labels = split.images[:args.limit], split.labels[:args.limit]
     for name in args.models:

@@ -145,7 +145,7 @@ class Table:
         print(f"train {m.name}: {_shown(cmd)}", flush=True)
         stdout, wall = _run(cmd, env)
         result = json.loads(stdout.strip().splitlines()[-1])
-        from core import datasets  # noqa: PLC0415 (after the environment is set)
+        from core.data import datasets  # noqa: PLC0415 (after the environment is set)
         images = datasets.get_dataset(self.dataset(m.dataset)).split_size("train")
         self.data["models"][m.name] = {"command": _shown(cmd), "seed": SEED, "epochs": epochs,
                                        "wall_s": round(wall, 1), "train_images": images,

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import reports
-from core.metrics import METRIC_HELP, METRIC_LABELS, METRIC_NAMES
+from core.analysis import reports
+from core.analysis.metrics import METRIC_HELP, METRIC_LABELS, METRIC_NAMES
 from pages._explain_views import explain_one, image_dialog
 from pages._ui import thumbnail_grid
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import explain, registry, reports, runs
+from core.analysis import explain, reports
+from core.learning import registry
+from core import runs
 from pages._ui import ig_figure, load_model, run_status
 
 

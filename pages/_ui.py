@@ -11,10 +11,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import streamlit as st
 
-from core import datasets, explain, models, novelty, registry, runs, workspaces
-from core.images import resize_to_input
-from core.progress import describe_seconds
-from core.curves import history_frames
+from core.analysis import explain, novelty
+from core.data import datasets, workspaces
+from core.learning import models, registry
+from core import runs
+from core.data.images import resize_to_input
+from core.base.progress import describe_seconds
+from core.analysis.curves import history_frames
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -46,7 +49,7 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset",
 def pick_workspace(key: str) -> datasets.DatasetInfo | None:
     """Choose a workspace (what users change), or create one from a built dataset in one click."""
     spaces = workspaces.list_workspaces()
-    built = [d for d in datasets.list_built()]
+    built = [d for d in datasets.list_datasets() if d.kind == "built"]
     with st.expander("Create a workspace" if spaces else "Create a workspace to start", expanded=not spaces):
         st.caption("Built datasets never change: you add classes and images to a workspace derived from one "
                    "(nothing is copied; it records only your changes).")

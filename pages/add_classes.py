@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import datasets, workspaces
-from core.images import ImageError, load_image
+from core.data import datasets, workspaces
+from core.data.images import ImageError, load_image
 from pages._nav import ensure_router
 from pages._ui import pick_workspace
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import augment, curation, registry, runs, uploads, workspaces
+from core.data import augment, uploads, workspaces
+from core.learning import registry
+from core.curation import importing as curation
+from core import runs
 from pages._nav import ensure_router
 from pages._ui import pick_workspace, run_status, show_errors
 

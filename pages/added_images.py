@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import curation, datasets, workspaces
-from core.images import load_image
+from core.data import datasets, workspaces
+from core.curation import importing as curation
+from core.data.images import load_image
 from pages._nav import ensure_router
 from pages._ui import pick_workspace
 

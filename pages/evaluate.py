@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import reports, runs
-from core.datasets import SPLITS
+from core.analysis import reports
+from core import runs
+from core.data.datasets import SPLITS
 from pages._evaluate_views import show_comparison, show_report
 from pages._nav import ensure_router, rerun_page
 from pages._ui import pick_dataset, pick_model, run_status, show_model_stats

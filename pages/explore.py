@@ -5,8 +5,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core import browse, runs
-from core.datasets import SPLITS
+from core.data import browse
+from core import runs
+from core.data.datasets import SPLITS
 from pages._nav import ensure_router, rerun_page
 from pages._ui import cached_index, pick_dataset, pick_model, run_status, thumbnail_grid
 

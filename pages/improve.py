@@ -6,10 +6,11 @@ import dataclasses
 import plotly.express as px
 import streamlit as st
 
-from core import registry, runs, training
-from core.curves import live_frames
-from core.distributed import PRECISIONS
-from core.models import ARCHITECTURES
+from core.learning import registry, training
+from core import runs
+from core.analysis.curves import live_frames
+from core.learning.distributed import PRECISIONS
+from core.learning.models import ARCHITECTURES
 from pages._nav import ensure_router
 from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import explain, prediction
-from core.datasets import pictogram_path
+from core.analysis import explain, prediction
+from core.data.built import pictogram_path
 from pages._nav import ensure_router
 from pages._ui import ig_figure, load_model, novelty_detector, pick_model, show_model_stats
 

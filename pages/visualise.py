@@ -7,10 +7,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import embedding, runs, uploads, workspaces
-from core.datasets import SPLITS
-from core.images import load_image, resize_to_input
-from core.novelty import layer_outputs
+from core.analysis import embedding
+from core.data import uploads, workspaces
+from core import runs
+from core.data.datasets import SPLITS
+from core.data.images import load_image, resize_to_input
+from core.analysis.novelty import layer_outputs
 from pages._nav import ensure_router, rerun_page
 from pages._ui import load_model, novelty_detector, pick_dataset, pick_model, run_status
 

@@ -8,7 +8,7 @@ from core import runs
 
 def cancelled_training(name: str, epochs: int = 8) -> str:
     """A training run on the sample stopped (cancelled) after at least one finished epoch: resumable."""
-    from core import training
+    from core.learning import training
     cfg = training.TrainConfig(mode="scratch", epochs=epochs, batch_size=64, augment=False, seed=0,
                                max_train_images=128)
     run_id = runs.start("train", runs.TrainRun(cfg, dataset="Sample48", name=name))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import smooth_images
-from core import augment
-from core.augment import GROUP_LABELS, GROUPS, augment_images, build_pipeline
+from core.data import augment
+from core.data.augment import GROUP_LABELS, GROUPS, augment_images, build_pipeline
 
 
 def _mad(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-data")
     os.environ["TSW_DATA_ROOT"] = str(root)
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     rng = np.random.default_rng(0)
     n = 30  # one class with 30 images: three pages of 12
     imgs = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
@@ -117,7 +117,7 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     assert batches >= 2, batches
     page.screenshot(path=str(SHOTS / "improve_trained.png"), full_page=True)
     assert page.get_by_test_id("stException").count() == 0
-    from core import registry
+    from core.learning import registry
     assert "browser-model" in [m.name for m in registry.list_models()]
     page.close()
 
@@ -139,7 +139,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     page.get_by_test_id("stToast").filter(has_text="Report ready").wait_for(timeout=120_000)
     page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
     wait_for_app(page)
-    from core import reports
+    from core.analysis import reports
     latest = reports.load_report(reports.list_reports()[0]["id"])
     worst = reports.worst_confusion(latest)
     assert worst is not None
@@ -203,7 +203,7 @@ def cell_index(page, true_id: int, pred_id: int) -> int:
 
 def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_path):
     url, _ = app
-    from core.datasets import get_dataset, list_files
+    from core.data.datasets import get_dataset, list_files
     sample = get_dataset("Sample48")
     stop = sample.path / list_files(sample, "test", 14)[0]
     bad = tmp_path / "broken.png"

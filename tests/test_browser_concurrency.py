@@ -33,8 +33,9 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("load-data")
     os.environ["TSW_DATA_ROOT"] = str(root)
     import torch
-    from core import models, registry, workspaces
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data import workspaces
+    from core.learning import models, registry
+    from core.data.built import SplitToWrite, write_dataset
     rng = np.random.default_rng(0)
     for name, n in SIZES.items():  # Big: a few seconds an evaluation, so six of them overlap
         labels = np.arange(n) % 10
@@ -67,7 +68,10 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
                                                              epochs):
     url, root = app
     monkeypatch.setenv("TSW_DATA_ROOT", str(root))
-    from core import datasets, registry, reports, runs, workspaces
+    from core.analysis import reports
+    from core.data import datasets, workspaces
+    from core.learning import registry
+    from core import runs
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.goto(url + "/evaluate")
     page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
@@ -108,7 +112,7 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
     added_before = len(workspaces.current_added(datasets.get_dataset("Main")))
     folder = tmp_path / "uploads"
     folder.mkdir()
-    from core.images import encode_png
+    from core.data.images import encode_png
     for k, im in enumerate(smooth_images(20, 40, seed=9)):
         (folder / f"cli{k:02d}.png").write_bytes(encode_png(im))
     env = dict(os.environ, TSW_DATA_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")

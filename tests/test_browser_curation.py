@@ -83,7 +83,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     wait_for_app(page)
     shot(page, "3_added")
     page.close()
-    from core import datasets, workspaces
+    from core.data import datasets, workspaces
     info = datasets.get_dataset("Main")
     assert info.counts["train"][48] + info.counts["val"][48] == 18 and info.counts["val"][48] > 0
 
@@ -156,8 +156,8 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
 def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monkeypatch):
     url, root = app
     monkeypatch.setenv("TSW_DATA_ROOT", str(root))
-    from core import datasets
-    from core.images import encode_png
+    from core.data import datasets
+    from core.data.images import encode_png
     split = datasets.load_split("Sample48", "test")
     files = []
     for k, im in enumerate(split.images[split.labels == 14][:3]):

@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from conftest import random_images
-from core import builds, config, datasets
-from core.builds import TSRD_TO_GTSRB, choose_new_tsrd_classes
-from core.importers import SourceError
+from core.base import config
+from core.data import builds, built, datasets
+from core.data.builds import TSRD_TO_GTSRB, choose_new_tsrd_classes
+from core.data.importers import SourceError
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -250,14 +251,14 @@ def test_build_standard_is_byte_identical_across_roots(source, tmp_path, monkeyp
     info = datasets.get_dataset("GTSRB_48")
     assert info.embedded is False and info.num_classes == 48
     assert len(datasets.load_split(info, "val")) == info.split_size("val")
-    assert datasets.pictogram_path(14, "Stop") == tmp_path / "a" / "pictograms" / "14.png"
+    assert built.pictogram_path(14, "Stop") == tmp_path / "a" / "pictograms" / "14.png"
 
 
 def test_build_sample_writes_sample48(source, tmp_path, monkeypatch):
     monkeypatch.setattr(builds, "TESTING_EXTRA", N_TESTING_EXTRA)  # assemble builds Testing too
     out = tmp_path / "sample"
     path = builds.build_sample(source[0], seed=0, out=out)
-    info = datasets.read_info(path, embedded=True)
+    info = built.read_info(path, embedded=True)
     assert info.name == "Sample48" and info.num_classes == 48
     for split, per_class in builds.SAMPLE_PER_CLASS.items():
         assert all(0 < n <= per_class for n in info.counts[split].values())
@@ -296,9 +297,9 @@ def test_import_with_a_broken_image_writes_nothing(tmp_path):
 
 def test_cli_datasets_list_json(data_root):
     n = 3
-    split = datasets.SplitToWrite(list(random_images(n, 16)), np.asarray([0, 1, 1]), ["a", "b", "c"], ["s"] * n,
+    split = built.SplitToWrite(list(random_images(n, 16)), np.asarray([0, 1, 1]), ["a", "b", "c"], ["s"] * n,
                                   [""] * n, np.full((n, 2), 16, np.int32))
-    datasets.write_dataset("CliSet", {"train": split, "test": split}, classes={0: "x", 1: "y"}, source="s",
+    built.write_dataset("CliSet", {"train": split, "test": split}, classes={0: "x", 1: "y"}, source="s",
                            recipe="r")
     env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
     out = subprocess.run([sys.executable, "-m", "core", "datasets", "list", "--json"], cwd=PROJECT, env=env,

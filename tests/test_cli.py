@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import models
+from core.learning import models
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +148,7 @@ def test_import_official_layout_splits_by_track(data_root, tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["num_classes"] == 2 and d["splits"]["train"] + d["splits"]["val"] == 12 and d["splits"]["val"] == 4
-    from core import datasets
+    from core.data import datasets
     os.environ["TSW_DATA_ROOT"] = str(data_root)
     rows = datasets.read_index(datasets.get_dataset("MyGTSRB"))
     val_tracks = {r["track"] for r in rows if r["split"] == "val"}
@@ -166,7 +166,7 @@ def test_import_with_a_csv_missing_columns_names_the_file(data_root, tmp_path):
 
 def test_train_help_lists_every_train_config_field(data_root):
     import dataclasses
-    from core.training import TrainConfig
+    from core.learning.training import TrainConfig
     out = run_cli("train", "--help", root=data_root)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())

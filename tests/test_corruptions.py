@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import corruptions, models
+from core.analysis import corruptions
+from core.learning import models
 from tests.test_cli import model_path, run_cli  # noqa: F401  (fixture)
 
 
@@ -58,7 +59,7 @@ def test_robustness_reports_every_cell_and_their_means():
     torch.manual_seed(0)
     model = models.build_model("published", 5).eval()
     images = _signs(40)
-    from core.inference import predict_proba
+    from core.learning.inference import predict_proba
     targets = predict_proba(model, images).argmax(1)  # the model's own clean answers: clean accuracy 1
     names = ("gaussian_noise", "jpeg", "occlusion")
     r = corruptions.robustness(model, images, targets, names=names, severities=(1, 5))

@@ -15,8 +15,11 @@ import torch
 from PIL import Image
 
 from conftest import smooth_images
-from core import curation, datasets, models, registry, runs, uploads, workspaces
-from core.images import encode_png
+from core.data import datasets, uploads, workspaces
+from core.learning import models, registry
+from core.curation import importing as curation
+from core import runs
+from core.data.images import encode_png
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = "Sample48"
@@ -235,7 +238,7 @@ def test_bad_edits_are_refused(kw, msg):
 def test_a_crash_or_cancel_mid_import_leaves_the_previous_version(ws, monkeypatch):
     v0 = datasets.get_dataset("Main").fingerprint
     batch = ups(smooth_images(3, 40, seed=12))
-    from core import progress
+    from core.base import progress
     with pytest.raises(progress.Cancelled):
         curation.import_images(batch, settings(ws, to="test"), should_stop=lambda: True)
     real = os.replace
@@ -318,8 +321,9 @@ def test_killing_the_process_at_the_commit_of_an_import_leaves_the_previous_vers
 import os, signal, sys
 sys.path.insert(0, {str(PROJECT)!r}); sys.path.insert(0, {str(PROJECT / 'tests')!r})
 from conftest import smooth_images
-from core import curation, uploads, workspaces
-from core.images import encode_png
+from core.data import uploads, workspaces
+from core.curation import importing as curation
+from core.data.images import encode_png
 real = workspaces.atomic_write_json
 def die_at_commit(path, value):
     if path.name == workspaces.HEADER:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import config, data_issues, datasets, models, novelty
-from core.datasets import SplitToWrite, write_dataset
+from core.analysis import data_issues, novelty
+from core.base import config
+from core.data import datasets
+from core.learning import models
+from core.data.built import SplitToWrite, write_dataset
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import random_images
-from core import config, datasets
-from core.datasets import (SplitToWrite, get_dataset, list_datasets, list_files, load_split, pictogram_path,
-                           read_index, safe_file_stem, split_by_track, write_dataset)
+from core.base import config
+from core.data import built, datasets
+from core.data.built import SplitToWrite, pictogram_path, safe_file_stem, split_by_track, write_dataset
+from core.data.datasets import get_dataset, list_datasets, list_files, load_split, read_index
 
 CLASSES = {0: "zero", 3: "three", 7: "seven"}
 
@@ -50,7 +51,7 @@ def test_write_then_list_get_index_files_and_load_round_trip(data_root):
                               "kind": "built", "base": None, "version": info.fingerprint}
 
     rows = read_index(info)
-    assert len(rows) == 13 and set(rows[0]) == set(datasets.INDEX_COLUMNS)
+    assert len(rows) == 13 and set(rows[0]) == set(built.INDEX_COLUMNS)
     assert [r["class_id"] for r in read_index(info, "train")] == [0, 0, 3, 7, 7, 3]
     assert read_index(info, "val")[1]["orig_w"] == "17" and read_index(info, "train")[2]["track"] == "t1"
     assert list_files(info, "train", 7) == ["train/7/img_1_3.png", "train/7/img_1_4.png"]
@@ -79,8 +80,8 @@ def test_load_split_reuses_its_cache(monkeypatch, data_root):
     def no_decoding(*a, **k):
         raise AssertionError("decoded again instead of using the cache")
 
-    monkeypatch.setattr(datasets, "_decode_split", no_decoding)
-    monkeypatch.setattr(datasets, "load_image", no_decoding)
+    monkeypatch.setattr(built, "_decode_split", no_decoding)
+    monkeypatch.setattr(built, "load_image", no_decoding)
     second = load_split(info, "train")
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     assert first.files == second.files and cache.stat().st_mtime_ns == mtime
@@ -144,7 +145,7 @@ def test_failed_overwrite_keeps_the_existing_dataset(monkeypatch):
 
     # an error while encoding (e.g. disk full) is handled the same way
     calls = {"n": 0}
-    real = datasets.encode_png
+    real = built.encode_png
 
     def flaky(im):
         calls["n"] += 1
@@ -152,7 +153,7 @@ def test_failed_overwrite_keeps_the_existing_dataset(monkeypatch):
             raise OSError("disk full (simulated)")
         return real(im)
 
-    monkeypatch.setattr(datasets, "encode_png", flaky)
+    monkeypatch.setattr(built, "encode_png", flaky)
     with pytest.raises(OSError, match="simulated"):
         write_dataset("Keep", make_splits(), classes=CLASSES, source="s3", recipe="r3")
     assert tree_hashes(good) == before and _leftovers(good.parent) == []

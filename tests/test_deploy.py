@@ -4,7 +4,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from core import config
+from core.base import config
 
 PROJECT = Path(__file__).resolve().parent.parent
 

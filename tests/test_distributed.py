@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import distributed, registry, runs, training
-from core.distributed import Place
+from core.learning import distributed, registry, training
+from core import runs
+from core.learning.distributed import Place
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHAPES = 4
@@ -63,7 +64,7 @@ def test_devices_are_checked():
 
 def _colour_dataset(n_train: int = 60, n_val: int = 20) -> None:
     """Four classes told apart by shape under noise: a model learns them in a few epochs."""
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     rng = np.random.default_rng(0)
 
     def split(n: int, offset: int) -> SplitToWrite:

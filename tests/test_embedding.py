@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from conftest import star_sign
-from core import config, datasets, embedding, models, novelty, runs
+from core.analysis import embedding, novelty
+from core.base import config
+from core.data import datasets
+from core.learning import models
+from core import runs
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import evaluation, explain, metrics, models, registry, reports, runs
+from core.analysis import evaluation, explain, metrics, reports
+from core.learning import models, registry
+from core import runs
 
 
 def _register(name="m48", n=48, seed=0):
@@ -111,7 +113,7 @@ def test_bad_evaluation_requests_are_refused(kw, msg):
 
 def _fake_report(confusion, labels, **summary):
     import numpy as np
-    from core.evaluation import Predictions
+    from core.analysis.evaluation import Predictions
     empty = np.zeros(0, np.int64)
     return reports.Report("r", {"confusion": confusion, "labels": labels, "dataset": "D", "split": "test",
                                 "dataset_version": "v", "n": 10, **summary},
@@ -132,7 +134,7 @@ def test_worst_confusion_and_comparison_warnings():
 
 def test_worst_first_orders_each_metric_by_its_bad_end():
     import pandas as pd
-    from core import reports
+    from core.analysis import reports
     table = pd.DataFrame({"class_id": [0, 1, 2], "f1": [0.9, 0.5, 0.7], "nlr": [0.1, 0.6, 0.3]})
     assert list(reports.worst_first(table, "f1")["class_id"]) == [1, 2, 0]   # low F1 is bad
     assert list(reports.worst_first(table, "nlr")["class_id"]) == [1, 2, 0]  # high NLR is bad

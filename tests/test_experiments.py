@@ -12,7 +12,7 @@ sys.path.insert(0, str(PROJECT / "experiments"))
 
 
 def _tiny(name: str, n_classes: int, seed: int) -> None:
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     rng = np.random.default_rng(seed)
 
     def split(per: int, tag: str) -> SplitToWrite:
@@ -56,10 +56,10 @@ def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_class
     import pytest
     import torch
 
-    from core import models
-    from core.augment import GROUPS
-    from core.datasets import get_dataset, load_split
-    from core.inference import predict_proba
+    from core.learning import models
+    from core.data.augment import GROUPS
+    from core.data.datasets import get_dataset, load_split
+    from core.learning.inference import predict_proba
     _tiny("Tiny", 4, 0)
     torch.manual_seed(0)
     net = models.build_model("bn_stn", 4)

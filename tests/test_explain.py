@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from core import explain
-from core.images import preprocess
-from core.progress import Cancelled
-from core.models import build_model
+from core.analysis import explain
+from core.data.images import preprocess
+from core.base.progress import Cancelled
+from core.learning.models import build_model
 
 S = 48
 BLOCK = 12  # the hand-made superpixel grid: 4 x 4 blocks of 12 x 12 px

@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import config, datasets, models, registry, reports, runs, store, workspaces
+from core.analysis import reports
+from core.base import config, store
+from core.data import datasets, workspaces
+from core.learning import models, registry
+from core import runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.faults
@@ -98,7 +102,7 @@ def test_kill_9_the_cli_during_a_training_epoch_then_resume_gives_the_same_model
 
 def _big_eval_setup(n: int = 2500) -> None:
     """A 10-class dataset with ``n`` test images and a model for it: an evaluation takes a few seconds."""
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(n) % 10
@@ -150,7 +154,7 @@ def test_kill_9_during_store_writes_leaves_a_valid_store_with_every_finished_wri
 
 def test_kill_9_during_an_import_run_leaves_the_workspace_before_or_after_never_half(data_root):
     from conftest import smooth_images
-    from core.images import encode_png
+    from core.data.images import encode_png
     workspaces.derive("Sample48", "Main")
     v0 = datasets.get_dataset("Main").fingerprint
     folder = data_root.parent / "uploads"

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core import config
-from core.images import ImageError, deprocess, encode_png, load_image, preprocess, resize_to_input
+from core.base import config
+from core.data.images import ImageError, deprocess, encode_png, load_image, preprocess, resize_to_input
 
 
 def _encode(arr_or_im, fmt: str, **kw) -> bytes:
@@ -184,7 +184,7 @@ def test_preprocess_batch_shape_and_normalisation(make_images):
     assert isinstance(x, torch.Tensor)
     assert x.shape == (5, 3, 48, 48) and x.dtype == torch.float32 and x.is_contiguous()
     # a mid-grey image equal to the mean maps to ~0
-    from core.images import MEAN, STD
+    from core.data.images import MEAN, STD
     mean_img = np.broadcast_to(np.round(MEAN * 255).astype(np.uint8), (48, 48, 3)).copy()
     assert preprocess(mean_img).abs().max() < 0.01
     white = preprocess(np.full((48, 48, 3), 255, np.uint8))
@@ -223,7 +223,7 @@ def test_preprocess_empty_batch():
 def test_normalise_takes_a_read_only_batch_and_matches_preprocess():
     import warnings
     import torch
-    from core.images import normalise, preprocess
+    from core.data.images import normalise, preprocess
     batch = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
     batch.flags.writeable = False  # as a cached split hands it out
     with warnings.catch_warnings():

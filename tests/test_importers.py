@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import random_images
-from core.importers import (SourceError, import_folder, import_gtsrb_npz, import_gtsrb_official, import_kaggle,
+from core.data.importers import (SourceError, import_folder, import_gtsrb_npz, import_gtsrb_official, import_kaggle,
                             import_tsrd_npz, read_signnames, track_from_kaggle_path)
 
 

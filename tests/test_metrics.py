@@ -1,4 +1,4 @@
-"""core.metrics against scikit-learn where it has the metric, and hand-computed cases for the rest."""
+"""core.analysis.metrics against scikit-learn where it has the metric, and hand-computed cases for the rest."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from core.metrics import (LR_CAP, METRIC_NAMES, classification_report, confusion_matrix, overall_metrics,
+from core.analysis.metrics import (LR_CAP, METRIC_NAMES, classification_report, confusion_matrix, overall_metrics,
                           per_class_metrics)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import models
+from core.learning import models
 
 
 def test_published_architecture_matches_the_paper():
@@ -129,9 +129,9 @@ def test_shipped_robust48_is_the_model_cards_model():
     classifies the embedded sample's test images."""
     import numpy as np
 
-    from core import config
-    from core.datasets import get_dataset, load_split
-    from core.inference import predict_proba
+    from core.base import config
+    from core.data.datasets import get_dataset, load_split
+    from core.learning.inference import predict_proba
     ck = models.load_checkpoint(config.ARTIFACTS_DIR / "robust48.pt")
     inc = models.load_checkpoint(config.ARTIFACTS_DIR / "incremental48.pt")
     assert ck["class_ids"] == inc["class_ids"] and ck["class_names"] == inc["class_names"]

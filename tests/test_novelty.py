@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from core import config, datasets, models, novelty, prediction, registry
-from core.images import encode_png
-from core.inference import predict_proba
+from core.analysis import novelty, prediction
+from core.base import config
+from core.data import datasets
+from core.learning import models, registry
+from core.data.images import encode_png
+from core.learning.inference import predict_proba
 
 PROJECT = Path(__file__).resolve().parent.parent
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import datasets, outliers
-from core.images import normalise, resize_batch
+from core.data import datasets
+from core.learning import outliers
+from core.data.images import normalise, resize_batch
 
 MAKERS = (outliers._centre_swap, outliers._channel_swap, outliers._jigsaw, outliers._halves)
 

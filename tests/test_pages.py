@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import models, registry, reports, runs
+from core.analysis import reports
+from core.learning import models, registry
+from core import runs
 from tests.run_support import cancelled_training
 
 @pytest.fixture(autouse=True)
@@ -76,7 +78,7 @@ def test_explore_shows_a_page_of_thumbnails_counts_and_details():
 def test_explore_searches_file_names_and_sorts():
     at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
-    from core.datasets import get_dataset, list_files
+    from core.data.datasets import get_dataset, list_files
     wanted = list_files(get_dataset("Sample48"), "train", 14)[0].rsplit("/", 1)[-1]
     at.text_input(key="explore_query").input(wanted).run()
     assert not at.exception
@@ -157,7 +159,7 @@ def test_improve_refuses_a_duplicate_name_with_a_message():
 
 def _register_small_model(name: str = "small48", n: int = 48) -> None:
     import torch
-    from core import models
+    from core.learning import models
     torch.manual_seed(0)
     m = models.build_model("published", n)
     names = [f"class {i}" for i in range(n)]
@@ -240,7 +242,7 @@ def test_misclassified_filters_by_confidence_and_sorts():
 
 
 def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
-    from core import reports
+    from core.analysis import reports
     _register_small_model("one")
     rid = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="one", dataset="Sample48", split="val")),
                     timeout=120)["id"]
@@ -260,8 +262,8 @@ def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
 
 
 def test_make_prediction_summarises_results_in_a_table_with_csv_download():
-    from core.images import encode_png
-    from core import datasets
+    from core.data.images import encode_png
+    from core.data import datasets
     split = datasets.load_split("Sample48", "test")
     stop = split.images[split.labels == 14][0]
     at = open_page("pages/predict.py")
@@ -275,7 +277,7 @@ def test_make_prediction_summarises_results_in_a_table_with_csv_download():
 
 
 def test_evaluate_refuses_an_empty_split_with_a_message():
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     write_dataset("NoTest", {"train": SplitToWrite([np.zeros((32, 32, 3), np.uint8)], np.array([0]), ["a.png"],
                                                    ["s"], [""], np.array([[32, 32]]))},
                   classes={0: "a"}, source="t", recipe="t")
@@ -322,7 +324,7 @@ def test_evaluate_compares_two_reports_per_class():
 
 
 def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
-    from core import store
+    from core.base import store
     from pages._ui import recover_runs
     recover_runs.clear()
     store.insert("runs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
@@ -334,7 +336,8 @@ def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
 
 
 def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_images():
-    from core import reports, workspaces
+    from core.analysis import reports
+    from core.data import workspaces
     workspaces.derive("Sample48", "Main")
     _register_small_model("m")
     run = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m", dataset="Main", split="test")), timeout=120)
@@ -350,7 +353,7 @@ def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_ima
 
 
 def test_pickers_offer_workspaces_with_their_base():
-    from core import workspaces
+    from core.data import workspaces
     workspaces.derive("Sample48", "Main")
     at = open_page("pages/explore.py")
     box = at.selectbox(key="dataset")
@@ -362,12 +365,12 @@ def test_pickers_offer_workspaces_with_their_base():
 
 def _png(seed: int, size: int = 40) -> bytes:
     from conftest import smooth_images
-    from core.images import encode_png
+    from core.data.images import encode_png
     return encode_png(smooth_images(1, size, seed=seed)[0])
 
 
 def test_add_classes_creates_a_workspace_in_one_click_then_adds_renames_and_removes_a_class():
-    from core import datasets
+    from core.data import datasets
     at = open_page("pages/add_classes.py")
     assert any("Create a workspace above" in i.value for i in at.info)
     assert at.text_input(key="classes_ws_new").value == "Main"
@@ -398,7 +401,7 @@ def test_add_classes_creates_a_workspace_in_one_click_then_adds_renames_and_remo
 
 
 def test_add_images_previews_variants_and_adds_them_as_a_run():
-    from core import datasets, workspaces
+    from core.data import datasets, workspaces
     workspaces.derive("Sample48", "Main")
     cid = workspaces.add_class("Main", "New sign")
     at = open_page("pages/add_images.py")
@@ -423,7 +426,8 @@ def test_add_images_previews_variants_and_adds_them_as_a_run():
 
 
 def test_added_images_filters_moves_edits_deletes_and_undoes():
-    from core import curation, datasets, uploads, workspaces
+    from core.data import datasets, uploads, workspaces
+    from core.curation import importing as curation
     workspaces.derive("Sample48", "Main")
     cid = workspaces.add_class("Main", "New sign")
     batch = [u for k in range(3) for u in uploads.read_bytes(f"s{k}.png", _png(10 + k))]
@@ -462,7 +466,7 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
 
 
 def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_classes():
-    from core.images import encode_png
+    from core.data.images import encode_png
     at = open_page("pages/predict.py")
     assert at.selectbox(key="predict_model").value == "benchmark"  # ships its calibrated novelty detector
     junk = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
@@ -473,8 +477,8 @@ def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_c
 
 def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     from conftest import star_sign
-    from core import datasets
-    from core.images import encode_png
+    from core.data import datasets
+    from core.data.images import encode_png
     at = open_page("pages/visualise.py")
     at.selectbox(key="vis_dataset").set_value("Sample48")
     at.selectbox(key="vis_split").set_value("val").run()
@@ -517,7 +521,7 @@ def test_explore_data_issues_tab_ranks_planted_issues():
 
 
 def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
-    from core import reports
+    from core.analysis import reports
     _register_small_model("m43", n=43)
     at = open_page("pages/evaluate.py")
     at.selectbox(key="eval_model").set_value("m43").run()
@@ -592,6 +596,6 @@ def test_resume_refuses_what_cannot_be_resumed():
 
 
 def test_durations_read_naturally():
-    from core.progress import describe_seconds
+    from core.base.progress import describe_seconds
     assert [describe_seconds(s) for s in (0.2, 42, 89, 3599, 3600, 7199)] == [
         "about 1 s", "about 42 s", "about 1 min", "about 1 h 0 min", "about 1 h 0 min", "about 2 h 0 min"]

@@ -5,7 +5,10 @@ import time
 import pytest
 import torch
 
-from core import datasets, models, registry, runs, store
+from core.base import store
+from core.data import datasets
+from core.learning import models, registry
+from core import runs
 from tests.run_support import cancelled_training
 
 
@@ -174,8 +177,8 @@ def test_a_build_run_checks_its_source_and_names():
 def test_training_and_evaluation_are_pure_computation_without_runs_or_the_store():
     import subprocess
     import sys
-    code = ("import sys, core.training, core.evaluation; "
-            "print(sorted(m for m in ('core.runs', 'core.store', 'tinydb', 'streamlit') if m in sys.modules))")
+    code = ("import sys, core.learning.training, core.analysis.evaluation; "
+            "print(sorted(m for m in ('core.runs', 'core.base.store', 'tinydb', 'streamlit') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import config, models, novelty, runs
+from core.analysis import novelty
+from core.base import config
+from core.learning import models
+from core import runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 

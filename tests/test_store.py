@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from core import config, files, store
+from core.base import config, files, store
 
 
 def _store_json(table: str = "models") -> dict:

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import datasets, models, registry, runs, training
-from core.progress import Cancelled
+from core.data import datasets
+from core.learning import models, registry, training
+from core import runs
+from core.base.progress import Cancelled
 
 SAMPLE = "Sample48"
 
@@ -152,7 +154,7 @@ def test_cancel_mid_epoch_raises_and_writes_nothing(sample):
 
 
 def test_empty_train_split_is_refused(tmp_path):
-    from core.datasets import SplitToWrite, write_dataset
+    from core.data.built import SplitToWrite, write_dataset
     empty = SplitToWrite([], np.zeros(0, np.int64), [], [], [], np.zeros((0, 2), np.int32))
     write_dataset("Empty", {"train": empty}, classes={0: "a"}, source="t", recipe="t")
     with pytest.raises(ValueError, match="empty train split"):
@@ -192,7 +194,7 @@ def _teacher48(seed=1):
 
 
 def _agreement(ckpt, teacher, images):
-    from core.inference import predict_proba
+    from core.learning.inference import predict_proba
     a = predict_proba(models.model_from_checkpoint(ckpt), images).argmax(1)
     b = predict_proba(models.model_from_checkpoint(teacher), images).argmax(1)
     return float((a == b).mean())
@@ -211,8 +213,8 @@ def test_distillation_pulls_the_model_towards_its_teachers(sample):
 
 def _outlier_confidence(ckpt, images):
     """Mean maximum softmax probability of the model on synthetic outliers made from ``images``."""
-    from core import outliers
-    from core.images import normalise, resize_batch
+    from core.learning import outliers
+    from core.data.images import normalise, resize_batch
     x = normalise(resize_batch(images))
     o = outliers.synthesize(x, torch.arange(len(x)), n=len(x), generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
@@ -307,7 +309,7 @@ def test_train_config_round_trips_through_json_and_refuses_unknown_settings():
 
 
 def test_live_frames_put_batch_points_beside_the_epoch_history():
-    from core.curves import live_frames
+    from core.analysis.curves import live_frames
     history = [{"epoch": 1, "phase": "all", "loss": 0.5, "train_acc": 0.8, "val_acc": 0.7}]
     points = [{"epoch": 0.5, "loss": 0.9, "train_acc": 0.6}, {"epoch": 1.0, "loss": 0.6, "train_acc": 0.75}]
     loss, acc = live_frames(history, points)
@@ -378,7 +380,7 @@ def test_a_resume_state_of_other_settings_or_data_is_refused(sample):
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    from core import distributed
+    from core.learning import distributed
     cpu = torch.device("cpu")
     assert distributed.resolve_precision("fp32", cpu) == "fp32"
     assert distributed.resolve_precision("bf16", cpu) == "bf16"

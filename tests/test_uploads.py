@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import config, uploads
-from core.uploads import MAX_NAME_CHARS, MAX_SIDE, Upload, read_bytes, read_paths, safe_name
+from core.base import config
+from core.data import uploads
+from core.data.uploads import MAX_NAME_CHARS, MAX_SIDE, Upload, read_bytes, read_paths, safe_name
 
 
 # ----- builders -----

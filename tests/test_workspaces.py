@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import config, datasets, models, registry, reports, runs, store, training, workspaces
+from core.analysis import reports
+from core.base import config, store
+from core.data import datasets, workspaces
+from core.learning import models, registry, training
+from core import runs
 from conftest import smooth_images
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """Explanations of single predictions: Integrated Gradients and image Anchors.
 
-Both explain what the network saw: the image goes through :func:`core.images.resize_to_input` and
-:func:`core.images.preprocess` (the one preprocessing path), and every explanation is in network-input pixels,
+Both explain what the network saw: the image goes through :func:`core.data.images.resize_to_input` and
+:func:`core.data.images.preprocess` (the one preprocessing path), and every explanation is in network-input pixels,
 ``config.INPUT_SIZE`` x ``config.INPUT_SIZE`` (48 x 48).
 
 * :func:`integrated_gradients` (Sundararajan et al. 2017, via captum) attributes the target class's *logit*
@@ -25,10 +25,10 @@ import torch
 from captum.attr import IntegratedGradients
 from skimage.segmentation import quickshift, slic
 
-from core import config
-from core.images import preprocess, resize_to_input
-from core.inference import predict_proba
-from core.progress import ProgressFn, StopFn, check
+from core.base import config
+from core.data.images import preprocess, resize_to_input
+from core.learning.inference import predict_proba
+from core.base.progress import ProgressFn, StopFn, check
 
 #: Side of the network input; all maps returned here are this size.
 INPUT = config.INPUT_SIZE
@@ -74,13 +74,13 @@ OVERLAY_GREY = 160
 def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}; "
-                         "load files with core.images.load_image")
+                         "load files with core.data.images.load_image")
     if image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (0-255), got {image.dtype}; convert with "
                          "np.clip(x, 0, 255).astype(np.uint8) (multiply by 255 first if it is 0-1 float)")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must have shape (H, W, 3) RGB, got {image.shape}; greyscale or RGBA images "
-                         "should go through core.images.load_image")
+                         "should go through core.data.images.load_image")
     return image
 
 
@@ -178,9 +178,9 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
     ----------
     model : torch.nn.Module
         Maps (N, 3, 48, 48) preprocessed images to logits (N, K). Switched to eval mode (dropout off) and
-        channels_last, as :func:`core.inference.predict_proba` does.
+        channels_last, as :func:`core.learning.inference.predict_proba` does.
     image : np.ndarray (H, W, 3) uint8 RGB, any size
-        Resized to 48 x 48 and normalised by :func:`core.images.preprocess`.
+        Resized to 48 x 48 and normalised by :func:`core.data.images.preprocess`.
     target : int, optional
         Class to explain; defaults to the model's predicted class.
     steps : int
@@ -198,7 +198,7 @@ def integrated_gradients(model: torch.nn.Module, image: np.ndarray, *, target: i
     steps = _check_int("steps", steps, IG_MIN_STEPS, IG_MAX_STEPS)
     baseline = _check_choice("baseline", baseline, IG_BASELINES)
     model.eval()
-    # channels_last as in core.inference: ~25 % faster forward + backward for these convs on CPU (measured).
+    # channels_last as in core.learning.inference: ~25 % faster forward + backward for these convs on CPU (measured).
     model = model.to(memory_format=torch.channels_last)
     small = resize_to_input(image)
     # Callers (e.g. a Streamlit page) may sit inside inference_mode; tensors made there can never take part
@@ -527,7 +527,7 @@ class _AnchorSearch:
         image = _check_image(image)
         options = options.checked()
         if not hasattr(model, "num_classes"):
-            raise ValueError("model must expose num_classes (as core.models.TrafficSignNet does)")
+            raise ValueError("model must expose num_classes (as core.learning.models.TrafficSignNet does)")
         small = resize_to_input(image)
         return cls(model, small, _anchor_labels(small, segments, options), options, progress, should_stop)
 
@@ -669,9 +669,9 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
     Parameters
     ----------
     model : torch.nn.Module
-        Classifier with a ``num_classes`` attribute, used through :func:`core.inference.predict_proba`.
+        Classifier with a ``num_classes`` attribute, used through :func:`core.learning.inference.predict_proba`.
     image : np.ndarray (H, W, 3) uint8 RGB, any size
-        Resized to 48 x 48 by :func:`core.images.resize_to_input` before segmenting and perturbing.
+        Resized to 48 x 48 by :func:`core.data.images.resize_to_input` before segmenting and perturbing.
     threshold : float in (0, 1)
         Required precision.
     segments : np.ndarray (48, 48) int, optional
@@ -704,10 +704,10 @@ def anchor_explanation(model: torch.nn.Module, image: np.ndarray, *, threshold: 
         published CNN on one core), the search stops after the current bandit or validation round and
         returns the best anchor so far (``met_threshold`` says whether it holds). Typical GTSRB images need
         1,000-4,000.
-    progress : core.progress.ProgressFn, optional
+    progress : core.base.progress.ProgressFn, optional
         Called with a coarse fraction done in [0, 1].
     should_stop : callable() -> bool, optional
-        Polled before every model call; True raises :class:`core.progress.Cancelled`.
+        Polled before every model call; True raises :class:`core.base.progress.Cancelled`.
 
     Returns
     -------

@@ -16,7 +16,7 @@ whose only wheel is a CUDA build that fails to import on this project's machines
 Measured (official GTSRB test as known, the TSRD test classes GTSRB lacks as novel; README): with the shipped
 ``benchmark``, ``fused`` AUROC 0.979, ``msp`` 0.965 (kNN on the first hidden layer beats the penultimate layer's,
 0.973 vs 0.966, and k = 5 beats k = 50); with ``benchmark_oe``, its head trained with outlier exposure
-(:mod:`core.outliers`), ``msp`` 0.988 / FPR95 0.047 and ``fused`` 0.986 / 0.058.
+(:mod:`core.learning.outliers`), ``msp`` 0.988 / FPR95 0.047 and ``fused`` 0.986 / 0.058.
 
 A :class:`Detector` holds what the scores need (class means, precision, a bank of training features, the
 standardisation) and one threshold per method, set so that :data:`ACCEPT` of the model's validation images are
@@ -34,10 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.files import atomic_write_bytes
-from core.images import preprocess
-from core import config, datasets, registry
-from core.progress import ProgressFn, StopFn, check, silent
+from core.base.files import atomic_write_bytes
+from core.data.images import preprocess
+from core.base import config
+from core.data import datasets
+from core.learning import registry
+from core.base.progress import ProgressFn, StopFn, check, silent
 
 METHODS = ("msp", "energy", "mahalanobis", "knn", "odin", "fused")
 DEFAULT_METHOD = "fused"

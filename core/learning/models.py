@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.files import atomic_write_bytes
+from core.base.files import atomic_write_bytes
 
 ARCHITECTURES = ("published", "bn", "bn_stn")
 CHECKPOINT_FORMAT = 1
@@ -49,7 +49,7 @@ class SpatialTransformer(nn.Module):
 class TrafficSignNet(nn.Module):
     """The published CNN; with ``improved=True`` the bn_stn variant.
 
-    Input (N, 3, 48, 48) from :func:`core.images.preprocess`; output logits (N, num_classes).
+    Input (N, 3, 48, 48) from :func:`core.data.images.preprocess`; output logits (N, num_classes).
     """
 
     def __init__(self, num_classes: int, *, improved: bool = False, stn: bool = True, dropout: float = 0.3):
@@ -102,7 +102,7 @@ class Committee(nn.Module):
     """Several networks with the same classes averaged in probability space (a committee, as in MCDNN).
 
     ``forward`` returns the log of the mean softmax, so ``softmax(forward(x))`` is the committee's probability.
-    Used as the teacher when distilling several models into one (``core.training``).
+    Used as the teacher when distilling several models into one (``core.learning.training``).
     """
 
     def __init__(self, members: list[nn.Module]):

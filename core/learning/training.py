@@ -27,15 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import distributed
-from core.augment import build_pipeline, pipeline_state, restore_pipeline_state
-from core.distributed import DEVICES, PRECISIONS, Place
-from core.datasets import DatasetInfo, SplitArrays, load_split
-from core.images import normalise, resize_batch
-from core.inference import predict_proba
-from core.outliers import synthesize
-from core.progress import ProgressFn, StopFn, check, never, silent
-from core.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
+from core.learning import distributed
+from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_state
+from core.learning.distributed import DEVICES, PRECISIONS, Place
+from core.data.datasets import DatasetInfo, SplitArrays, load_split
+from core.data.images import normalise, resize_batch
+from core.learning.inference import predict_proba
+from core.learning.outliers import synthesize
+from core.base.progress import ProgressFn, StopFn, check, never, silent
+from core.learning.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
                          model_from_checkpoint)
 
 #: Training modes and what each does, in the order the Improve page offers them (adding classes first).
@@ -273,7 +273,7 @@ class Distillation:
 
 @dataclass(frozen=True)
 class OutlierExposure:
-    """Synthetic outliers (:mod:`core.outliers`) added to every batch, with a loss weight: the model learns
+    """Synthetic outliers (:mod:`core.learning.outliers`) added to every batch, with a loss weight: the model learns
     near-uniform probabilities on them (Hendrycks et al. 2019), the images' own loss is unchanged."""
 
     weight: float

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import config, datasets, store
-from core.metrics import LR_CAP, LOWER_IS_WORSE, METRIC_NAMES
-from core.evaluation import Predictions
-from core.images import load_image
-from core.files import atomic_write_bytes
+from core.base import config, store
+from core.data import datasets
+from core.analysis.metrics import LR_CAP, LOWER_IS_WORSE, METRIC_NAMES
+from core.analysis.evaluation import Predictions
+from core.data.images import load_image
+from core.base.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import config, store
-from core.models import load_checkpoint, save_checkpoint
+from core.base import config, store
+from core.learning.models import load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Evaluation, pure computation: a checkpoint's predictions on images, and their metrics summary.
 
-Running an evaluation as a run lives in :mod:`core.runs`; keeping its result as a report in :mod:`core.reports`.
+Running an evaluation as a run lives in :mod:`core.runs`; keeping its result as a report in :mod:`core.analysis.reports`.
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import metrics
-from core.importers import load_npz
-from core.inference import predict_proba
-from core.models import model_from_checkpoint
-from core.progress import ProgressFn, StopFn
+from core.analysis import metrics
+from core.data.importers import load_npz
+from core.learning.inference import predict_proba
+from core.learning.models import model_from_checkpoint
+from core.base.progress import ProgressFn, StopFn
 
 #: Predictions kept per image (reports, prediction results).
 TOP_K = 5

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.images import ImageError, load_image
+from core.data.images import ImageError, load_image
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".jpg", ".jpeg", ".webp", ".bmp")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from core import config
+from core.base import config
 
 # Refuse, rather than warn about, images above our own pixel limit; we check the header ourselves first.
 Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.images import preprocess
-from core.progress import ProgressFn, StopFn, check
+from core.data.images import preprocess
+from core.base.progress import ProgressFn, StopFn, check
 
 EVAL_BATCH = 128  # measured fastest on 2 cores with channels_last (bench/bench_eval.py)
 

@@ -9,7 +9,7 @@ openTSNE's ``transform``, which optimises only the new points, so the map never 
 never seen. Grouping: average-linkage agglomerative clustering on the cosine distance of the first hidden
 layer's features, cut at :data:`CLUSTER_DISTANCE`. Chosen over k-means because the number of groups is unknown
 and may be one, and over HDBSCAN because uploads come in handfuls (HDBSCAN calls most of a handful noise). A
-group's scores: mean novelty (:mod:`core.novelty`, ``fused``), mean prediction entropy, how much its members
+group's scores: mean novelty (:mod:`core.analysis.novelty`, ``fused``), mean prediction entropy, how much its members
 agree on the predicted class, and the cosine distance of its centre to the nearest class centre. It is flagged
 "likely a new class" when its mean novelty is above the threshold that 95 % of known validation images stay
 below.
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from openTSNE import TSNE, TSNEEmbedding, affinity
 
-from core import config
-from core.files import atomic_write_bytes
-from core.novelty import DEFAULT_METHOD, Detector, layer_outputs
-from core.progress import ProgressFn, StopFn, check, silent
+from core.base import config
+from core.base.files import atomic_write_bytes
+from core.analysis.novelty import DEFAULT_METHOD, Detector, layer_outputs
+from core.base.progress import ProgressFn, StopFn, check, silent
 
 MAP_SIZE = 5000
 #: openTSNE iterations after early exaggeration: 250 keeps a 5,000-image map under 10 s on 2 cores.

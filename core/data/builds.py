@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config, importers
-from core.augment import augment_images
-from core.datasets import SplitToWrite, split_by_track, write_dataset
-from core.images import pixel_hash
-from core.importers import ImportedSplit, SourceError, import_gtsrb_npz, import_tsrd_npz, read_signnames
-from core.progress import ProgressFn, StopFn, check, silent
+from core.base import config
+from core.data import importers
+from core.data.augment import augment_images
+from core.data.built import SplitToWrite, split_by_track, write_dataset
+from core.data.images import pixel_hash
+from core.data.importers import ImportedSplit, SourceError, import_gtsrb_npz, import_tsrd_npz, read_signnames
+from core.base.progress import ProgressFn, StopFn, check, silent
 
 #: TSRD class id -> GTSRB class id, for the classes that mean the same sign.
 TSRD_TO_GTSRB = {

@@ -1,14 +1,10 @@
-"""Datasets on disk: ``<root>/datasets/<name>/<split>/<class_id>/*.png`` plus ``meta.json`` and ``index.csv``.
+"""Built datasets on disk: ``<root>/datasets/<name>/<split>/<class_id>/*.png`` plus ``meta.json`` and ``index.csv``.
 
-Two kinds, one reading API (:func:`list_datasets`, :func:`get_dataset`, :func:`read_index`, :func:`load_split`):
-
-- **built** datasets (GTSRB, GTSRB_48, Difficult, Testing, imported ones, the embedded sample) are immutable:
-  written once into a temp folder and renamed into place, never changed afterwards;
-- **workspaces** (:mod:`core.workspaces`) are what users change: derived from a built dataset, copy-on-write.
-
-Every dataset state has a version (``DatasetInfo.fingerprint``: the content hash of a built dataset, the
-overlay's fingerprint of a workspace), recorded by models and reports. Reading a split goes through a cached
-array file keyed by that version, so a 39k-image split is decoded once, not on every use.
+Built datasets (GTSRB, GTSRB_48, Difficult, Testing, imported ones, the embedded sample) are immutable: written
+once into a temp folder and renamed into place, never changed afterwards. Their version
+(``DatasetInfo.fingerprint``) is the content hash. Reading a split goes through a cached array file keyed by that
+version, so a 39k-image split is decoded once, not on every use. Callers reach datasets by name through the
+catalog (:mod:`core.data.datasets`); this module is the built kind's source behind it.
 """
 from __future__ import annotations
 
@@ -25,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config
-from core.images import encode_png, load_image, resize_to_input
-from core.files import atomic_write_bytes
+from core.base import config
+from core.data.images import encode_png, load_image, resize_to_input
+from core.base.files import atomic_write_bytes
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ("split", "class_id", "file", "source", "track", "orig_w", "orig_h")
@@ -207,39 +203,6 @@ def get_built(name: str) -> DatasetInfo | None:
     return next((d for d in list_built() if d.name == name), None)
 
 
-def list_datasets() -> list[DatasetInfo]:
-    """Every dataset: built ones, then workspaces."""
-    from core import workspaces  # cycle: workspaces build on the built-dataset readers of this module
-    built = list_built()
-    names = {d.name for d in built}
-    return built + [w for w in workspaces.list_workspaces(built) if w.name not in names]
-
-
-def get_dataset(name: str) -> DatasetInfo:
-    for info in list_datasets():
-        if info.name == name:
-            return info
-    names = [d.name for d in list_datasets()]
-    raise ValueError(f"no dataset named {name!r}; available: {', '.join(names) or 'none (run: python -m core datasets build)'}")
-
-
-def read_index(info: DatasetInfo, split: str | None = None) -> list[dict]:
-    """Rows of ``index.csv`` (optionally one split), in file order."""
-    if info.kind == "workspace":
-        from core import workspaces  # cycle, see list_datasets
-        return workspaces.read_rows(info, split)
-    with open(info.path / "index.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["class_id"] = int(r["class_id"])
-    return [r for r in rows if split is None or r["split"] == split]
-
-
-def list_files(info: DatasetInfo, split: str, class_id: int | None = None) -> list[str]:
-    """Relative paths of one split (optionally one class), in index order; no image is decoded."""
-    return [r["file"] for r in read_index(info, split) if class_id is None or r["class_id"] == class_id]
-
-
 def _cache_dir(info: DatasetInfo) -> Path:
     # Embedded datasets are read-only: their caches live under the data root.
     return config.cache_dir() / f"{info.name}-{info.fingerprint}"
@@ -263,29 +226,26 @@ def write_cached_split(path: Path, arrays: SplitArrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_split(info: DatasetInfo | str, split: str, *, classes: list[int] | None = None) -> SplitArrays:
-    """All images of a split as one array, decoded once and cached as ``.npy`` next to the data root.
+def read_rows(info: DatasetInfo, split: str | None = None) -> list[dict]:
+    """Rows of a built dataset's ``index.csv`` (optionally one split), in file order."""
+    with open(info.path / "index.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["class_id"] = int(r["class_id"])
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def load_split(info: DatasetInfo, split: str) -> SplitArrays:
+    """All images of a built dataset's split as one array, decoded once and cached under the data root.
 
     Images that do not share one size are resized to the network input size in the cache.
     """
-    if isinstance(info, str):
-        info = get_dataset(info)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if info.kind == "workspace":
-        from core import workspaces  # cycle, see list_datasets
-        arrays = workspaces.load_split(info, split)
-    else:
-        rows = read_index(info, split)
-        cache = _cache_dir(info) / f"{split}.npz"
-        arrays = read_cached_split(cache, len(rows))
-        if arrays is None:
-            arrays = _decode_split(info, rows)
-            write_cached_split(cache, arrays)
-    if classes is not None:
-        keep = np.isin(arrays.labels, np.asarray(classes))
-        idx = np.flatnonzero(keep)
-        arrays = SplitArrays(arrays.images[idx], arrays.labels[idx], [arrays.files[i] for i in idx])
+    rows = read_rows(info, split)
+    cache = _cache_dir(info) / f"{split}.npz"
+    arrays = read_cached_split(cache, len(rows))
+    if arrays is None:
+        arrays = _decode_split(info, rows)
+        write_cached_split(cache, arrays)
     return arrays
 
 

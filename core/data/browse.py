@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import workspaces
-from core.datasets import SPLITS, DatasetInfo, pictogram_path, read_index
-from core.images import load_image
+from core.data import workspaces
+from core.data.built import pictogram_path
+from core.data.datasets import SPLITS, DatasetInfo, read_index
+from core.data.images import load_image
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from core import config
-from core import datasets as ds
-from core.images import encode_png, load_image, resize_to_input
-from core.files import atomic_write_bytes, atomic_write_json, file_lock
+from core.base import config
+from core.data import built as ds
+from core.data.images import encode_png, load_image, resize_to_input
+from core.base.files import atomic_write_bytes, atomic_write_json, file_lock
 
 HEADER = "workspace.json"
 ADDED_DIR = "added"
@@ -98,13 +98,13 @@ def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None) -> 
 def derive(base: str, name: str) -> ds.DatasetInfo:
     """Create workspace ``name`` from built dataset ``base`` (nothing copied). Raises ValueError, writes nothing."""
     ds.check_name(name)
-    existing = {d.name for d in ds.list_datasets()}
-    if name in existing or workspace_dir(name).exists():
+    built = ds.list_built()
+    if name in {d.name for d in built} or workspace_dir(name).exists():
         raise ValueError(f"a dataset named {name!r} exists already; choose another name")
-    info = ds.get_dataset(base)
-    if info.kind == "workspace":
+    if is_workspace(base):
         raise ValueError(f"{base!r} is a workspace; derive from a built dataset: "
-                         f"{', '.join(d.name for d in ds.list_datasets() if d.kind != 'workspace')}")
+                         f"{', '.join(d.name for d in built)}")
+    info = _known_built(base)
     tmp = config.workspaces_dir() / f".new-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -124,7 +124,7 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
 def delete(name: str) -> None:
     """Delete workspace ``name`` with everything added to it. Built datasets cannot be deleted."""
     if not is_workspace(name):
-        info = ds.get_dataset(name)  # raises for an unknown name
+        info = _known_built(name)  # raises for an unknown name
         raise ValueError(f"{info.name!r} is a built dataset, and built datasets never change; only workspaces "
                          f"can be deleted: {', '.join(w.name for w in list_workspaces()) or 'none yet'}")
     trash = config.workspaces_dir() / f".deleted-{name}-{time.time_ns()}"
@@ -145,7 +145,7 @@ def read_rows(info: ds.DatasetInfo, split: str | None = None) -> list[dict]:
     state = _read_json(info.path / head["state"])
     base = _base_info(head["base"])
     rows = []
-    for r in ds.read_index(base):
+    for r in ds.read_rows(base):
         row = {**r, "origin": f"base:{r['split']}", **state["base"].get(r["file"], {})}
         if not row.pop("deleted", False):
             rows.append(row)
@@ -525,9 +525,19 @@ def _read_header(path: Path) -> dict:
 def _require_workspace(name: str) -> None:
     """Raise the right message for a name that is not a workspace: unknown, or a built dataset."""
     if not is_workspace(name):
-        ds.get_dataset(name)  # raises for an unknown name
+        _known_built(name)  # raises for an unknown name
         raise ValueError(f"{name!r} is a built dataset and never changes; derive a workspace from it first "
                          f"(python -m core datasets derive --from {name} --name {DEFAULT_NAME})")
+
+
+def _known_built(name: str) -> ds.DatasetInfo:
+    """The built dataset ``name``; ValueError naming every dataset when there is none of that name."""
+    info = ds.get_built(name)
+    if info is None:
+        names = [d.name for d in ds.list_built()] + [w.name for w in list_workspaces()]
+        raise ValueError(f"no dataset named {name!r}; available: "
+                         f"{', '.join(names) or 'none (run: python -m core datasets build)'}")
+    return info
 
 
 def _base_info(base: str) -> ds.DatasetInfo:

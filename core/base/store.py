@@ -2,7 +2,7 @@
 
 One file per table keeps hot data away from big data: registering a model or a report does not rewrite the runs,
 and a run's progress ticks do not touch the store at all (they go to a small file in the run's folder, see
-:mod:`core.runs`). User images live in their workspace's own file (:mod:`core.workspaces`), never here.
+:mod:`core.runs`). User images live in their workspace's own file (:mod:`core.data.workspaces`), never here.
 
 Every read-modify-write holds one re-entrant lock (threads of this process) plus an ``fcntl`` lock on the table's
 side file (other processes, e.g. the CLI next to the app). Files are replaced atomically, so a crash mid-write
@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
-from core import config
-from core.files import atomic_write_json, file_lock
+from core.base import config
+from core.base.files import atomic_write_json, file_lock
 
 TABLES = ("runs", "models", "reports")
 #: Tables of the single-file store of earlier versions, and the table each became.

@@ -2,7 +2,7 @@
 
 Every input becomes one or more :class:`Upload` records. A bad file gets one clear message naming it, and the rest
 of the batch goes on. Nothing here writes to disk: files are read, archives are read in memory member by member with
-bounded reads and never extracted. Decoding goes through :func:`core.images.load_image`, so uploads obey the same
+bounded reads and never extracted. Decoding goes through :func:`core.data.images.load_image`, so uploads obey the same
 image rules as everything else (pixel limit checked from the header, CMYK / 16-bit / alpha / greyscale / palette to
 RGB), and is followed by one downscale to :data:`MAX_SIDE`.
 
@@ -38,8 +38,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core import config
-from core.images import ImageError, load_image
+from core.base import config
+from core.data.images import ImageError, load_image
 
 #: Decoded images are shrunk (area averaging, aspect kept) so that their long side is at most this many pixels.
 MAX_SIDE = 256

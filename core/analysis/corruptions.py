@@ -6,7 +6,7 @@ on every dataset. Everything is seeded by (seed, corruption, severity): every mo
 images. :func:`robustness` measures a model on them: accuracy per corruption and severity, their mean (mean
 corruption accuracy, mCA) and the clean accuracy beside it.
 
-The corruptions overlap in kind with the training augmentations (:mod:`core.augment`) as ImageNet-C overlaps
+The corruptions overlap in kind with the training augmentations (:mod:`core.data.augment`) as ImageNet-C overlaps
 with common augmentations; their parameters and implementations are this module's own.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from core import config
-from core.images import resize_batch
-from core.inference import predict_proba
-from core.progress import ProgressFn, StopFn, check, silent
+from core.base import config
+from core.data.images import resize_batch
+from core.learning.inference import predict_proba
+from core.base.progress import ProgressFn, StopFn, check, silent
 
 SEVERITIES = (1, 2, 3, 4, 5)
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config
-from core.evaluation import TOP_K
-from core.images import ImageError, load_image
-from core.inference import predict_proba
-from core.models import model_from_checkpoint
-from core.novelty import DEFAULT_METHOD, Detector
+from core.base import config
+from core.analysis.evaluation import TOP_K
+from core.data.images import ImageError, load_image
+from core.learning.inference import predict_proba
+from core.learning.models import model_from_checkpoint
+from core.analysis.novelty import DEFAULT_METHOD, Detector
 
 
 

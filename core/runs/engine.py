@@ -33,12 +33,15 @@ from typing import Any, Callable
 
 import torch
 
-from core import (builds, config, curation, data_issues, datasets, embedding, explain, novelty, registry, reports,
-                  store, training, uploads, workspaces)
-from core.evaluation import evaluate_checkpoint
-from core.models import load_checkpoint, model_from_checkpoint, save_checkpoint
-from core.progress import Cancelled, ProgressFn, is_batch_point, sub_range
-from core.files import atomic_write_bytes, atomic_write_json
+from core.analysis import data_issues, embedding, explain, novelty, reports
+from core.base import config, store
+from core.data import builds, datasets, uploads, workspaces
+from core.learning import registry, training
+from core.curation import importing as curation
+from core.analysis.evaluation import evaluate_checkpoint
+from core.learning.models import load_checkpoint, model_from_checkpoint, save_checkpoint
+from core.base.progress import Cancelled, ProgressFn, is_batch_point, sub_range
+from core.base.files import atomic_write_bytes, atomic_write_json
 
 #: Version of the run record's shape; records of older versions are still listed.
 RECORD_VERSION = 2
@@ -100,7 +103,7 @@ def run_dir(run_id: str) -> Path:
 
 @dataclass
 class RunContext:
-    """Handed to a runner: report progress (the :class:`core.progress.ProgressFn` shape), check for cancel."""
+    """Handed to a runner: report progress (the :class:`core.base.progress.ProgressFn` shape), check for cancel."""
 
     run_id: str
     #: a resumed run: the runner picks up its saved state
@@ -746,5 +749,4 @@ def _dataset_input(info: datasets.DatasetInfo) -> dict:
     return {"name": info.name, "version": info.fingerprint}
 
 
-__all__ = ["ACTIVE", "KINDS", "RunContext", "TrainRun", "EvaluateRun", "AnchorRun", "BuildRun", "ImportRun", "EmbedRun",
-           "stage_uploads", "start", "submit", "cancel", "get", "list_runs", "wait", "recover_interrupted", "run_dir"]
+

@@ -1,18 +1,18 @@
 """Curation: adding images to a workspace (variants, duplicates and leakage, smart segregation), browsing what
 users added, editing it.
 
-An import takes decoded uploads (:mod:`core.uploads`) and settings, and produces one workspace change:
+An import takes decoded uploads (:mod:`core.data.uploads`) and settings, and produces one workspace change:
 
 1. **refuse** per file: what failed to decode, exact duplicates (same pixels) of an image already in the workspace
    or earlier in the batch;
 2. **variants**: each upload is kept as it is plus ``variants`` augmented copies (the seven groups of
-   :mod:`core.augment`, combined and permuted), seeded per upload, so the preview is what gets written;
+   :mod:`core.data.augment`, combined and permuted), seeded per upload, so the preview is what gets written;
 3. **destination**: the test split, the Extra bucket, or train + val by **smart segregation**: an upload, its
    variants and its near-duplicates form a group; groups are clustered on a model's penultimate features and
    each cluster's groups are dealt to val by the user's ratio, so no group straddles train and val;
 4. **leakage**: near-duplicates of images already in *other* splits are reported (``on_leak="report"``) or their
    uploads skipped (``"skip"``);
-5. **write**: one :func:`core.workspaces.add_images` call (files first, then one commit), every image with its
+5. **write**: one :func:`core.data.workspaces.add_images` call (files first, then one commit), every image with its
    provenance (upload name and hash, parent, augmentation recipe and seed, batch, time).
 
 Near-duplicates are judged on a small perceptual descriptor (16 x 16 grey, zero mean, unit norm; cosine >=
@@ -33,22 +33,20 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core import augment, datasets, workspaces
-from core.images import load_image, pixel_hash
-from core.inference import embed
-from core.progress import ProgressFn, StopFn, check, silent
-from core.uploads import Upload
+from core.data import augment, datasets, workspaces
+from core.data.images import load_image, pixel_hash
+from core.learning.inference import embed
+from core.base.progress import ProgressFn, StopFn, check, silent
+from core.data.duplicates import NEAR_DUPLICATE, descriptors
+from core.data.uploads import Upload
 
 DESTINATIONS = ("trainval", "test", workspaces.EXTRA)
 LEAK_ACTIONS = ("report", "skip")
-#: Cosine similarity of the perceptual descriptors at or above which two images are near-duplicates.
-NEAR_DUPLICATE = 0.97
 #: Probability of each chosen augmentation group in a variant (several groups combine, in a random order).
 VARIANT_P = 0.8
 MAX_VARIANTS = 20
 #: Draws per variant before an unchanged copy is accepted (each group can be skipped with 1 - VARIANT_P).
 VARIANT_TRIES = 5
-DESCRIPTOR_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -119,17 +117,6 @@ def variants(upload: Upload, *, groups: Sequence[str], n: int, seed: int) -> lis
             if not np.array_equal(image, upload.image):
                 break
         out.append((image, {"groups": list(groups), "seed": upload_seed, "variant": k + 1, "p": VARIANT_P}))
-    return out
-
-
-def descriptors(images: Sequence[np.ndarray]) -> np.ndarray:
-    """(N, 256) float32 perceptual descriptors: 16 x 16 grey, zero mean, unit norm."""
-    out = np.zeros((len(images), DESCRIPTOR_SIDE * DESCRIPTOR_SIDE), np.float32)
-    for i, im in enumerate(images):
-        g = cv2.resize(cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY), (DESCRIPTOR_SIDE, DESCRIPTOR_SIDE),
-                       interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-        g -= g.mean()
-        out[i] = g / (np.linalg.norm(g) + 1e-6)
     return out
 
 
@@ -355,7 +342,7 @@ class AddedPage:
 def list_added(records: Sequence[dict], *, class_id: int | None = None, split: str | None = None,
                batch: str | None = None, augmented: bool | None = None, page: int = 1,
                page_size: int = 48) -> AddedPage:
-    """One page of added-image records (from :func:`core.workspaces.current_added`), filtered, newest first."""
+    """One page of added-image records (from :func:`core.data.workspaces.current_added`), filtered, newest first."""
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     rows = [r for r in records if (class_id is None or r["class_id"] == class_id)

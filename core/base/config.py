@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # core/base/config.py
 DATA_ROOT_ENV = "TSW_DATA_ROOT"
 
 #: Side of the square network input, in pixels.
@@ -44,12 +44,12 @@ def reports_dir() -> Path:
 
 
 def store_dir() -> Path:
-    """One TinyDB file per table (see :mod:`core.store`)."""
+    """One TinyDB file per table (see :mod:`core.base.store`)."""
     return data_root() / "store"
 
 
 def workspaces_dir() -> Path:
-    """Workspace datasets: user-changed datasets derived from built ones (see :mod:`core.workspaces`)."""
+    """Workspace datasets: user-changed datasets derived from built ones (see :mod:`core.data.workspaces`)."""
     return data_root() / "workspaces"
 
 

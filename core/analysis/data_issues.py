@@ -3,9 +3,9 @@ splits (leakage), outliers.
 
 - **Mislabelled**: self-confidence ranking (the default of cleanlab's ``get_label_quality_scores``, written here in
   two lines rather than adding the dependency): the model's probability for the image's own label, lowest first.
-- **Leakage**: val and test images whose perceptual descriptor (:func:`core.curation.descriptors`, the one the
-  import's leakage check uses) is within :data:`core.curation.NEAR_DUPLICATE` of a train image.
-- **Outliers**: the model's novelty score (:mod:`core.novelty`, ``fused``), highest first: images unlike any the
+- **Leakage**: val and test images whose perceptual descriptor (:func:`core.data.duplicates.descriptors`, the one the
+  import's leakage check uses) is within :data:`core.data.duplicates.NEAR_DUPLICATE` of a train image.
+- **Outliers**: the model's novelty score (:mod:`core.analysis.novelty`, ``fused``), highest first: images unlike any the
   model learnt from, whatever their label.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core import curation, datasets
-from core.novelty import DEFAULT_METHOD, Detector, layer_outputs
-from core.progress import ProgressFn, StopFn, check, silent
+from core.data import datasets
+from core.data.duplicates import NEAR_DUPLICATE, descriptors
+from core.analysis.novelty import DEFAULT_METHOD, Detector, layer_outputs
+from core.base.progress import ProgressFn, StopFn, check, silent
 
 LIMIT = 48
 
@@ -78,16 +79,16 @@ def _mislabelled(arrays, probs: np.ndarray, ids: list[int], names: list[str], sp
 def leaks(info: datasets.DatasetInfo, *, limit: int = LIMIT, should_stop: StopFn | None = None) -> list[dict]:
     """Val and test images that look like a train image (descriptor cosine >= NEAR_DUPLICATE), most similar first."""
     train = datasets.load_split(info, "train")
-    bank = curation.descriptors(train.images)
+    bank = descriptors(train.images)
     found = []
     for split in ("val", "test"):
         other = datasets.load_split(info, split)
-        desc = curation.descriptors(other.images)
+        desc = descriptors(other.images)
         for s in range(0, len(desc), 1024):
             check(should_stop)
             sims = desc[s:s + 1024] @ bank.T
             best = sims.argmax(1)
-            for k in np.flatnonzero(sims[np.arange(len(best)), best] >= curation.NEAR_DUPLICATE):
+            for k in np.flatnonzero(sims[np.arange(len(best)), best] >= NEAR_DUPLICATE):
                 i, j = s + k, best[k]
                 found.append({"file": other.files[i], "split": split, "class_id": int(other.labels[i]),
                               "near": train.files[j], "score": round(float(sims[k, j]), 4),

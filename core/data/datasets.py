@@ -1,0 +1,80 @@
+"""The dataset catalog: one name resolves to one source, built or workspace, behind one interface.
+
+Two kinds of source implement :class:`DatasetSource` (module-level ``read_rows`` and ``load_split``):
+
+- **built** datasets (:mod:`core.data.built`: GTSRB, GTSRB_48, Difficult, Testing, imported ones, the embedded
+  sample) are immutable: written once, never changed afterwards;
+- **workspaces** (:mod:`core.data.workspaces`) are what users change: derived from a built dataset, copy-on-write.
+
+Every dataset state has a version (``DatasetInfo.fingerprint``: the content hash of a built dataset, the
+overlay's fingerprint of a workspace), recorded by models and reports. Everything outside ``core.data`` reads
+datasets through this module (:func:`list_datasets`, :func:`get_dataset`, :func:`read_index`, :func:`load_split`).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from core.data import built, workspaces
+from core.data.built import SPLITS, DatasetInfo, SplitArrays
+
+__all__ = ["SPLITS", "DatasetInfo", "SplitArrays", "DatasetSource", "list_datasets", "get_dataset", "read_index",
+           "list_files", "load_split"]
+
+
+class DatasetSource(Protocol):
+    """What each kind of dataset provides (implemented as module functions by ``built`` and ``workspaces``)."""
+
+    def read_rows(self, info: DatasetInfo, split: str | None = None) -> list[dict]: ...
+
+    def load_split(self, info: DatasetInfo, split: str) -> SplitArrays: ...
+
+
+#: The source of each kind of dataset (``DatasetInfo.kind``).
+SOURCES: dict[str, DatasetSource] = {"built": built, "workspace": workspaces}
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """Every dataset: built ones, then workspaces."""
+    found = built.list_built()
+    names = {d.name for d in found}
+    return found + [w for w in workspaces.list_workspaces(found) if w.name not in names]
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    infos = list_datasets()
+    for info in infos:
+        if info.name == name:
+            return info
+    names = [d.name for d in infos]
+    raise ValueError(f"no dataset named {name!r}; available: "
+                     f"{', '.join(names) or 'none (run: python -m core datasets build)'}")
+
+
+def _source(info: DatasetInfo) -> DatasetSource:
+    return SOURCES[info.kind]
+
+
+def read_index(info: DatasetInfo, split: str | None = None) -> list[dict]:
+    """Rows of the dataset's index (optionally one split), in file order."""
+    return _source(info).read_rows(info, split)
+
+
+def list_files(info: DatasetInfo, split: str, class_id: int | None = None) -> list[str]:
+    """Relative paths of one split (optionally one class), in index order; no image is decoded."""
+    return [r["file"] for r in read_index(info, split) if class_id is None or r["class_id"] == class_id]
+
+
+def load_split(info: DatasetInfo | str, split: str, *, classes: list[int] | None = None) -> SplitArrays:
+    """All images of a split as one array (decoded once and cached by the dataset's version), optionally only
+    the images of ``classes``."""
+    if isinstance(info, str):
+        info = get_dataset(info)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    arrays = _source(info).load_split(info, split)
+    if classes is not None:
+        idx = np.flatnonzero(np.isin(arrays.labels, np.asarray(classes)))
+        arrays = SplitArrays(arrays.images[idx], arrays.labels[idx], [arrays.files[i] for i in idx])
+    return arrays
