@@ -8,7 +8,9 @@ from core.base import config
 from core.data import datasets
 from core.learning import registry
 from core import runs
-from pages._ui import recover_runs, run_status
+import core.kinds  # noqa: F401  (registers every run kind: pages start them by name)
+from ui.cache import recover_runs
+from ui.widgets import run_status
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
 
@@ -24,15 +26,15 @@ def home() -> None:
     with c1.container(border=True):
         st.markdown("**1. Look at the data**  \nBrowse images per class and split; find likely mislabelled images, "
                     "leakage and outliers.")
-        st.page_link("pages/explore.py", label="Explore dataset", icon=":material/folder_open:")
+        st.page_link("app_pages/explore.py", label="Explore dataset", icon=":material/folder_open:")
     with c2.container(border=True):
         st.markdown("**2. Find what the model misses**  \nPer-class metrics, the confusion matrix, the images "
                     "behind every mistake and why.")
-        st.page_link("pages/evaluate.py", label="Evaluate models", icon=":material/analytics:")
+        st.page_link("app_pages/evaluate.py", label="Evaluate models", icon=":material/analytics:")
     with c3.container(border=True):
         st.markdown("**3. Add it and retrain**  \nNew classes and images in a workspace, then incremental "
                     "learning from a shipped model.")
-        st.page_link("pages/add_classes.py", label="Add new classes", icon=":material/add_circle:")
+        st.page_link("app_pages/add_classes.py", label="Add new classes", icon=":material/add_circle:")
     infos = datasets.list_datasets()
     st.subheader("Datasets")
     if infos:
@@ -68,35 +70,25 @@ def home() -> None:
             run_status(run)
 
 
+#: Streamlit's own sidebar menu, in two sections. The page files live in app_pages/: a folder named pages/ would put
+#: Streamlit in its legacy mode until this router first ran (raw file names in the menu on a cold start, a page
+#: URL opened first running without the router).
 PAGES = {
     "Data": [
         st.Page(home, title="Home", icon=":material/home:", default=True),
-        st.Page("pages/explore.py", title="Explore dataset", icon=":material/folder_open:"),
-        st.Page("pages/visualise.py", title="Visualise classes", icon=":material/scatter_plot:"),
-        st.Page("pages/add_classes.py", title="Add new classes", icon=":material/add_circle:"),
-        st.Page("pages/add_images.py", title="Add new images", icon=":material/add_photo_alternate:"),
-        st.Page("pages/added_images.py", title="Added images", icon=":material/photo_library:"),
+        st.Page("app_pages/explore.py", title="Explore dataset", icon=":material/folder_open:"),
+        st.Page("app_pages/visualise.py", title="Visualise classes", icon=":material/scatter_plot:"),
+        st.Page("app_pages/add_classes.py", title="Add new classes", icon=":material/add_circle:"),
+        st.Page("app_pages/add_images.py", title="Add new images", icon=":material/add_photo_alternate:"),
+        st.Page("app_pages/added_images.py", title="Added images", icon=":material/photo_library:"),
     ],
     "Models": [
-        st.Page("pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
-        st.Page("pages/improve.py", title="Improve model", icon=":material/model_training:"),
-        st.Page("pages/predict.py", title="Make prediction", icon=":material/image_search:"),
+        st.Page("app_pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
+        st.Page("app_pages/improve.py", title="Improve model", icon=":material/model_training:"),
+        st.Page("app_pages/predict.py", title="Make prediction", icon=":material/image_search:"),
     ],
 }
 
 
-def sidebar_menu(pages: dict[str, list]) -> None:
-    """Our own sidebar menu. Streamlit's is switched off (``client.showSidebarNavigation = false``): on a cold
-    start it first listed the raw files of ``pages/`` (``ui``, ``evaluate views``) for a second or two, until
-    ``st.navigation`` had run once. These links appear with the first run, already with their titles."""
-    with st.sidebar:
-        for section, entries in pages.items():
-            st.caption(section.upper())
-            for entry in entries:
-                st.page_link(entry)
-
-
 recover_runs()  # a killed run shows as interrupted within seconds, whichever page is open
-current = st.navigation(PAGES, position="hidden")
-sidebar_menu(PAGES)
-current.run()
+st.navigation(PAGES).run()

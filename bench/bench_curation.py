@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.base import config
-from core.data import datasets, uploads, workspaces
+from core.data import datasets, uploads, workspace_changes, workspaces
 from core.learning import models
 from core.curation import importing as curation  # noqa: E402
 from core.data.images import encode_png  # noqa: E402
@@ -46,7 +46,7 @@ def sign(seed: int, size: int = 64) -> np.ndarray:
 
 def bench_import(n: int, n_variants: int, model_name: str) -> None:
     workspaces.derive("Sample48", "BenchImport")
-    cid = workspaces.add_class("BenchImport", "Bench sign")
+    cid = workspace_changes.add_class("BenchImport", "Bench sign")
     files = [(f"upload_{i:05d}.png", encode_png(sign(i))) for i in range(n)]
     model = models.model_from_checkpoint(models.load_checkpoint(config.ARTIFACTS_DIR / f"{model_name}.pt"))
     t0 = time.perf_counter()
@@ -63,9 +63,9 @@ def bench_import(n: int, n_variants: int, model_name: str) -> None:
 
 def bench_added_page(n_records: int) -> None:
     workspaces.derive("Sample48", "BenchAdded")
-    rel, sha = workspaces._write_image(workspaces.workspace_dir("BenchAdded"), sign(0))
+    rel, sha = workspace_changes._write_image(workspaces.workspace_dir("BenchAdded"), sign(0))
     for start in range(0, n_records, 1000):
-        with workspaces.change("BenchAdded") as ch:
+        with workspace_changes.change("BenchAdded") as ch:
             ch.add_records([{"split": ("train", "val", "test")[i % 3], "class_id": i % 48, "file": rel, "sha256": sha,
                              "source": f"u{i}.png", "upload": f"u{i}.png", "batch": f"b{i // 1000}",
                              "recipe": {"groups": ["noise"], "seed": i, "variant": 1} if i % 2 else None,

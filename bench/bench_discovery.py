@@ -57,7 +57,7 @@ def main() -> None:
     det.scores(model, test, (novelty.DEFAULT_METHOD,))
     t_fused = time.perf_counter() - t0
     t0 = time.perf_counter()
-    det.scores(model, test, tuple(m for m in novelty.METHODS if m != "odin"))
+    det.scores(model, test, tuple(m for m in novelty.list_methods() if m != "odin"))
     t_all = time.perf_counter() - t0
     print(f"map of {len(keep):,} images (features + openTSNE): {t_map:.1f} s (goal <= 10 s)")
     print(f"placing 100 new images: {t_place:.2f} s (goal <= 1 s), after indexing the map once: {t_index:.2f} s")

@@ -29,7 +29,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 
 from core.base import store
-from core.data import datasets, workspaces
+from core.data import datasets, workspace_changes, workspaces
 from core.learning import training
 from core import runs  # noqa: E402
 
@@ -50,9 +50,9 @@ def fill(n_images: int, n_runs: int, n_models: int) -> None:
     """Synthetic records in bulk (one commit each): the layout is the real one, the contents are stand-ins."""
     workspaces.derive(BASE, "Bench")
     one = np.zeros((48, 48, 3), np.uint8)
-    rel, sha = workspaces._write_image(workspaces.workspace_dir("Bench"), one)  # every record names one file
+    rel, sha = workspace_changes._write_image(workspaces.workspace_dir("Bench"), one)  # every record names one file
     for start in range(0, n_images, 1000):  # as users add them: a batch at a time
-        with workspaces.change("Bench") as ch:
+        with workspace_changes.change("Bench") as ch:
             ch.add_records([{"split": ("train", "val", "test")[i % 3], "class_id": i % 48, "file": rel,
                              "sha256": sha, "source": f"upload_{i:06d}.jpg", "orig_w": 48, "orig_h": 48,
                              "added": time.time(), "batch": f"b{i // 1000}",
@@ -99,14 +99,15 @@ def main() -> None:
 
     def insert_records():
         k = next(batches)
-        with workspaces.change("Bench") as ch:
+        with workspace_changes.change("Bench") as ch:
             ch.add_records([{"split": "train", "class_id": i % 48, "file": "added/x.png", "sha256": f"{k}-{i}",
                              "source": f"new_{k}_{i}.png", "orig_w": 48, "orig_h": 48, "added": time.time()}
                             for i in range(1000)])
 
     def insert_images():
         imgs = list(rng.integers(0, 256, (1000, 48, 48, 3), dtype=np.uint8))
-        workspaces.add_images("Bench", imgs, split="train", class_id=1, sources=[f"u{i}.png" for i in range(1000)])
+        workspace_changes.add_images("Bench", imgs, split="train", class_id=1,
+                                     sources=[f"u{i}.png" for i in range(1000)])
 
     ws = lambda: datasets.get_dataset("Bench")  # noqa: E731
     rows = [

@@ -26,7 +26,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 
 from core.base import config
-from core.data import datasets, workspaces  # noqa: E402
+from core.data import datasets, workspace_changes, workspaces  # noqa: E402
 
 
 def median_time(fn, repeat: int) -> float:
@@ -56,10 +56,10 @@ def main() -> None:
         t_ws = median_time(lambda: datasets.load_split(ws, args.split), args.repeat)
         files = [r["file"] for r in datasets.read_index(ws, args.split)]
         other = "val" if args.split != "val" else "train"
-        workspaces.move_images(ws_name, files[:100], split=other)
+        workspace_changes.move_images(ws_name, files[:100], split=other)
         images = list(np.random.default_rng(0).integers(0, 256, (200, 48, 48, 3), dtype=np.uint8))
-        workspaces.add_images(ws_name, images, split=args.split, class_id=min(base.classes),
-                              sources=[f"u{i}.png" for i in range(200)])
+        workspace_changes.add_images(ws_name, images, split=args.split, class_id=min(base.classes),
+                                     sources=[f"u{i}.png" for i in range(200)])
         changed = datasets.get_dataset(ws_name)
         t0 = time.perf_counter()
         n = len(datasets.load_split(changed, args.split))

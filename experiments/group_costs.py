@@ -24,7 +24,7 @@ MIXES = (0.15, 0.3)
 def group_costs(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, seed: int = 5,
                 dark_quartile: bool = False) -> dict:
     """Accuracy (percent) of the checkpoint's model: clean, per group at p = 1, and for each mix of :data:`MIXES`."""
-    from core.data.augment import GROUPS, augment_images
+    from core.data.augment import augment_images, list_groups
     from core.learning.inference import predict_proba
     from core.learning.models import model_from_checkpoint
     lookup = {int(c): i for i, c in enumerate(ckpt["class_ids"])}
@@ -44,7 +44,7 @@ def group_costs(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, seed: int
         return {"all": overall, "darkest_quarter": round(float(ok[dark].mean()) * 100, 2)} if dark_quartile else overall
 
     out = {"clean": acc(images), "groups": {}, "mix": {}}
-    for k, g in enumerate(GROUPS):
+    for k, g in enumerate(list_groups()):
         out["groups"][g] = acc(augment_images(images, groups=[g], p=1.0, seed=seed + k))
     for p in MIXES:
         out["mix"][str(p)] = acc(augment_images(images, p=p, seed=seed))

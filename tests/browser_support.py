@@ -66,6 +66,36 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
     page.wait_for_timeout(300)
 
 
+#: Every text the sidebar's links ever show, kept in ``window.__sidebarSeen`` by a MutationObserver that starts before
+#: the app's own scripts: a test sees what was listed even for a moment, however fast or slow the machine.
+_SIDEBAR_WATCH = """(() => {
+  const seen = window.__sidebarSeen = [];
+  const record = () => document.querySelectorAll("[data-testid='stSidebar'] a").forEach(a => {
+    const text = a.innerText.trim().split("\\n").pop().trim();  // the label, after the icon's ligature
+    if (text && !seen.includes(text)) seen.push(text);
+  });
+  new MutationObserver(record).observe(document, {subtree: true, childList: true, characterData: true});
+})();"""
+
+
+def watch_sidebar(page) -> None:
+    """Record every sidebar link label of ``page`` from its next navigation on (read with :func:`sidebar_seen`)."""
+    page.add_init_script(_SIDEBAR_WATCH)
+
+
+def sidebar_seen(page) -> set[str]:
+    """The sidebar link labels ``page`` has shown since :func:`watch_sidebar` (this document only)."""
+    return set(page.evaluate("() => window.__sidebarSeen || []"))
+
+
+def wait_for_sidebar(page, labels, timeout: float = 120_000) -> None:
+    """Wait until the sidebar lists a link for each of ``labels``."""
+    page.wait_for_function(
+        """labels => { const shown = [...document.querySelectorAll("[data-testid='stSidebar'] a")]
+                         .map(a => a.innerText.trim().split("\\n").pop().trim());
+                       return labels.every(l => shown.includes(l)); }""", arg=sorted(labels), timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):

@@ -12,6 +12,8 @@ import pytest
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # browser_support
 
+import core.kinds  # noqa: E402,F401  (every run kind registered, as in the app and the CLI)
+
 
 @pytest.fixture(autouse=True)
 def data_root(tmp_path, monkeypatch):

@@ -1,22 +1,47 @@
 """The seven augmentation groups: selectable, combinable, permutable, seeded."""
 from __future__ import annotations
 
+import dataclasses
+
 import albumentations as A
 import numpy as np
 import pytest
 
 from conftest import smooth_images
 from core.data import augment
-from core.data.augment import GROUP_LABELS, GROUPS, augment_images, build_pipeline
+from core.data.augment import augment_images, build_pipeline, get_group, list_groups
+from core.base.registries import set_version
+
+GROUPS = list_groups()
 
 
 def _mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-def test_there_are_seven_labelled_groups():
-    assert len(GROUPS) == 7 and set(GROUPS) == set(GROUP_LABELS)
-    assert all(GROUP_LABELS[g] for g in GROUPS)
+def test_there_are_seven_groups_each_one_complete_record():
+    assert GROUPS == ("brightness_contrast", "shift_rotate", "blur_distortion", "noise", "colour", "dropout",
+                      "affine_perspective")
+    for g in GROUPS:
+        rec = get_group(g)
+        assert rec.name == g and rec.label and rec.description and rec.build()
+    with pytest.raises(ValueError, match="unknown augmentation group 'sparkle'; valid: brightness_contrast"):
+        get_group("sparkle")
+
+
+def test_the_group_set_version_follows_the_registry(monkeypatch):
+    assert augment.groups_version() == set_version((g, 1) for g in GROUPS) == augment.UNSTAMPED_VERSION
+    noise = get_group("noise")
+    monkeypatch.setitem(augment.REGISTRY.table, "noise", dataclasses.replace(noise, version=2))
+    assert augment.groups_version() != set_version((g, 1) for g in GROUPS)
+
+
+def test_a_registered_group_is_offered_and_applied(monkeypatch):
+    invert = augment.Group("invert", "Invert", lambda: [A.InvertImg(p=1)], "negative image")
+    monkeypatch.setitem(augment.REGISTRY.table, "invert", invert)
+    assert list_groups()[-1] == "invert"
+    x = smooth_images(2, 32)
+    assert np.array_equal(augment_images(x, groups=["invert"], p=1.0), 255 - x)
 
 
 @pytest.mark.parametrize("size", [32, 48])

@@ -68,6 +68,22 @@ def test_evaluate_prints_the_documented_json(data_root, model_path):
     assert {"f1", "precision", "recall", "specificity", "plr", "nlr", "bcr", "ber", "mcc", "support"} <= set(d["per_class"]["14"])
 
 
+def test_a_cli_evaluation_is_a_run_whose_report_the_app_lists(data_root, model_path):
+    out = run_cli("evaluate", "--model", str(model_path), "--dataset", "Sample48", "--split", "val", "--classes",
+                  "model", "--json", root=data_root)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    from core.analysis import reports
+    from core import runs
+    (listed,) = reports.list_reports()                      # the list the Evaluate page reads
+    assert listed["id"] == d["report"] and listed["split"] == "val" and listed["n"] == d["n"]
+    report = reports.load_report(d["report"])
+    assert report.stale is None and report.summary["accuracy"] == d["accuracy"]
+    assert report.summary["model"] == str(model_path) and report.summary["classes"] == "model"
+    (run,) = runs.list_runs("evaluate")
+    assert run["id"] == d["report"] and run["status"] == "done" and run["result"]["report"] == d["report"]
+
+
 def test_evaluate_on_an_npz_file(data_root, model_path, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "t.npz", images=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8),
@@ -75,6 +91,17 @@ def test_evaluate_on_an_npz_file(data_root, model_path, tmp_path):
     out = run_cli("evaluate", "--model", str(model_path), "--npz", str(tmp_path / "t.npz"), "--json", root=data_root)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["n"] == 20
+    from core.analysis import reports
+    assert reports.list_reports() == []  # an npz is no dataset of the app: no version, no images, so no report
+
+
+def test_evaluate_record_keeps_the_result_in_the_checkpoint(data_root, model_path):
+    out = run_cli("evaluate", "--model", str(model_path), "--dataset", "Sample48", "--split", "test", "--record",
+                  "--json", root=data_root)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    metrics = models.load_checkpoint(model_path)["metrics"]
+    assert metrics["test_acc"] == d["accuracy"] and metrics["test_set"] == "Sample48/test" and metrics["test_n"] == d["n"]
 
 
 def test_evaluate_with_a_corrupt_model_gives_one_clear_error(data_root, tmp_path):

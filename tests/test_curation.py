@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from conftest import smooth_images
-from core.data import datasets, uploads, workspaces
+from core.data import datasets, uploads, workspace_changes, workspaces
 from core.learning import models, registry
 from core.curation import importing as curation
 from core import runs
+from core.curation.import_run import ImportRun, stage_uploads
 from core.data.images import encode_png
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def ups(images, prefix: str = "up") -> list[uploads.Upload]:
 @pytest.fixture
 def ws():
     workspaces.derive(SAMPLE, "Main")
-    return workspaces.add_class("Main", "Chinese sign")
+    return workspace_changes.add_class("Main", "Chinese sign")
 
 
 @pytest.fixture
@@ -163,31 +164,31 @@ def test_the_extra_bucket_holds_unlabelled_images_outside_every_split(ws):
     assert all(len(datasets.load_split(info, sp)) == datasets.get_dataset(SAMPLE).split_size(sp)
                for sp in datasets.SPLITS)
     with pytest.raises(ValueError, match="give it a class"):
-        workspaces.move_images("Main", result["ids"][:1], split="train")
-    workspaces.move_images("Main", result["ids"][:1], split="train", class_id=ws)
+        workspace_changes.move_images("Main", result["ids"][:1], split="train")
+    workspace_changes.move_images("Main", result["ids"][:1], split="train", class_id=ws)
     info = datasets.get_dataset("Main")
     assert info.split_size(workspaces.EXTRA) == 1 and info.counts["train"][ws] == 1
 
 
 def test_classes_rename_and_remove_only_when_empty(ws):
-    workspaces.rename_class("Main", ws, "  China sign  ")
+    workspace_changes.rename_class("Main", ws, "  China sign  ")
     assert datasets.get_dataset("Main").classes[ws] == "China sign"
     with pytest.raises(ValueError, match="has a class named 'Stop' already"):
-        workspaces.rename_class("Main", ws, "stop")
+        workspace_changes.rename_class("Main", ws, "stop")
     with pytest.raises(ValueError, match=r"still has \d+ image"):
-        workspaces.remove_class("Main", 14)
-    workspaces.remove_class("Main", ws)
+        workspace_changes.remove_class("Main", 14)
+    workspace_changes.remove_class("Main", ws)
     assert ws not in datasets.get_dataset("Main").classes
     with pytest.raises(ValueError, match="has no class"):
-        workspaces.rename_class("Main", ws, "x")
+        workspace_changes.rename_class("Main", ws, "x")
     for bad in ["", "   ", "x" * 81, "bell\x07"]:
         with pytest.raises(ValueError, match="class name"):
-            workspaces.add_class("Main", bad)
+            workspace_changes.add_class("Main", bad)
 
 
 def test_a_class_pictogram_is_kept_and_shown_as_the_reference(ws):
     pic = smooth_images(1, 50, seed=9)[0]
-    cid = workspaces.add_class("Main", "With picture", pictogram=pic)
+    cid = workspace_changes.add_class("Main", "With picture", pictogram=pic)
     p = workspaces.pictogram(datasets.get_dataset("Main"), cid)
     assert p is not None and np.array_equal(np.asarray(Image.open(p)), pic)
     assert workspaces.pictogram(datasets.get_dataset("Main"), ws) is None
@@ -209,9 +210,9 @@ def test_move_delete_edit_and_undo_restore_exact_versions(ws):
     result = curation.import_images(ups(smooth_images(3, 40, seed=11)), settings(ws, to="test"))
     a, b, c = result["ids"]
     v0 = datasets.get_dataset("Main").fingerprint
-    workspaces.move_images("Main", [a], split="val")
+    workspace_changes.move_images("Main", [a], split="val")
     assert datasets.get_dataset("Main").counts["val"][ws] == 1
-    workspaces.delete_images("Main", [b])
+    workspace_changes.delete_images("Main", [b])
     info = datasets.get_dataset("Main")
     assert b not in {r["id"] for r in workspaces.current_added(info)} and info.counts["test"][ws] == 1
     new = curation.edit_image("Main", c, crop=(5, 5, 35, 30), rotate=90, flip="horizontal")
@@ -220,10 +221,11 @@ def test_move_delete_edit_and_undo_restore_exact_versions(ws):
     assert c not in recs and recs[new]["parent"] == c and recs[new]["recipe"]["edit"]["rotate"] == 90
     img = np.asarray(Image.open(info.image_path(recs[new]["file"])))
     assert img.shape == (30, 25, 3)  # 30 wide x 25 high, rotated
-    assert workspaces.undo_list("Main")[-3:] == ["move 1 image(s) to val", "delete 1 image(s)", f"edit image {c}"]
-    assert workspaces.undo("Main") == f"edit image {c}"
-    workspaces.undo("Main")
-    workspaces.undo("Main")
+    assert workspace_changes.undo_list("Main")[-3:] == ["move 1 image(s) to val", "delete 1 image(s)",
+                                                        f"edit image {c}"]
+    assert workspace_changes.undo("Main") == f"edit image {c}"
+    workspace_changes.undo("Main")
+    workspace_changes.undo("Main")
     assert datasets.get_dataset("Main").fingerprint == v0
     assert {a, b, c} <= {r["id"] for r in workspaces.current_added(datasets.get_dataset("Main"))}
 
@@ -258,17 +260,18 @@ def test_a_crash_or_cancel_mid_import_leaves_the_previous_version(ws, monkeypatc
 
 def test_an_import_run_stages_uploads_inside_the_data_root_and_removes_them(ws, data_root):
     items = [("../../escape.png", png(smooth_images(1, 40, seed=13)[0])), ("bad.png", b"\x89PNG broken")]
-    paths = runs.stage_uploads(items)
+    paths = stage_uploads(items)
     assert all(Path(p).resolve().is_relative_to(data_root.resolve()) for p in paths)
     assert Path(paths[0]).name == "escape.png"
-    cfg = runs.ImportRun(dataset="Main", class_id=ws, paths=tuple(paths), to="test", staged=True)
+    cfg = ImportRun(settings(ws, to="test"), paths=tuple(paths), staged=True)
     run = runs.wait(runs.start("import", cfg), timeout=120)
     assert run["status"] == "done", run.get("error")
     assert run["result"]["added"] == 1 and run["result"]["errors"][0]["file"] == "bad.png"
     assert not any(Path(p).exists() for p in paths)
     assert run["inputs"]["dataset"]["name"] == "Main"
+    assert runs.config_from_json("import", run["config"]) == cfg  # one settings type, through the record and back
     with pytest.raises(ValueError, match="built dataset and never changes"):
-        runs.start("import", runs.ImportRun(dataset=SAMPLE, class_id=1, paths=("x",), to="test"))
+        runs.start("import", ImportRun(curation.ImportSettings(dataset=SAMPLE, class_id=1, to="test"), paths=("x",)))
 
 
 def _cli(*args: str, root: Path) -> subprocess.CompletedProcess:

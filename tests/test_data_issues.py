@@ -1,11 +1,16 @@
 """Data issues: a planted mislabelled image, a planted train/test leak and a planted outlier are found first."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from core import runs
 from core.analysis import data_issues, novelty
-from core.base import config
+from core.analysis.issues_run import IssuesRun, latest_issues
+from core.base import config, store
+from core.base.registries import set_version
 from core.data import datasets
 from core.learning import models
 from core.data.built import SplitToWrite, write_dataset
@@ -69,3 +74,32 @@ def test_bad_requests_are_refused(shipped):
         data_issues.find_issues(model, ckpt, info, split="dev")
     with pytest.raises(ValueError, match="Planted/val is empty"):
         data_issues.find_issues(model, ckpt, info, split="val")
+
+
+def test_an_issues_run_is_reused_while_its_method_sets_stay_and_not_once_they_change(monkeypatch):
+    planted()
+    run = runs.wait(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")), timeout=300)
+    assert run["status"] == "done", run.get("error")
+    assert run["inputs"]["issues_version"] == data_issues.issues_version()
+    assert latest_issues("benchmark", "Planted", "test")["id"] == run["id"]
+    msp = novelty.get_method("msp")
+    monkeypatch.setitem(novelty.REGISTRY.table, "msp", dataclasses.replace(msp, version=msp.version + 1))
+    assert data_issues.issues_version() != run["inputs"]["issues_version"]
+    assert latest_issues("benchmark", "Planted", "test") is None  # its outliers came from another method set
+    monkeypatch.setitem(novelty.REGISTRY.table, "msp", msp)
+    monkeypatch.setattr(data_issues, "FINDERS_VERSION", data_issues.FINDERS_VERSION + 1)
+    assert latest_issues("benchmark", "Planted", "test") is None
+
+
+def test_an_issues_run_recorded_before_the_version_counts_as_the_unstamped_one():
+    assert data_issues.UNSTAMPED_VERSION == set_version([
+        ("finders", 1), ("near_duplicate", 0.97), ("limit", 48), ("outlier_method", "fused"),
+        ("novelty", novelty.UNSTAMPED_VERSION)])
+    planted()
+    run = runs.wait(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")), timeout=300)
+
+    def unstamp(doc: dict) -> dict:
+        doc["inputs"].pop("issues_version")
+        return doc
+    store.modify("runs", unstamp, key="id", value=run["id"])
+    assert latest_issues("benchmark", "Planted", "test")["id"] == run["id"]  # today's sets are the unstamped ones

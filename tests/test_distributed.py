@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.learning import distributed, registry, training
+from core.learning import distributed, epoch, registry, training
 from core import runs
 from core.learning.distributed import Place
 
@@ -37,8 +37,8 @@ def test_shards_cover_the_epoch_with_equal_step_counts():
     assert distributed.shard(order, Place()) is order
     tiny = [distributed.shard(np.arange(3), Place(r, 8)) for r in range(8)]  # fewer images than ranks
     assert all(len(s) == 1 for s in tiny)
-    assert training._steps_per_epoch(10, 4, Place(0, 2)) == 3        # 5 images a rank, 2 a batch: 2 + 2 + 1
-    assert training._steps_per_epoch(10, 4, Place()) == 3
+    assert epoch.steps_per_epoch(10, 4, Place(0, 2)) == 3        # 5 images a rank, 2 a batch: 2 + 2 + 1
+    assert epoch.steps_per_epoch(10, 4, Place()) == 3
 
 
 def test_the_place_comes_from_torchruns_environment(monkeypatch):

@@ -13,6 +13,7 @@ from core.base import config
 from core.data import datasets
 from core.learning import models
 from core import runs
+from core.analysis.embed_run import EmbedRun
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 
@@ -80,7 +81,7 @@ def test_stars_the_benchmark_never_saw_form_a_flagged_group_and_stop_signs_do_no
 
 
 def test_an_embed_run_computes_once_and_caches_by_model_and_dataset_version():
-    cfg = runs.EmbedRun(model="benchmark", dataset="Sample48", split="val", size=100)
+    cfg = EmbedRun(model="benchmark", dataset="Sample48", split="val", size=100)
     run = runs.wait(runs.start("embed", cfg), timeout=300)
     assert run["status"] == "done", run.get("error")
     path = Path(run["result"]["file"])
@@ -91,4 +92,17 @@ def test_an_embed_run_computes_once_and_caches_by_model_and_dataset_version():
     assert runs.wait(runs.start("embed", cfg), timeout=60)["status"] == "done"
     assert path.stat().st_mtime_ns == stamp  # cached: not recomputed
     with pytest.raises(ValueError, match="map size"):
-        runs.start("embed", runs.EmbedRun(model="benchmark", dataset="Sample48", size=3))
+        runs.start("embed", EmbedRun(model="benchmark", dataset="Sample48", size=3))
+
+
+def test_a_changed_layout_lays_the_map_out_again_and_an_unchanged_one_reuses_it(monkeypatch):
+    cfg = EmbedRun(model="benchmark", dataset="Sample48", split="val", size=60)
+    first = Path(runs.wait(runs.start("embed", cfg), timeout=300)["result"]["file"])
+    stamp = first.stat().st_mtime_ns
+    assert Path(runs.wait(runs.start("embed", cfg), timeout=60)["result"]["file"]) == first
+    assert first.stat().st_mtime_ns == stamp  # the same layout: reused
+    monkeypatch.setitem(embedding.LAYOUT, "version", embedding.LAYOUT["version"] + 1)
+    run = runs.wait(runs.start("embed", cfg), timeout=300)
+    second = Path(run["result"]["file"])
+    assert run["status"] == "done" and second != first and second.is_file()
+    assert run["result"]["layout"] == embedding.layout_version() == embedding.Map.load(second).key["layout"]

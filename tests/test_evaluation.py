@@ -5,6 +5,8 @@ import torch
 from core.analysis import evaluation, explain, metrics, reports
 from core.learning import models, registry
 from core import runs
+from core.analysis.anchor_run import AnchorRun
+from core.analysis.evaluate_run import EvaluateRun
 
 
 def _register(name="m48", n=48, seed=0):
@@ -28,7 +30,7 @@ def _max_overlap(records):
 
 def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
     _register()
-    ids = [runs.start("evaluate", runs.EvaluateRun(model="m48", dataset="Sample48", split="train")) for _ in range(6)]
+    ids = [runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="train")) for _ in range(6)]
     done = [runs.wait(i, timeout=300) for i in ids]
     assert [d["status"] for d in done] == ["done"] * 6, [d.get("error") for d in done]
     assert _max_overlap(done) == 5
@@ -44,8 +46,8 @@ def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
 def test_report_helpers_cells_mistakes_and_comparison():
     _register("a", seed=0)
     _register("b", seed=1)
-    ra = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="a", dataset="Sample48", split="test")), timeout=120)
-    rb = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="b", dataset="Sample48", split="test")), timeout=120)
+    ra = runs.wait(runs.start("evaluate", EvaluateRun(model="a", dataset="Sample48", split="test")), timeout=120)
+    rb = runs.wait(runs.start("evaluate", EvaluateRun(model="b", dataset="Sample48", split="test")), timeout=120)
     a, b = reports.load_report(ra["id"]), reports.load_report(rb["id"])
     p = a.predictions
     t, q = int(p.y_true[0]), int(p.y_pred[0])
@@ -75,14 +77,14 @@ def test_report_helpers_cells_mistakes_and_comparison():
 
 def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
     _register("m43", n=43)
-    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m43", dataset="Sample48", split="test",
-                                                             classes="all")), timeout=120)
+    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m43", dataset="Sample48", split="test",
+                                                        classes="all")), timeout=120)
     rep = reports.load_report(job["id"])
     assert rep.summary["labels"] == list(range(48)) and rep.summary["classes"] == "all"
     for cid in range(43, 48):
         assert rep.summary["per_class"][str(cid)]["recall"] == 0.0
     # by default only the images of the model's classes are evaluated
-    own = reports.load_report(runs.wait(runs.start("evaluate", runs.EvaluateRun(
+    own = reports.load_report(runs.wait(runs.start("evaluate", EvaluateRun(
         model="m43", dataset="Sample48", split="test")), timeout=120)["id"])
     assert own.summary["labels"] == list(range(43)) and own.summary["n"] == rep.summary["n"] - 5 * 6
     assert "one was limited to its model's classes" in reports.comparison_warning(rep, own)
@@ -90,8 +92,8 @@ def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
 
 def test_anchor_job_on_a_report_image():
     _register()
-    job = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
-    aid = runs.start("anchor", runs.AnchorRun(report=job["id"], index=0, threshold=0.9))
+    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
+    aid = runs.start("anchor", AnchorRun(report=job["id"], index=0, threshold=0.9))
     done = runs.wait(aid, timeout=300)
     assert done["status"] == "done", done.get("error")
     r = done["result"]
@@ -108,7 +110,7 @@ def test_anchor_job_on_a_report_image():
 def test_bad_evaluation_requests_are_refused(kw, msg):
     _register()
     with pytest.raises(ValueError, match=msg):
-        runs.start("evaluate", runs.EvaluateRun(**kw))
+        runs.start("evaluate", EvaluateRun(**kw))
 
 
 def _fake_report(confusion, labels, **summary):
@@ -140,3 +142,42 @@ def test_worst_first_orders_each_metric_by_its_bad_end():
     assert list(reports.worst_first(table, "nlr")["class_id"]) == [1, 2, 0]  # high NLR is bad
     with pytest.raises(ValueError, match="unknown metric"):
         reports.worst_first(table, "speed")
+
+
+def _saved_report(report_id: str) -> dict:
+    from core.data import datasets
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 30)
+    pred = np.where(rng.random(30) < 0.7, y, (y + 1) % 3)
+    preds = evaluation.Predictions(y, pred, np.full(30, 0.9), pred[:, None], np.full((30, 1), 0.9), ["f.png"] * 30)
+    summary = evaluation.summarise(preds, class_ids=[0, 1, 2], images_per_s=10.0)
+    reports.save_report(report_id, summary, preds, model="m", model_version="v",
+                        dataset=datasets.get_dataset("Sample48"), split="test")
+    return summary
+
+
+def test_a_report_of_another_metric_set_is_computed_again_and_one_of_this_set_is_reused(monkeypatch):
+    saved = _saved_report("r1")
+    calls = []
+    monkeypatch.setattr(reports, "summarise", lambda *a, **k: calls.append(1) or evaluation.summarise(*a, **k))
+    same = reports.load_report("r1").summary
+    assert calls == [] and same["metrics_version"] == metrics.metrics_version()
+    assert same["per_class"] == saved["per_class"]
+    toy = metrics.Metric("toy", "Toy", lambda c: c.tp.astype(np.float64), True, "number", "true positives")
+    monkeypatch.setitem(metrics.REGISTRY.table, "toy", toy)
+    again = reports.load_report("r1").summary
+    assert calls == [1] and again["metrics_version"] == metrics.metrics_version() != saved["metrics_version"]
+    assert "toy" in again["per_class"]["1"] and "macro_toy" in again["metrics"]
+    assert again["accuracy"] == saved["accuracy"] and again["n"] == saved["n"] and again["model"] == "m"
+
+
+def test_a_report_saved_before_the_metric_set_version_still_opens_as_it_was(monkeypatch):
+    import json
+    _saved_report("old")
+    path = reports.report_dir("old") / "report.json"
+    old = json.loads(path.read_text())
+    del old["metrics_version"]
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(reports, "summarise", lambda *a, **k: pytest.fail("an unchanged metric set recomputes"))
+    back = reports.load_report("old").summary
+    assert back["per_class"] == old["per_class"] and "metrics_version" not in back

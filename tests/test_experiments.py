@@ -57,7 +57,8 @@ def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_class
     import torch
 
     from core.learning import models
-    from core.data.augment import GROUPS
+    from core.data.augment import list_groups
+    GROUPS = list_groups()
     from core.data.datasets import get_dataset, load_split
     from core.learning.inference import predict_proba
     _tiny("Tiny", 4, 0)

@@ -4,10 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from core.analysis import explain
+from core.analysis import evaluation, explain, reports
+from core.data import datasets
 from core.data.images import preprocess
 from core.base.progress import Cancelled
-from core.learning.models import build_model
+from core.learning import models, registry
+from core.learning.models import build_model, model_from_checkpoint
 
 S = 48
 BLOCK = 12  # the hand-made superpixel grid: 4 x 4 blocks of 12 x 12 px
@@ -227,3 +229,78 @@ def test_smoke_on_the_published_network():
     assert 0 <= res.precision <= 1 and 0 < res.coverage <= 1 and 0 <= res.prediction < 43
     assert set(res.anchor) <= set(np.unique(res.segments).tolist())
     assert explain.anchor_overlay(img, res.mask, size="image").shape == (32, 32, 3)
+
+
+# ---------------------------------------------------------------- classes and report images
+
+@pytest.mark.parametrize("class_ids, class_id, expected", [([0, 1, 2], 2, 2), ([14, 3, 40], 3, 1), ((7,), 7, 0)])
+def test_output_index_maps_a_class_id_to_the_network_output(class_ids, class_id, expected):
+    assert explain.output_index(class_ids, class_id) == expected
+
+
+def test_output_index_refuses_a_class_the_model_does_not_predict():
+    with pytest.raises(ValueError, match=r"does not predict class 5; its 3 classes are 14, 3, 40"):
+        explain.output_index([14, 3, 40], 5)
+
+
+def test_explain_class_explains_the_output_of_that_class(model, image):
+    res = explain.explain_class(model, image, class_ids=[30, 14], class_id=14)  # output 1 is class 14
+    assert res.target == 1
+    assert np.array_equal(res.attributions, explain.integrated_gradients(model, image, target=1).attributions)
+    assert explain.explain_class(model, image, class_ids=[30, 14]).target == 1  # default: the predicted class
+
+
+def _report_on_sample(name: str = "tiny", n_images: int = 6) -> tuple:
+    """A tiny registered 48-class model and a real report of it on a few Sample48 test images."""
+    torch.manual_seed(0)
+    ckpt = models.make_checkpoint(build_model("published", 48), architecture="published", class_ids=list(range(48)),
+                                  class_names=[f"c{i}" for i in range(48)], dataset="Sample48",
+                                  dataset_fingerprint="x", parent=None, mode="scratch", epochs=1, history=[],
+                                  metrics={}, config={})
+    info = registry.register(name, ckpt)
+    sample = datasets.get_dataset("Sample48")
+    split = datasets.load_split(sample, "test")
+    summary, preds = evaluation.evaluate_checkpoint(ckpt, split.images[:n_images], split.labels[:n_images],
+                                                    files=split.files[:n_images])
+    reports.save_report("r-tiny", summary, preds, model=name, model_version=registry.file_version(info.path),
+                        dataset=sample, split="test")
+    return reports.load_report("r-tiny"), ckpt
+
+
+def test_explain_report_image_explains_the_reported_prediction_with_the_report_model():
+    report, ckpt = _report_on_sample()
+    loads = []
+
+    def load(path):  # a page passes its cached loader; the file must be the report's model
+        loads.append(path)
+        return ckpt, model_from_checkpoint(ckpt)
+
+    got = explain.explain_report_image(report, 2, load=load)
+    (image,) = reports.report_images(report, [2])
+    assert loads and loads[0].endswith("tiny.pt")
+    assert np.array_equal(got.image, image) and got.class_id == int(report.predictions.y_pred[2])
+    assert got.model_version == report.summary["model_version"]
+    assert got.ig.heatmap.shape == (S, S) and got.ig.target == got.class_id  # class ids 0-47 in output order
+    same = explain.explain_class(model_from_checkpoint(ckpt), image, class_ids=ckpt["class_ids"], class_id=got.class_id)
+    assert np.allclose(got.ig.attributions, same.attributions)
+    other = (got.class_id + 1) % 48
+    assert explain.explain_report_image(report, 2, class_id=other).class_id == other  # default loader: the file
+
+
+def test_explain_report_image_refuses_a_model_file_changed_since_the_report():
+    report, ckpt = _report_on_sample()
+    torch.manual_seed(1)
+    retrained = {**ckpt, "weights": build_model("published", 48).state_dict()}
+    registry.register("tiny", retrained, overwrite=True)  # same name, other weights: another file version
+    with pytest.raises(ValueError, match=r"made by version \w+ of model 'tiny'.*Evaluate the model again"):
+        explain.explain_report_image(report, 0)
+    (registry.get_model("tiny").path).unlink()
+    with pytest.raises(ValueError, match="no longer exists"):
+        explain.explain_report_image(report, 0)
+
+
+@pytest.mark.parametrize("index", [-1, 6, 2.0, True])
+def test_explain_report_image_refuses_an_index_outside_the_report(index):
+    report, _ = _report_on_sample()
+    with pytest.raises(ValueError, match="is not one of report r-tiny's 6 images"):
+        explain.explain_report_image(report, index)

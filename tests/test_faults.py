@@ -23,6 +23,7 @@ from core.base import config, store
 from core.data import datasets, workspaces
 from core.learning import models, registry
 from core import runs
+from core.learning.train_run import RESUME_FILE
 
 PROJECT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.faults
@@ -73,7 +74,7 @@ def test_kill_9_the_cli_during_a_training_epoch_then_resume_gives_the_same_model
 
     def mid_training() -> bool:  # at least epoch 1 saved, the next under way
         run = _only_run("train")
-        return run is not None and (runs.run_dir(run["id"]) / runs.RESUME_FILE).is_file()
+        return run is not None and (runs.run_dir(run["id"]) / RESUME_FILE).is_file()
 
     _kill_when(proc, mid_training)
     run = _only_run("train")
@@ -119,7 +120,7 @@ def _big_eval_setup(n: int = 2500) -> None:
 
 def test_kill_9_during_an_evaluation_registers_no_report_and_the_store_still_reads(data_root):
     _big_eval_setup()
-    app = ("from core import runs\n"
+    app = ("import core.kinds\nfrom core import runs\n"
            "rid = runs.start('evaluate', {'model': 'ten', 'dataset': 'Big', 'split': 'test'})\n"
            "runs.wait(rid, timeout=600)\n")  # an app process: the run in a worker thread
     proc = _spawn(["-c", app], data_root)
@@ -135,7 +136,7 @@ def test_kill_9_during_an_evaluation_registers_no_report_and_the_store_still_rea
 
 
 def test_kill_9_during_store_writes_leaves_a_valid_store_with_every_finished_write(data_root):
-    writer = ("import sys\nfrom core import store\n"
+    writer = ("import sys\nfrom core.base import store\n"
               "for i in range(100000):\n"
               "    store.insert('runs', {'id': f'r{i:06d}', 'kind': 'test', 'status': 'done', 'created': i})\n"
               "    print(i, flush=True)\n")
@@ -161,10 +162,12 @@ def test_kill_9_during_an_import_run_leaves_the_workspace_before_or_after_never_
     folder.mkdir()
     for k, im in enumerate(smooth_images(60, 40, seed=5)):
         (folder / f"u{k:02d}.png").write_bytes(encode_png(im))
-    app = ("import sys\nfrom pathlib import Path\nfrom core import runs\n"
+    app = ("import sys\nfrom pathlib import Path\nimport core.kinds\nfrom core import runs\n"
+           "from core.curation.import_run import stage_uploads\n"
            f"files = [(p.name, p.read_bytes()) for p in sorted(Path({str(folder)!r}).glob('*.png'))]\n"
-           "rid = runs.start('import', {'dataset': 'Main', 'class_id': 14, 'to': 'test', 'variants': 2, 'groups': ['noise'],\n"
-           "                            'paths': runs.stage_uploads(files), 'staged': True})\n"
+           "rid = runs.start('import', {'settings': {'dataset': 'Main', 'class_id': 14, 'to': 'test', 'variants': 2,\n"
+           "                                         'groups': ['noise']},\n"
+           "                            'paths': stage_uploads(files), 'staged': True})\n"
            "runs.wait(rid, timeout=600)\n")
     proc = _spawn(["-c", app], data_root)
     _kill_when(proc, lambda: _only_run("import") is not None and _only_run("import")["status"] == "running")

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from core.analysis.metrics import (LR_CAP, METRIC_NAMES, classification_report, confusion_matrix, overall_metrics,
-                          per_class_metrics)
+from core.analysis import metrics
+from core.base.registries import set_version
+from core.analysis.metrics import (LR_CAP, classification_report, confusion_matrix, list_metrics, overall_metrics,
+                                   per_class_metrics)
 
 
 def _random_case(seed: int, n: int = 400, k: int = 7, skill: float = 0.6):
@@ -113,7 +116,7 @@ def test_class_never_predicted_is_zero_not_nan():
     assert pc["mcc"][2] == 0.0               # tp+fp = 0 in the MCC denominator
     assert pc["plr"][2] == 0.0               # 0 / (1 - 1) with a zero numerator
     assert pc["nlr"][2] == pytest.approx(1.0)
-    for key in METRIC_NAMES:
+    for key in list_metrics():
         assert np.all(np.isfinite(pc[key])), key
     assert overall_metrics(cm)["macro_precision"] == pytest.approx(
         skm.precision_score(y_true, y_pred, average="macro", zero_division=0))
@@ -123,7 +126,7 @@ def test_class_absent_from_truth_and_predictions_is_left_out_of_macro():
     y_true, y_pred = [0, 1, 1, 0], [0, 1, 0, 0]
     with_absent = overall_metrics(confusion_matrix(y_true, y_pred, labels=[0, 1, 5]))
     without = overall_metrics(confusion_matrix(y_true, y_pred, labels=[0, 1]))
-    for key in METRIC_NAMES:
+    for key in list_metrics():
         assert with_absent[f"macro_{key}"] == pytest.approx(without[f"macro_{key}"]), key
     assert with_absent["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
 
@@ -157,7 +160,7 @@ def test_report_is_strict_json_and_keyed_by_class_id():
     back = json.loads(text)
     assert set(back["per_class"]) == {str(c) for c in labels}
     assert back["per_class"]["40"]["support"] == int(np.sum(y_true == 40))
-    assert set(METRIC_NAMES) <= set(back["per_class"]["41"])
+    assert set(list_metrics()) <= set(back["per_class"]["41"])
     assert np.array(back["confusion"]).sum() == 120
     assert back["overall"]["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
 
@@ -178,3 +181,33 @@ def test_per_class_rejects_empty_or_non_square():
         per_class_metrics(np.zeros((2, 3), int))
     with pytest.raises(ValueError, match="non-empty"):
         per_class_metrics(np.zeros((2, 2), int))
+
+
+def test_every_metric_is_one_complete_record_and_unknown_names_list_the_valid_ones():
+    for name in list_metrics():
+        m = metrics.get_metric(name)
+        assert m.name == name and m.label and m.help and m.format in metrics.FORMATS and callable(m.compute)
+    assert list_metrics()[:3] == ("accuracy", "precision", "recall")
+    assert not metrics.get_metric("nlr").higher_is_better and metrics.get_metric("f1").higher_is_better
+    assert metrics.format_value("plr", LR_CAP) == "\u221e" and metrics.format_value("f1", 0.5) == "50.00%"
+    with pytest.raises(ValueError, match="unknown metric 'vibes'; valid: accuracy, precision"):
+        metrics.get_metric("vibes")
+
+
+def test_the_metric_set_version_follows_the_registry(monkeypatch):
+    # reports saved before the stamp were made by these ten metrics, each at version 1
+    ten = ("accuracy", "precision", "recall", "specificity", "f1", "plr", "nlr", "bcr", "ber", "mcc")
+    assert metrics.UNSTAMPED_VERSION == set_version((n, 1) for n in ten)
+    today = metrics.metrics_version()
+    monkeypatch.setitem(metrics.REGISTRY.table, "f1", replace(metrics.get_metric("f1"), version=2))
+    assert metrics.metrics_version() != today
+    monkeypatch.setitem(metrics.REGISTRY.table, "f1", replace(metrics.get_metric("f1"), version=1))
+    assert metrics.metrics_version() == today
+
+
+def test_a_registered_metric_joins_every_report(monkeypatch):
+    toy = metrics.Metric("toy", "Toy", lambda c: c.tp.astype(np.float64), True, "number", "true positives")
+    monkeypatch.setitem(metrics.REGISTRY.table, "toy", toy)
+    rep = classification_report([0, 1, 1], [0, 1, 0], labels=[0, 1])
+    assert rep["per_class"][1]["toy"] == 1.0 and rep["overall"]["macro_toy"] == 1.0
+    assert rep["metrics_version"] == metrics.metrics_version() != metrics.UNSTAMPED_VERSION

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests
 
-import pages._nav as nav
+import ui.nav as nav
 
 
 def _ctx(requests: ScriptRequests, page: str = "evaluate-hash") -> SimpleNamespace:

@@ -1,6 +1,7 @@
 """Novelty scores: the measures, calibration, storage beside the model, prediction results and the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import torch
 
 from core.analysis import novelty, prediction
 from core.base import config
+from core.base.registries import set_version
 from core.data import datasets
 from core.learning import models, registry
 from core.data.images import encode_png
@@ -48,7 +50,8 @@ def test_the_shipped_benchmarks_ship_their_detectors_for_exactly_these_model_fil
     path = config.ARTIFACTS_DIR / f"{name}.pt"
     det = novelty.Detector.load(novelty.detector_path(path))
     assert det.model_version == registry.file_version(path)
-    assert set(det.thresholds) == set(novelty.METHODS)
+    assert det.methods_version == novelty.methods_version()  # fitted by today's method set: used as shipped
+    assert set(det.thresholds) == set(novelty.list_methods())
     assert det.class_means.shape == (43, 300) and det.bank_fc1.shape[1] == 300
 
 
@@ -71,7 +74,7 @@ def test_known_images_pass_and_noise_is_flagged_by_every_method(shipped):
     gtsrb = sample.images[np.flatnonzero(sample.labels < 43)[:60]]
     known = det.scores(model, gtsrb)
     odd = det.scores(model, noise(16))
-    for m in novelty.METHODS:
+    for m in novelty.list_methods():
         assert known[m].shape == (60,) and odd[m].shape == (16,)
         assert det.novel(odd, m).mean() >= 0.9, m
         assert det.novel(known, m).mean() <= 0.3, m
@@ -85,7 +88,7 @@ def test_fit_calibrates_thresholds_on_validation_and_round_trips(tmp_path):
     train, val = datasets.load_split("Sample48", "train"), datasets.load_split("Sample48", "val")
     det = novelty.fit(model, train.images, train.labels, val.images, model_version="v1", seed=0)
     scores = det.scores(model, val.images)
-    for m in novelty.METHODS:
+    for m in novelty.list_methods():
         if m != "odin":  # ODIN is calibrated on the first 1,000 val images: all of them here too
             assert (scores[m] <= det.thresholds[m]).mean() >= novelty.ACCEPT
     det.save(tmp_path / "d.npz")
@@ -137,7 +140,67 @@ def test_cli_novelty_prints_the_documented_json(tmp_path, data_root):
                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert set(res["methods"]) == set(novelty.METHODS)
+    assert set(res["methods"]) == set(novelty.list_methods())
     for m, r in res["methods"].items():
         assert set(r) == {"auroc", "fpr95"} and r["auroc"] > 0.9, (m, r)
     assert res["n_known"] == 40 and res["n_novel"] == 20
+
+
+def test_every_method_is_one_record_and_unknown_names_list_the_valid_ones():
+    for name in novelty.list_methods():
+        m = novelty.get_method(name)
+        assert m.name == name and m.direction in novelty.DIRECTIONS and m.description and callable(m.score)
+    assert novelty.DEFAULT_METHOD in novelty.list_methods()
+    with pytest.raises(ValueError, match="unknown novelty method 'vibes'; valid: msp, energy"):
+        novelty.get_method("vibes")
+    # detectors saved before the stamp were fitted by these six methods, each at version 1
+    six = ("msp", "energy", "mahalanobis", "knn", "odin", "fused")
+    assert novelty.UNSTAMPED_VERSION == set_version((n, 1) for n in six)
+
+
+def _toy_model_file(tmp_path):
+    torch.manual_seed(0)
+    m = models.build_model("published", 48)
+    ck = models.make_checkpoint(m, architecture="published", class_ids=list(range(48)),
+                                class_names=[str(i) for i in range(48)], dataset="Sample48", dataset_fingerprint="x",
+                                parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
+    return models.save_checkpoint(ck, tmp_path / "m.pt"), m, ck
+
+
+def test_a_detector_is_fitted_again_when_the_method_set_changes_and_reused_while_it_does_not(tmp_path, monkeypatch):
+    path, m, ck = _toy_model_file(tmp_path)
+    fits = []
+    fit = novelty.fit
+    monkeypatch.setattr(novelty, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    first = novelty.load_or_fit(path, m, ck)
+    assert novelty.load_or_fit(path, m, ck).methods_version == first.methods_version and len(fits) == 1
+    msp = novelty.get_method("msp")
+    monkeypatch.setitem(novelty.REGISTRY.table, "msp", dataclasses.replace(msp, version=msp.version + 1))
+    bumped = novelty.load_or_fit(path, m, ck)
+    assert len(fits) == 2 and bumped.methods_version == novelty.methods_version() != first.methods_version
+    assert novelty.load_or_fit(path, m, ck) is not None and len(fits) == 2  # the refitted one is cached
+    toy = novelty.Method("toy", lambda inputs: inputs.outputs["logits"].std(1), "lower", "spread of the logits")
+    monkeypatch.setitem(novelty.REGISTRY.table, "toy", toy)
+    with_toy = novelty.load_or_fit(path, m, ck)
+    assert len(fits) == 3 and "toy" in with_toy.thresholds and set(with_toy.thresholds) == set(novelty.list_methods())
+    scores = with_toy.scores(m, noise(4), ("toy", "msp"))
+    assert scores["toy"].shape == (4,) and scores["toy"].dtype == np.float32
+
+
+def test_a_detector_saved_without_a_method_set_version_counts_as_the_unstamped_set(tmp_path):
+    det = novelty.Detector.load(novelty.detector_path(BENCHMARK))
+    meta_less = dataclasses.replace(det, methods_version="drop")
+    meta_less.save(tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    del meta["methods_version"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert novelty.Detector.load(tmp_path / "old.npz").methods_version == novelty.UNSTAMPED_VERSION
+
+
+def test_prediction_refuses_an_unknown_novelty_method(shipped):
+    ckpt, model = shipped
+    with pytest.raises(ValueError, match="unknown novelty method 'vibes'"):
+        prediction.predict_images(ckpt, [], model=model, method="vibes")

@@ -1,6 +1,12 @@
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +15,9 @@ from core.base import store
 from core.data import datasets
 from core.learning import models, registry
 from core import runs
+from core.analysis.anchor_run import AnchorRun
+from core.analysis.evaluate_run import EvaluateRun
+from core.data.build_run import BuildRun
 from tests.run_support import cancelled_training
 
 
@@ -139,12 +148,13 @@ def test_progress_ticks_go_to_the_run_folder_not_the_store():
 
 
 def test_start_refuses_unknown_kinds_and_configs_and_registers_nothing():
-    with pytest.raises(ValueError, match="unknown run kind 'nope'; valid kinds: train, evaluate, anchor, build, import, embed"):
+    with pytest.raises(ValueError,
+                       match="unknown run kind 'nope'; valid: train, evaluate, anchor, build, import, embed, issues"):
         runs.start("nope", {})
     with pytest.raises(ValueError, match="unknown fields"):
         runs.start("evaluate", {"model": "m", "dataset": "Sample48", "colour": "red"})
     with pytest.raises(ValueError, match="a evaluate run takes a EvaluateRun"):
-        runs.start("evaluate", runs.AnchorRun(report="r", index=0))
+        runs.start("evaluate", AnchorRun(report="r", index=0))
     with pytest.raises(ValueError, match="no model named 'ghost'"):
         runs.start("evaluate", {"model": "ghost", "dataset": "Sample48", "split": "test"})
     assert runs.list_runs() == []
@@ -164,12 +174,12 @@ def test_a_run_record_carries_its_version_config_and_input_fingerprints():
     assert rec["inputs"]["dataset"] == {"name": "Sample48", "version": datasets.get_dataset("Sample48").fingerprint}
     sha = rec["inputs"]["model"]["sha256"]
     assert sha == hashlib.sha256(registry.get_model("m48").path.read_bytes()).hexdigest()[:16]
-    assert runs.config_from_json("evaluate", rec["config"]) == runs.EvaluateRun("m48", "Sample48", "val", "model")
+    assert runs.config_from_json("evaluate", rec["config"]) == EvaluateRun("m48", "Sample48", "val", "model")
 
 
 def test_a_build_run_checks_its_source_and_names():
     with pytest.raises(ValueError, match="does not exist"):
-        runs.start("build", runs.BuildRun(source="/no/such/folder"))
+        runs.start("build", BuildRun(source="/no/such/folder"))
     with pytest.raises(ValueError, match="unknown datasets"):
         runs.start("build", {"source": ".", "names": ["GTSRB", "Imaginary"]})
 
@@ -237,3 +247,118 @@ def test_two_resumes_of_one_run_cannot_both_win(monkeypatch):
         runs.resume(run_id)
     runs.cancel(run_id)
     runs.wait(run_id, timeout=60)
+
+
+@dataclass(frozen=True)
+class Toy:
+    """A run kind of this test module: registering it touches no engine file."""
+    n: int
+    words: tuple[str, ...] = ()
+
+    def check(self) -> dict:
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
+        return {"n": self.n}
+
+    def title(self) -> str:
+        return f"toy {self.n}"
+
+
+def _run_toy(ctx, cfg: Toy) -> dict:
+    ctx.progress(0.5, "halfway", {"step": 1})
+    return {"double": 2 * cfg.n, "words": list(cfg.words)}
+
+
+@pytest.fixture
+def own_kinds(monkeypatch):
+    """The kinds table as it is, restored after the test (toy kinds do not leak into other tests)."""
+    monkeypatch.setattr(runs.KINDS, "table", dict(runs.KINDS.table))
+
+
+def test_a_kind_registered_outside_the_engine_runs_like_the_built_in_ones(own_kinds):
+    runs.register_kind("toy", Toy, _run_toy, limit=2)
+    assert runs.kind_names()[-1] == "toy" and runs.get_kind("toy").limit == 2
+    rec = runs.wait(runs.start("toy", Toy(21, ("a",))), timeout=10)
+    assert rec["status"] == "done" and rec["result"] == {"double": 42, "words": ["a"]}
+    assert rec["title"] == "toy 21" and rec["inputs"] == {"n": 21} and rec["history"] == [{"step": 1}]
+    from_json = runs.wait(runs.start("toy", {"n": 2, "words": ["x", "y"]}), timeout=10)
+    assert runs.config_from_json("toy", from_json["config"]) == Toy(2, ("x", "y"))
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        runs.start("toy", Toy(-1))
+    assert [r["id"] for r in runs.list_runs("toy")] == [from_json["id"], rec["id"]]
+    with pytest.raises(ValueError, match="only training runs can be resumed"):
+        runs.resume(rec["id"])
+
+
+def test_a_kind_name_is_taken_once(own_kinds):
+    @dataclass(frozen=True)
+    class Other:
+        def check(self) -> dict:
+            return {}
+
+        def title(self) -> str:
+            return "other"
+
+    runs.register_kind("toy", Toy, _run_toy)
+    runs.register_kind("toy", Toy, _run_toy, limit=3)  # the same class again (a reloaded module): replaced
+    assert runs.get_kind("toy").limit == 3
+    with pytest.raises(ValueError, match="registered already"):
+        runs.register_kind("toy", Other, _run_toy)
+
+
+@dataclass(frozen=True)
+class Steps:
+    total: int
+
+    def check(self) -> dict:
+        return {}
+
+    def title(self) -> str:
+        return f"count to {self.total}"
+
+
+def _run_steps(ctx, cfg: Steps) -> dict:
+    """Counts to ``total``, saving its count after every step; the first attempt crashes after step 2."""
+    state = runs.run_dir(ctx.run_id) / "count.json"
+    done = json.loads(state.read_text()) if ctx.resuming else 0
+    for i in range(done + 1, cfg.total + 1):
+        ctx.progress(i / cfg.total, f"step {i}", {"step": i})
+        state.write_text(json.dumps(i))
+        if i == 2 and not ctx.resuming:
+            raise RuntimeError("power cut")
+    return {"counted": cfg.total, "resumed_from": done}
+
+
+def _steps_point(rec: dict, cfg: Steps, inputs: dict) -> runs.ResumePoint:
+    done = json.loads((runs.run_dir(rec["id"]) / "count.json").read_text())
+    return runs.ResumePoint(progress=done / cfg.total, message=f"after step {done}",
+                            history=rec["history"][:done], curve=[])
+
+
+def test_the_engine_resumes_any_kind_that_registers_resume_hooks(own_kinds):
+    runs.register_kind("steps", Steps, _run_steps, resume=runs.Resume(
+        "counting", lambda rec: (runs.run_dir(rec["id"]) / "count.json").is_file(), _steps_point))
+    rec = runs.wait(runs.start("steps", Steps(5)), timeout=10)
+    assert rec["status"] == "failed" and runs.resumable(rec)
+    runs.resume(rec["id"])
+    rec = runs.wait(rec["id"], timeout=10)
+    assert rec["status"] == "done" and rec["result"] == {"counted": 5, "resumed_from": 2} and rec["resumed"] == 1
+    assert [h["step"] for h in rec["history"]] == [1, 2, 3, 4, 5]
+    assert not runs.resumable(rec)
+
+
+def test_the_engine_runs_a_kind_with_no_domain_module_loaded(data_root):
+    code = ("import sys\nfrom dataclasses import dataclass\nfrom core import runs\n"
+            "@dataclass(frozen=True)\nclass Ping:\n"
+            "    def check(self):\n        return {}\n"
+            "    def title(self):\n        return 'ping'\n"
+            "runs.register_kind('ping', Ping, lambda ctx, cfg: {'pong': True})\n"
+            "rec = runs.wait(runs.start('ping', Ping()), timeout=30)\n"
+            "domain = sorted(m for m in sys.modules if m.split('.')[:2] in (['core', 'data'], ['core', 'learning'],"
+            " ['core', 'analysis'], ['core', 'curation']))\n"
+            "print(rec['status'], rec['result'], domain, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parent.parent),
+                         env=dict(os.environ, TSW_DATA_ROOT=str(data_root)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done {'pong': True} [] False"

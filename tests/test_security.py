@@ -13,6 +13,8 @@ from core.analysis import novelty
 from core.base import config
 from core.learning import models
 from core import runs
+from core.curation.import_run import stage_uploads
+from core.learning.train_run import RESUME_FILE, load_training_state
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -45,9 +47,9 @@ def test_a_malicious_pickle_checkpoint_is_refused_without_running_its_code(tmp_p
 
 
 def test_a_malicious_training_state_is_refused_without_running_its_code(tmp_path):
-    path, marker = _evil_file(tmp_path, runs.RESUME_FILE)
+    path, marker = _evil_file(tmp_path, RESUME_FILE)
     with pytest.raises(ValueError, match="not a readable training state"):
-        runs.load_training_state(path)
+        load_training_state(path)
     assert not marker.exists()
 
 
@@ -61,7 +63,7 @@ def test_a_novelty_sidecar_with_pickled_objects_is_ignored(tmp_path):
 
 def test_staged_uploads_stay_inside_the_data_root_whatever_their_names(data_root):
     names = ["../../../../etc/evil.png", "/abs/path.png", "..\\..\\win.png", "a/../../b.png", "\x00nul.png"]
-    paths = runs.stage_uploads([(n, b"x") for n in names])
+    paths = stage_uploads([(n, b"x") for n in names])
     root = config.data_root()
     for p in map(Path, paths):
         assert p.resolve().is_relative_to(root), p

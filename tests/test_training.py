@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from core.data import datasets
-from core.learning import models, registry, training
+from core.learning import models, registry, training, training_config
 from core import runs
+from core.learning.train_run import TrainRun
 from core.base.progress import Cancelled
 
 SAMPLE = "Sample48"
@@ -63,7 +64,7 @@ def test_incremental_phase1_trains_only_the_new_rows(sample):
     assert res.checkpoint["metrics"]["best_epoch"] == 1          # the phase-1 model is the last epoch
     # phase 1 sees only new-class images + replay (60 + 43 * 12 here): small batches give it enough steps
     n_phase1 = 5 * 12 + 43 * 12
-    assert res.history[0]["steps"] >= min(training.PHASE1_MIN_STEPS, n_phase1 // 16)
+    assert res.history[0]["steps"] >= min(training_config.PHASE1_MIN_STEPS, n_phase1 // 16)
     assert res.history[0]["steps"] > -(-n_phase1 // 64)               # more than batch_size=64 would give
     assert res.checkpoint["metrics"]["best_val_acc"] == res.history[-1]["val_acc"]
     assert torch.equal(w["classifier.weight"][:43], parent["weights"]["classifier.weight"])
@@ -162,7 +163,7 @@ def test_empty_train_split_is_refused(tmp_path):
 
 
 def test_training_job_registers_the_model_and_history():
-    job_id = runs.start("train", runs.TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
+    job_id = runs.start("train", TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
     job = runs.wait(job_id, timeout=120)
     assert job["status"] == "done", job.get("error")
     assert len(job["history"]) == 1 and job["progress"] == 1.0
@@ -171,11 +172,11 @@ def test_training_job_registers_the_model_and_history():
     m = registry.get_model("tiny")
     assert m.num_classes == 48 and m.path.is_file() and m.dataset == SAMPLE
     with pytest.raises(ValueError, match="exists already"):
-        runs.start("train", runs.TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
+        runs.start("train", TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
 
 
 def test_cancelled_training_job_registers_nothing():
-    job_id = runs.start("train", runs.TrainRun(_cfg(epochs=50), dataset=SAMPLE, name="never"))
+    job_id = runs.start("train", TrainRun(_cfg(epochs=50), dataset=SAMPLE, name="never"))
     deadline = __import__("time").monotonic() + 30
     while runs.get(job_id)["status"] == "queued" and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.05)
@@ -252,12 +253,12 @@ def test_teachers_must_share_the_model_classes(sample):
 
 def test_training_job_distils_from_registered_teachers():
     registry.register("teacher-a", _teacher48())
-    job_id = runs.start("train", runs.TrainRun(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, name="student"))
+    job_id = runs.start("train", TrainRun(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, name="student"))
     job = runs.wait(job_id, timeout=300)
     assert job["status"] == "done", job.get("error")
     assert list(models.load_checkpoint(registry.get_model("student").path)["config"]["teachers"]) == ["teacher-a"]
     with pytest.raises(ValueError, match="no model named|unknown model|not found"):
-        runs.start("train", runs.TrainRun(_cfg(teachers=("nobody",)), dataset=SAMPLE, name="student2"))
+        runs.start("train", TrainRun(_cfg(teachers=("nobody",)), dataset=SAMPLE, name="student2"))
 
 
 def test_a_teacher_with_weight_zero_changes_nothing(sample):
@@ -283,7 +284,7 @@ def test_phases_are_planned_once_per_mode():
                                        new_class_lr=1e-2, lr=1e-3), phase1_images=800)
     assert (p1.name, p1.epochs, p1.lr, p1.weight_decay, p1.new_rows_only, p1.distil, p1.competes_for_best) == \
            ("new_rows", 1, 1e-2, 0.0, True, False, False)
-    assert p1.batch_size == 800 // training.PHASE1_MIN_STEPS and not p1.train_features and not p1.train_head
+    assert p1.batch_size == 800 // training_config.PHASE1_MIN_STEPS and not p1.train_features and not p1.train_head
     assert (p2.name, p2.epochs, p2.lr, p2.batch_size, p2.distil, p2.competes_for_best) == ("all", 3, 1e-3, 128, True, True)
     # one epoch in all: only phase 1 runs
     assert [p.name for p in training.plan_phases(_cfg(mode="incremental", epochs=1), phase1_images=100)] == ["new_rows"]
@@ -368,7 +369,7 @@ def test_a_resume_state_of_other_settings_or_data_is_refused(sample):
     states = []
     training.train(_cfg(epochs=1), sample, on_epoch=lambda s: states.append(s))
     (state,) = states
-    assert set(training.RESUME_KEYS) <= set(state)
+    assert set(training_config.RESUME_KEYS) <= set(state)
     with pytest.raises(ValueError, match="other settings"):
         training.train(_cfg(epochs=2, lr=0.01), sample, resume=state)
     with pytest.raises(ValueError, match="changed since this training started"):
@@ -421,3 +422,34 @@ def test_a_resumed_run_keeps_the_arithmetic_it_started_with(sample):
     torch.save(state, buf)
     resumed = training.train(cfg, sample, resume=torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     assert resumed.checkpoint["metrics"]["precision"] == "fp32"
+
+
+def _through_bytes(state: dict) -> dict:
+    import io
+    buf = io.BytesIO()
+    torch.save(state, buf)  # as from the run folder (and no tensor shared with an earlier resume)
+    return torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+
+def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this_one_resumes(sample, monkeypatch):
+    import dataclasses
+    from core.data import augment
+    states = []
+    cfg = _cfg(epochs=2, augment=True, max_train_images=100)
+
+    def crash_after_first(state):
+        states.append(_through_bytes(state))
+        raise _Crash()
+
+    with pytest.raises(_Crash):
+        training.train(cfg, sample, on_epoch=crash_after_first)
+    state = states[0]
+    assert state["augment_version"] == augment.groups_version()
+    noise = augment.get_group("noise")
+    monkeypatch.setitem(augment.REGISTRY.table, "noise", dataclasses.replace(noise, version=noise.version + 1))
+    with pytest.raises(ValueError, match="augmentation groups changed since this training started"):
+        training.train(cfg, sample, resume=_through_bytes(state))
+    monkeypatch.setitem(augment.REGISTRY.table, "noise", noise)
+    assert training.train(cfg, sample, resume=_through_bytes(state)).history[-1]["epoch"] == 2
+    old = {k: v for k, v in state.items() if k != "augment_version"}  # saved before states recorded the set
+    assert training.train(cfg, sample, resume=_through_bytes(old)).history[-1]["epoch"] == 2

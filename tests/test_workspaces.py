@@ -14,9 +14,12 @@ import torch
 
 from core.analysis import reports
 from core.base import config, store
-from core.data import datasets, workspaces
+from core.data import datasets, workspace_changes, workspaces
 from core.learning import models, registry, training
 from core import runs
+from core.analysis.anchor_run import AnchorRun
+from core.analysis.evaluate_run import EvaluateRun
+from core.learning.train_run import TrainRun
 from conftest import smooth_images
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -97,14 +100,15 @@ def test_adding_a_class_and_images_changes_the_version_and_leaves_the_base_untou
     before = _tree_digest(base.path)
     v0 = main_ws.fingerprint
     with pytest.raises(ValueError, match="has a class named"):
-        workspaces.add_class("Main", "speed limit (40KM/H)")  # the sample's class 43, any case
-    cid = workspaces.add_class("Main", "  Speed limit   (100km/h, China)  ")
+        workspace_changes.add_class("Main", "speed limit (40KM/H)")  # the sample's class 43, any case
+    cid = workspace_changes.add_class("Main", "  Speed limit   (100km/h, China)  ")
     assert cid == 48
     v1 = datasets.get_dataset("Main").fingerprint
     assert v1 != v0
     imgs = list(smooth_images(4, 64, seed=3))  # 64 px: stored as given, read at the base's size
-    ids = workspaces.add_images("Main", imgs, split="train", class_id=cid, sources=[f"up{i}.png" for i in range(4)],
-                                records=[{"upload": f"up{i}.png"} for i in range(4)])
+    ids = workspace_changes.add_images("Main", imgs, split="train", class_id=cid,
+                                       sources=[f"up{i}.png" for i in range(4)],
+                                       records=[{"upload": f"up{i}.png"} for i in range(4)])
     assert len(ids) == 4
     ws = datasets.get_dataset("Main")
     assert ws.fingerprint not in (v0, v1)
@@ -117,7 +121,7 @@ def test_adding_a_class_and_images_changes_the_version_and_leaves_the_base_untou
     assert [r["id"] for r in added] == ids and all(ws.image_path(r["file"]).is_file() for r in added)
     assert all(str(ws.image_path(r["file"])).startswith(str(ws.path)) for r in added)
     with pytest.raises(ValueError, match="has no class 99"):
-        workspaces.add_images("Main", imgs[:1], split="train", class_id=99, sources=["x"])
+        workspace_changes.add_images("Main", imgs[:1], split="train", class_id=99, sources=["x"])
     assert _tree_digest(base.path) == before
 
 
@@ -126,8 +130,8 @@ def test_moves_and_deletes_are_an_overlay_and_the_same_content_gives_the_same_ve
     v0 = main_ws.fingerprint
     test_rows = datasets.read_index(main_ws, "test")
     moved, gone = test_rows[0]["file"], test_rows[1]["file"]
-    workspaces.move_images("Main", [moved], split="train")
-    workspaces.delete_images("Main", [gone])
+    workspace_changes.move_images("Main", [moved], split="train")
+    workspace_changes.delete_images("Main", [gone])
     ws = datasets.get_dataset("Main")
     assert ws.split_size("test") == base.split_size("test") - 2
     assert ws.split_size("train") == base.split_size("train") + 1
@@ -139,10 +143,10 @@ def test_moves_and_deletes_are_an_overlay_and_the_same_content_gives_the_same_ve
     assert np.array_equal(train.images[k], base_test.images[base_test.files.index(moved)])
     assert (base.path / gone).is_file()  # the base keeps its file
     with pytest.raises(ValueError, match="not in workspace"):
-        workspaces.delete_images("Main", [gone])
-    workspaces.move_images("Main", [moved], split="test")  # back where it was: only the deletion remains
+        workspace_changes.delete_images("Main", [gone])
+    workspace_changes.move_images("Main", [moved], split="test")  # back where it was: only the deletion remains
     other = workspaces.derive(SAMPLE, "Other")
-    workspaces.delete_images("Other", [gone])
+    workspace_changes.delete_images("Other", [gone])
     assert datasets.get_dataset("Other").fingerprint == datasets.get_dataset("Main").fingerprint != v0
 
 
@@ -150,7 +154,7 @@ def test_a_failed_change_leaves_the_previous_version_intact(main_ws, monkeypatch
     v0 = main_ws.fingerprint
     header = (main_ws.path / workspaces.HEADER).read_bytes()
     with pytest.raises(RuntimeError, match="mid-change"):
-        with workspaces.change("Main") as ch:
+        with workspace_changes.change("Main") as ch:
             ch.classes["48"] = "half-added"
             raise RuntimeError("crash mid-change (simulated)")
     real = os.replace
@@ -163,16 +167,81 @@ def test_a_failed_change_leaves_the_previous_version_intact(main_ws, monkeypatch
     with monkeypatch.context() as m:
         m.setattr(os, "replace", crash_on_header)
         with pytest.raises(OSError, match="power cut"):
-            workspaces.add_images("Main", list(smooth_images(2, 48)), split="test", class_id=0, sources=["a", "b"])
+            workspace_changes.add_images("Main", list(smooth_images(2, 48)), split="test", class_id=0,
+                                         sources=["a", "b"])
     assert (main_ws.path / workspaces.HEADER).read_bytes() == header
     ws = datasets.get_dataset("Main")
     assert ws.fingerprint == v0 and 48 not in ws.classes
     assert len(datasets.load_split(ws, "test")) == datasets.get_dataset(SAMPLE).split_size("test")
 
 
+def _extra_images(n: int = 3) -> list[str]:
+    """``n`` unlabelled images put in Main's Extra bucket; their ids."""
+    return workspace_changes.add_images("Main", list(smooth_images(n, 48, seed=5)), split=workspaces.EXTRA,
+                                        class_id=workspaces.EXTRA_CLASS, sources=[f"x{i}.png" for i in range(n)])
+
+
+def test_a_class_from_a_group_of_images_is_one_change_that_one_undo_takes_back(main_ws):
+    ids = _extra_images()
+    before = datasets.get_dataset("Main")
+    cid = workspace_changes.class_from_images("Main", " Road works (temporary) ", ids[:2], split="train")
+    ws = datasets.get_dataset("Main")
+    assert cid == 48 and ws.classes[48] == "Road works (temporary)"
+    assert ws.counts["train"][48] == 2 and ws.split_size(workspaces.EXTRA) == 1
+    moved = {r["id"]: r for r in workspaces.current_added(ws)}
+    assert [(moved[i]["split"], moved[i]["class_id"]) for i in ids] == [("train", 48), ("train", 48),
+                                                                       (workspaces.EXTRA, workspaces.EXTRA_CLASS)]
+    assert workspace_changes.undo_list("Main")[-1] == "create class 'Road works (temporary)' from 2 image(s)"
+    workspace_changes.undo("Main")  # one step takes back both the class and the moves
+    back = datasets.get_dataset("Main")
+    assert back.fingerprint == before.fingerprint and 48 not in back.classes
+    assert back.split_size(workspaces.EXTRA) == 3
+
+
+@pytest.mark.parametrize("refs, msg", [(lambda ids, base: [ids[0], "nope.png"], "not in workspace"),
+                                       (lambda ids, base: [ids[0], base], "keep their class"),
+                                       (lambda ids, base: [], "no images given")])
+def test_a_class_from_images_that_fails_half_way_changes_nothing(main_ws, refs, msg):
+    ids = _extra_images()
+    base_file = datasets.read_index(main_ws, "test")[0]["file"]
+    head = (main_ws.path / workspaces.HEADER).read_bytes()
+    with pytest.raises(ValueError, match=msg):
+        workspace_changes.class_from_images("Main", "Road works", refs(ids, base_file))
+    assert (main_ws.path / workspaces.HEADER).read_bytes() == head  # neither the class nor any move
+    assert "Road works" not in datasets.get_dataset("Main").classes.values()
+
+
+def test_a_class_from_images_that_crashes_mid_move_changes_nothing(main_ws, monkeypatch):
+    ids = _extra_images()
+    head = (main_ws.path / workspaces.HEADER).read_bytes()
+    real, calls = workspace_changes.Change.move, []
+
+    def crash_on_second(self, row, split, class_id=None):
+        calls.append(row["id"])
+        if len(calls) == 2:
+            raise OSError("disk gone (simulated)")
+        return real(self, row, split, class_id)
+
+    monkeypatch.setattr(workspace_changes.Change, "move", crash_on_second)
+    with pytest.raises(OSError, match="disk gone"):
+        workspace_changes.class_from_images("Main", "Road works", ids)
+    assert calls == ids[:2]  # the class was added and one image moved before the crash
+    assert (main_ws.path / workspaces.HEADER).read_bytes() == head
+    assert workspace_changes.undo_list("Main")[-1] == "add 3 image(s)"
+
+
+@pytest.mark.parametrize("name, split, msg", [("", "train", "use 1-80 printable characters"),
+                                              ("Stop", "train", "has a class named"),
+                                              ("Road works", "extra", "unknown split")])
+def test_a_class_from_images_checks_its_name_and_split(main_ws, name, split, msg):
+    ids = _extra_images(1)
+    with pytest.raises(ValueError, match=msg):
+        workspace_changes.class_from_images("Main", name, ids, split=split)
+
+
 def test_built_datasets_cannot_be_changed():
     with pytest.raises(ValueError, match="built dataset and never changes; derive a workspace"):
-        workspaces.add_class(SAMPLE, "new")
+        workspace_changes.add_class(SAMPLE, "new")
 
 
 def _tiny_model(name: str) -> None:
@@ -187,13 +256,13 @@ def _tiny_model(name: str) -> None:
 def test_train_and_evaluate_on_a_workspace_record_its_version_and_a_changed_workspace_makes_the_report_stale(main_ws):
     version = main_ws.fingerprint
     cfg = training.TrainConfig(epochs=1, batch_size=64, augment=False, max_train_images=128)
-    train_run = runs.wait(runs.start("train", runs.TrainRun(cfg, dataset="Main", name="ws-model")), timeout=300)
+    train_run = runs.wait(runs.start("train", TrainRun(cfg, dataset="Main", name="ws-model")), timeout=300)
     assert train_run["status"] == "done", train_run.get("error")
     assert train_run["inputs"]["dataset"] == {"name": "Main", "version": version}
     ckpt = models.load_checkpoint(registry.get_model("ws-model").path)
     assert ckpt["dataset"] == "Main" and ckpt["dataset_fingerprint"] == version
 
-    ev = runs.wait(runs.start("evaluate", runs.EvaluateRun(model="ws-model", dataset="Main", split="test")), timeout=300)
+    ev = runs.wait(runs.start("evaluate", EvaluateRun(model="ws-model", dataset="Main", split="test")), timeout=300)
     assert ev["status"] == "done", ev.get("error")
     assert ev["inputs"]["model"]["sha256"] == registry.file_version(registry.get_model("ws-model").path)
     rep = reports.load_report(ev["id"])
@@ -201,27 +270,27 @@ def test_train_and_evaluate_on_a_workspace_record_its_version_and_a_changed_work
     assert {r["id"]: r for r in reports.list_reports()}[ev["id"]]["dataset_version"] == version
     assert len(reports.report_images(rep, [0])) == 1
 
-    workspaces.delete_images("Main", [rep.predictions.files[0]])
+    workspace_changes.delete_images("Main", [rep.predictions.files[0]])
     stale = reports.load_report(ev["id"])
     assert stale.stale and "has changed since this report was made" in stale.stale
     assert stale.summary["accuracy"] == rep.summary["accuracy"]  # the numbers stay readable
     with pytest.raises(ValueError, match="has changed since"):
         reports.report_images(stale, [0])
     with pytest.raises(ValueError, match="has changed since"):
-        runs.start("anchor", runs.AnchorRun(report=ev["id"], index=0))
+        runs.start("anchor", AnchorRun(report=ev["id"], index=0))
     workspaces.delete("Main")
     assert "no longer exists" in reports.load_report(ev["id"]).stale
 
 
 def test_reading_a_changed_split_is_cached_per_version(main_ws):
-    workspaces.delete_images("Main", [datasets.read_index(main_ws, "val")[0]["file"]])
+    workspace_changes.delete_images("Main", [datasets.read_index(main_ws, "val")[0]["file"]])
     ws = datasets.get_dataset("Main")
     first = datasets.load_split(ws, "val")
     cache = config.cache_dir() / "workspaces" / "Main" / ws.fingerprint / "val.npz"
     assert cache.is_file()
     again = datasets.load_split(ws, "val")
     assert np.array_equal(first.images, again.images) and first.files == again.files
-    workspaces.delete_images("Main", [first.files[0]])
+    workspace_changes.delete_images("Main", [first.files[0]])
     datasets.load_split(datasets.get_dataset("Main"), "val")
     assert not cache.exists()  # reading a new version drops the old version's cache
     assert [p.name for p in cache.parent.parent.iterdir()] == [datasets.get_dataset("Main").fingerprint]

@@ -7,6 +7,9 @@ splits (leakage), outliers.
   import's leakage check uses) is within :data:`core.data.duplicates.NEAR_DUPLICATE` of a train image.
 - **Outliers**: the model's novelty score (:mod:`core.analysis.novelty`, ``fused``), highest first: images unlike any the
   model learnt from, whatever their label.
+
+A result depends on these finders and on the novelty method set: :func:`issues_version` says which, and a result of
+another version is found again rather than shown.
 """
 from __future__ import annotations
 
@@ -16,10 +19,23 @@ import numpy as np
 
 from core.data import datasets
 from core.data.duplicates import NEAR_DUPLICATE, descriptors
+from core.analysis import novelty
 from core.analysis.novelty import DEFAULT_METHOD, Detector, layer_outputs
 from core.base.progress import ProgressFn, StopFn, check, silent
+from core.base.registries import set_version
 
 LIMIT = 48
+#: Version of the finders below (raise it when one computes differently).
+FINDERS_VERSION = 1
+#: The version of results found before results recorded it (finders 1, the novelty set's first version).
+UNSTAMPED_VERSION = "b04497cb"
+
+
+def issues_version() -> str:
+    """Version of what a result depends on besides its model and dataset: the finders, their settings and the
+    novelty method set (the outliers)."""
+    return set_version([("finders", FINDERS_VERSION), ("near_duplicate", NEAR_DUPLICATE), ("limit", LIMIT),
+                        ("outlier_method", DEFAULT_METHOD), ("novelty", novelty.methods_version())])
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 A **map** is an openTSNE layout of a model's penultimate features for a stratified reference sample of a dataset
 split (:data:`MAP_SIZE` images), computed once as a run and cached by (model version, dataset version, split,
-size, seed). New images (uploads, the Extra bucket, another split) are **placed into the existing map** with
-openTSNE's ``transform``, which optimises only the new points, so the map never moves.
+size, seed, layout version: :func:`map_key`). New images (uploads, the Extra bucket, another split) are **placed
+into the existing map** with openTSNE's ``transform``, which optimises only the new points, so the map never moves.
 
 **New-class detection** groups the new images and flags the groups that are probably a class the model has
 never seen. Grouping: average-linkage agglomerative clustering on the cosine distance of the first hidden
@@ -16,6 +16,7 @@ below.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from openTSNE import TSNE, TSNEEmbedding, affinity
 
 from core.base import config
 from core.base.files import atomic_write_bytes
-from core.analysis.novelty import DEFAULT_METHOD, Detector, layer_outputs
+from core.analysis.novelty import DEFAULT_METHOD, Detector, get_method, layer_outputs
 from core.base.progress import ProgressFn, StopFn, check, silent
 
 MAP_SIZE = 5000
@@ -36,13 +37,20 @@ TSNE_EXAGGERATION_ITERATIONS = 125
 PERPLEXITY = 30
 #: Cosine distance (first hidden layer) below which new images join one group.
 CLUSTER_DISTANCE = 0.35
+#: How a map is laid out (the features, the method and its settings, and a version raised when the computation
+#: changes otherwise). Its hash (:func:`layout_version`) is part of every map's key, so changing any of it makes the
+#: cached maps stale: they are laid out again.
+LAYOUT = {"features": "pen", "method": "openTSNE", "perplexity": PERPLEXITY, "iterations": TSNE_ITERATIONS,
+          "exaggeration_iterations": TSNE_EXAGGERATION_ITERATIONS, "version": 1}
+#: A map key's fields, in the order its file name lists them.
+KEY_FIELDS = ("model_version", "dataset", "dataset_version", "split", "size", "seed", "layout")
 
 
 @dataclass
 class Map:
     """A map of a reference sample: 2-D coordinates with what each point is."""
 
-    key: dict              # model_version, dataset, dataset_version, split, size, seed
+    key: dict              # KEY_FIELDS: model_version, dataset, dataset_version, split, size, seed, layout
     coords: np.ndarray     # (N, 2)
     features: np.ndarray   # (N, 300) penultimate features (the transform needs them)
     files: list[str]       # (N,) dataset files
@@ -64,8 +72,21 @@ class Map:
                        [str(f) for f in z["files"]], z["labels"], z["predicted"], z["confidence"])
 
 
+def layout_version() -> str:
+    """8 hex digits of :data:`LAYOUT`."""
+    return hashlib.sha256(json.dumps(LAYOUT, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def map_key(*, model_version: str, dataset: str, dataset_version: str, split: str, size: int, seed: int) -> dict:
+    """What a cached map depends on: the model file, the dataset version and split, the sample (size, seed) and
+    today's layout (:func:`layout_version`)."""
+    return {"model_version": model_version, "dataset": dataset, "dataset_version": dataset_version, "split": split,
+            "size": size, "seed": seed, "layout": layout_version()}
+
+
 def map_path(key: dict) -> Path:
-    name = "-".join(str(key[k]) for k in ("model_version", "dataset", "dataset_version", "split", "size", "seed"))
+    """Where the map of ``key`` (:func:`map_key`) is cached: a key of another layout names another file."""
+    name = "-".join(str(key[k]) for k in KEY_FIELDS)
     return config.cache_dir() / "maps" / f"{name}.npz"
 
 
@@ -137,7 +158,7 @@ class Group:
     """A group of new images and why it may be a new class."""
 
     members: list[int]         # indices into the new images
-    novelty: float             # mean novelty score (fused)
+    novelty: float             # mean novelty score (by the chosen method, fused by default)
     entropy: float             # mean prediction entropy (nats)
     agreement: float           # share of members predicted as the group's most common class
     predicted: int             # that class id
@@ -145,12 +166,15 @@ class Group:
     likely_new: bool
 
 
-def detect_new_classes(model, detector: Detector, class_ids: list[int], images) -> list[Group]:
-    """Group new images and flag groups that are probably a class the model lacks; most novel group first."""
+def detect_new_classes(model, detector: Detector, class_ids: list[int], images, *,
+                       method: str = DEFAULT_METHOD) -> list[Group]:
+    """Group new images and flag groups that are probably a class the model lacks (by novelty ``method``); most
+    novel group first."""
+    get_method(method)  # an unknown method: ValueError listing the valid ones, before any work
     if len(images) == 0:
         raise ValueError("no images to group: upload some, or choose a split or the Extra bucket")
     out = layer_outputs(model, images)
-    scores = detector.scores(model, images, (DEFAULT_METHOD,), outputs=out)[DEFAULT_METHOD]
+    scores = detector.scores(model, images, (method,), outputs=out)[method]
     groups = group_images(out["fc1"])
     probs = _softmax(out["logits"])
     entropy = -(probs * np.log(probs + 1e-12)).sum(1)
@@ -165,7 +189,7 @@ def detect_new_classes(model, detector: Detector, class_ids: list[int], images) 
         novelty = float(scores[m].mean())
         result.append(Group(members, novelty, float(entropy[m].mean()), float(counts.max() / len(m)),
                             int(values[counts.argmax()]), float(1 - (centres @ centre).max()),
-                            novelty > detector.thresholds[DEFAULT_METHOD]))
+                            novelty > detector.thresholds[method]))
     return sorted(result, key=lambda g: -g.novelty)
 
 

@@ -1,6 +1,7 @@
 """Evaluation, pure computation: a checkpoint's predictions on images, and their metrics summary.
 
-Running an evaluation as a run lives in :mod:`core.runs`; keeping its result as a report in :mod:`core.analysis.reports`.
+Running an evaluation as a run lives in :mod:`core.analysis.evaluate_run`; keeping its result as a report in
+:mod:`core.analysis.reports`.
 """
 from __future__ import annotations
 
@@ -48,14 +49,15 @@ def predict_arrays(model, class_ids: list[int], images: np.ndarray, labels: np.n
 
 
 def summarise(preds: Predictions, *, class_ids: list[int], images_per_s: float) -> dict:
-    """The CLI/JSON summary: n, accuracy, macro_f1, images_per_s, metrics, per_class, confusion."""
+    """The CLI/JSON summary: n, accuracy, macro_f1, images_per_s, metrics, per_class, confusion, metrics_version
+    (the metric set's version: :func:`core.analysis.metrics.metrics_version`)."""
     labels = sorted(set(int(c) for c in class_ids) | set(int(c) for c in preds.y_true))
     rep = metrics.classification_report(preds.y_true, preds.y_pred, labels=labels)
     overall = rep["overall"]
     return {"n": int(len(preds.y_true)), "accuracy": overall["accuracy"], "macro_f1": overall["macro_f1"],
             "images_per_s": round(float(images_per_s), 1), "metrics": overall,
             "per_class": {str(k): v for k, v in rep["per_class"].items()},
-            "labels": rep["labels"], "confusion": rep["confusion"]}
+            "labels": rep["labels"], "confusion": rep["confusion"], "metrics_version": rep["metrics_version"]}
 
 
 def evaluate_checkpoint(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, files: list[str] | None = None,

@@ -1,5 +1,10 @@
 """Classification metrics from labels and predictions: class-wise (one-vs-rest) and overall.
 
+Each per-class metric is one record in a registry (:func:`register_metric` beside its function, read with
+:func:`list_metrics` / :func:`get_metric`): its name, label, function of the one-vs-rest counts, which direction is
+better, how it is shown and its help text. Reports, pages, the CLI and tests all read that one table; reports
+record its version (:func:`metrics_version`).
+
 Degenerate cases give defined, finite values, never NaN or inf:
 
 * a ratio with a zero denominator (precision of a class never predicted, recall of a class absent from the
@@ -13,41 +18,76 @@ Macro averages run over the classes that occur in the truth or in the prediction
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
-METRIC_NAMES = ("accuracy", "precision", "recall", "specificity", "f1", "plr", "nlr", "bcr", "ber", "mcc")
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "precision": "Precision",
-    "recall": "Recall / sensitivity / TPR",
-    "specificity": "Specificity / TNR",
-    "f1": "F1",
-    "plr": "Positive likelihood ratio",
-    "nlr": "Negative likelihood ratio",
-    "bcr": "Balanced classification rate",
-    "ber": "Balanced error rate / HTER",
-    "mcc": "Matthews correlation",
-}
-#: Plain-language help for each per-class metric (column help in the report table).
-METRIC_HELP = {
-    "precision": "Of the images predicted as this class, the share that really are.",
-    "recall": "Of the images of this class, the share the model finds.",
-    "specificity": "Of the images of other classes, the share not predicted as this one.",
-    "f1": "Harmonic mean of precision and recall: one number for how well the class is handled.",
-    "accuracy": "One-vs-rest accuracy: dominated by the many other-class images, so close to 1 for every class.",
-    "plr": "Positive likelihood ratio: how much a prediction of this class raises its odds (higher is better; "
-           "\u221e when the class is never predicted wrongly).",
-    "nlr": "Negative likelihood ratio: how much a prediction of another class lowers this class's odds "
-           "(lower is better).",
-    "bcr": "Balanced classification rate: the mean of recall and specificity.",
-    "ber": "Balanced error rate: 1 - BCR.",
-    "mcc": "Matthews correlation, -1 to 1: agreement between prediction and truth for this class.",
-}
+from core.base.registries import Registry
 
-#: Per-class metrics where a low value is bad (shown ascending, worst first); for the rest high is bad.
-LOWER_IS_WORSE = frozenset({"accuracy", "precision", "recall", "specificity", "f1", "plr", "bcr", "mcc"})
 #: Value of a likelihood ratio whose denominator is zero (and the cap of every likelihood ratio).
 LR_CAP = 1e6
+#: How a metric's values are shown: a share of 1, a plain number, or a ratio capped at LR_CAP (shown as infinity).
+FORMATS = ("percent", "number", "ratio")
+#: The metric set's version recorded by reports saved before reports recorded it (these ten, each version 1).
+UNSTAMPED_VERSION = "71419f44"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One-vs-rest counts per class, each (K,) int64, and ``n`` the number of samples."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    tn: np.ndarray
+    n: int
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One per-class metric: ``compute(counts) -> (K,) float64``."""
+
+    name: str
+    label: str
+    compute: Callable[[Counts], np.ndarray]
+    higher_is_better: bool
+    format: str
+    help: str
+    #: shown per class, report A against report B (:func:`core.analysis.reports.compare_reports`)
+    compared: bool = False
+    version: int = 1
+
+
+#: The metrics (read it with list_metrics / get_metric; tests may put a toy record in its ``table``).
+REGISTRY: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, *, label: str, higher_is_better: bool, format: str, help: str,
+                    compared: bool = False, version: int = 1):
+    """Decorator: register ``compute(counts) -> (K,)`` as metric ``name`` (see :class:`Metric`)."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown metric format {format!r}; valid: {', '.join(FORMATS)}")
+
+    def add(compute: Callable[[Counts], np.ndarray]) -> Callable[[Counts], np.ndarray]:
+        REGISTRY.add(Metric(name, label, compute, higher_is_better, format, help, compared, version))
+        return compute
+    return add
+
+
+def list_metrics() -> tuple[str, ...]:
+    """Names of the per-class metrics, in the order reports list them."""
+    return REGISTRY.names()
+
+
+def get_metric(name: str) -> Metric:
+    """The record of metric ``name``; ValueError listing the valid names for an unknown one."""
+    return REGISTRY.get(name)
+
+
+def metrics_version() -> str:
+    """Version of the metric set (changes when a metric is added, removed or has its version raised)."""
+    return REGISTRY.version()
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -62,6 +102,83 @@ def _ratio_capped(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.where(den > 0, _div(num, den), np.where(num > 0, LR_CAP, 0.0))
     return np.minimum(out, LR_CAP)
 
+
+# -- the metrics, in report order ----------------------------------------------------------------------------------
+
+@register_metric("accuracy", label="Accuracy", higher_is_better=True, format="percent",
+                 help="One-vs-rest accuracy: dominated by the many other-class images, so close to 1 for every "
+                      "class.")
+def accuracy(c: Counts) -> np.ndarray:
+    return _div(c.tp + c.tn, np.full(len(c.tp), c.n))
+
+
+@register_metric("precision", label="Precision", higher_is_better=True, format="percent", compared=True,
+                 help="Of the images predicted as this class, the share that really are.")
+def precision(c: Counts) -> np.ndarray:
+    return _div(c.tp, c.tp + c.fp)
+
+
+@register_metric("recall", label="Recall / sensitivity / TPR", higher_is_better=True, format="percent",
+                 compared=True, help="Of the images of this class, the share the model finds.")
+def recall(c: Counts) -> np.ndarray:
+    return _div(c.tp, c.tp + c.fn)
+
+
+@register_metric("specificity", label="Specificity / TNR", higher_is_better=True, format="percent",
+                 help="Of the images of other classes, the share not predicted as this one.")
+def specificity(c: Counts) -> np.ndarray:
+    return _div(c.tn, c.tn + c.fp)
+
+
+@register_metric("f1", label="F1", higher_is_better=True, format="percent", compared=True,
+                 help="Harmonic mean of precision and recall: one number for how well the class is handled.")
+def f1(c: Counts) -> np.ndarray:
+    return _div(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+@register_metric("plr", label="Positive likelihood ratio", higher_is_better=True, format="ratio",
+                 help="Positive likelihood ratio: how much a prediction of this class raises its odds (higher is "
+                      "better; \u221e when the class is never predicted wrongly).")
+def plr(c: Counts) -> np.ndarray:
+    return _ratio_capped(recall(c), 1 - specificity(c))
+
+
+@register_metric("nlr", label="Negative likelihood ratio", higher_is_better=False, format="ratio",
+                 help="Negative likelihood ratio: how much a prediction of another class lowers this class's odds "
+                      "(lower is better).")
+def nlr(c: Counts) -> np.ndarray:
+    return _ratio_capped(1 - recall(c), specificity(c))
+
+
+@register_metric("bcr", label="Balanced classification rate", higher_is_better=True, format="percent",
+                 help="Balanced classification rate: the mean of recall and specificity.")
+def bcr(c: Counts) -> np.ndarray:
+    return (recall(c) + specificity(c)) / 2
+
+
+@register_metric("ber", label="Balanced error rate / HTER", higher_is_better=False, format="percent",
+                 help="Balanced error rate: 1 - BCR.")
+def ber(c: Counts) -> np.ndarray:
+    return 1 - (recall(c) + specificity(c)) / 2
+
+
+@register_metric("mcc", label="Matthews correlation", higher_is_better=True, format="number",
+                 help="Matthews correlation, -1 to 1: agreement between prediction and truth for this class.")
+def mcc(c: Counts) -> np.ndarray:
+    num = c.tp.astype(np.float64) * c.tn - c.fp.astype(np.float64) * c.fn
+    den = np.sqrt((c.tp + c.fp).astype(np.float64) * (c.tp + c.fn) * (c.tn + c.fp) * (c.tn + c.fn))
+    return _div(num, den)
+
+
+def format_value(name: str, value: float) -> str:
+    """A metric value as a person reads it: a share as a percentage, a capped ratio at the cap as infinity."""
+    fmt = get_metric(name).format
+    if fmt == "ratio":
+        return "\u221e" if value >= LR_CAP else f"{value:.3g}"
+    return f"{value:.2%}" if fmt == "percent" else f"{value:.3f}"
+
+
+# -- from labels to a report ---------------------------------------------------------------------------------------
 
 def confusion_matrix(y_true, y_pred, *, labels) -> np.ndarray:
     """Counts (K, K) int64: rows are true classes, columns predicted classes, both in ``labels`` order.
@@ -90,32 +207,18 @@ def confusion_matrix(y_true, y_pred, *, labels) -> np.ndarray:
 
 
 def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """One-vs-rest metrics per class from a confusion matrix (K, K); every value (K,) float64 (counts int64)."""
+    """Every registered metric per class from a confusion matrix (K, K), each (K,) float64; also the counts
+    ``support``, ``tp``, ``fp``, ``fn``, ``tn`` (K,) int64."""
     cm = np.asarray(cm, np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.sum() == 0:
         raise ValueError(f"confusion matrix must be square and non-empty, got shape {cm.shape} with {cm.sum()} samples")
-    n = cm.sum()
+    n = int(cm.sum())
     tp = np.diag(cm)
     fp = cm.sum(0) - tp
     fn = cm.sum(1) - tp
-    tn = n - tp - fp - fn
-    recall = _div(tp, tp + fn)
-    specificity = _div(tn, tn + fp)
-    num = tp.astype(np.float64) * tn - fp.astype(np.float64) * fn
-    den = np.sqrt((tp + fp).astype(np.float64) * (tp + fn) * (tn + fp) * (tn + fn))
-    return {
-        "accuracy": _div(tp + tn, np.full(len(tp), n)),
-        "precision": _div(tp, tp + fp),
-        "recall": recall,
-        "specificity": specificity,
-        "f1": _div(2 * tp, 2 * tp + fp + fn),
-        "plr": _ratio_capped(recall, 1 - specificity),
-        "nlr": _ratio_capped(1 - recall, specificity),
-        "bcr": (recall + specificity) / 2,
-        "ber": 1 - (recall + specificity) / 2,
-        "mcc": _div(num, den),
-        "support": cm.sum(1), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-    }
+    counts = Counts(tp, fp, fn, n - tp - fp - fn, n)
+    out = {name: get_metric(name).compute(counts) for name in list_metrics()}
+    return {**out, "support": cm.sum(1), "tp": tp, "fp": fp, "fn": fn, "tn": counts.tn}
 
 
 def overall_metrics(cm: np.ndarray) -> dict[str, float]:
@@ -125,7 +228,7 @@ def overall_metrics(cm: np.ndarray) -> dict[str, float]:
     present = (cm.sum(0) + cm.sum(1)) > 0
     n = int(cm.sum())
     out: dict[str, float] = {"n": n, "accuracy": float(np.trace(cm) / n)}
-    for key in METRIC_NAMES:
+    for key in list_metrics():
         out[f"macro_{key}"] = float(pc[key][present].mean())
     tp, fp, fn = pc["tp"].sum(), pc["fp"].sum(), pc["fn"].sum()
     out["micro_precision"] = float(_div(tp, tp + fp))
@@ -143,13 +246,14 @@ def overall_metrics(cm: np.ndarray) -> dict[str, float]:
 
 
 def classification_report(y_true, y_pred, *, labels) -> dict:
-    """JSON-ready report: labels, confusion (list of lists), per_class {id: {metric: float, support: int}}, overall."""
+    """JSON-ready report: labels, confusion (list of lists), per_class {id: {metric: float, support: int}}, overall,
+    and ``metrics_version`` (:func:`metrics_version`)."""
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     pc = per_class_metrics(cm)
     per_class = {}
     for i, cid in enumerate(labels):
-        row = {k: float(pc[k][i]) for k in METRIC_NAMES}
+        row = {k: float(pc[k][i]) for k in list_metrics()}
         row["support"] = int(pc["support"][i])
         per_class[int(cid)] = row
     return {"labels": [int(c) for c in labels], "confusion": cm.tolist(), "per_class": per_class,
-            "overall": overall_metrics(cm)}
+            "overall": overall_metrics(cm), "metrics_version": metrics_version()}

@@ -12,8 +12,7 @@ from core.analysis.evaluation import TOP_K
 from core.data.images import ImageError, load_image
 from core.learning.inference import predict_proba
 from core.learning.models import model_from_checkpoint
-from core.analysis.novelty import DEFAULT_METHOD, Detector
-
+from core.analysis.novelty import DEFAULT_METHOD, Detector, get_method
 
 
 @dataclass
@@ -47,9 +46,11 @@ def load_inputs(items: list[tuple[str, bytes | str | os.PathLike]]) -> list[Imag
 
 
 def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]], *, model=None,
-                   top_k: int = TOP_K, detector: Detector | None = None) -> list[ImagePrediction]:
+                   top_k: int = TOP_K, detector: Detector | None = None,
+                   method: str = DEFAULT_METHOD) -> list[ImagePrediction]:
     """Top-k labels with confidence for each input, in input order; with a novelty ``detector``, each result
-    also says whether the image is probably not one of the model's classes."""
+    also says whether the image is probably not one of the model's classes (by novelty ``method``)."""
+    get_method(method)  # an unknown method: ValueError listing the valid ones, before any work
     results = load_inputs(items)
     good = [r for r in results if r.error is None]
     if good:
@@ -61,16 +62,17 @@ def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]
             r.top = [{"class_id": int(ckpt["class_ids"][i]), "name": ckpt["class_names"][i], "p": round(float(p[i]), 6)}
                      for i in order]
         if detector is not None:
-            scores = detector.scores(model, [r.image for r in good], (DEFAULT_METHOD,))[DEFAULT_METHOD]
-            threshold = detector.thresholds[DEFAULT_METHOD]
+            scores = detector.scores(model, [r.image for r in good], (method,))[method]
+            threshold = detector.thresholds[method]
             for r, score in zip(good, scores):
-                r.novelty = {"method": DEFAULT_METHOD, "score": round(float(score), 4),
+                r.novelty = {"method": method, "score": round(float(score), 4),
                              "threshold": round(threshold, 4), "novel": bool(score > threshold)}
     return results
 
 
-def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detector | None = None) -> list[ImagePrediction]:
-    return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector)
+def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detector | None = None,
+                  method: str = DEFAULT_METHOD) -> list[ImagePrediction]:
+    return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector, method=method)
 
 
 def summary_rows(results: list[ImagePrediction]) -> list[dict]:

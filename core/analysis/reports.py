@@ -1,10 +1,12 @@
 """Evaluation reports: save, load, list, compare, confusion-cell queries, a report's images, anchor results.
 
 A report folder ``<data root>/reports/<id>/`` holds ``report.json`` (metrics, per class, confusion, and the
-versions of the model file and the dataset it saw) and ``predictions.npz`` (per-image truth, prediction,
+versions of the model file, the dataset it saw and the metric set) and ``predictions.npz`` (per-image truth, prediction,
 confidence, top-5 and file); its store record (table ``reports``) makes it listable. A report whose dataset has
 changed since (a workspace edited, a dataset rebuilt or deleted) is **stale**: its numbers stay readable, but its
-images are not shown, because the files it names may now hold other images or none.
+images are not shown, because the files it names may now hold other images or none. A report made with another
+metric set (:func:`core.analysis.metrics.metrics_version`) has its metrics computed again from its predictions
+when it is loaded.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ import pandas as pd
 
 from core.base import config, store
 from core.data import datasets
-from core.analysis.metrics import LR_CAP, LOWER_IS_WORSE, METRIC_NAMES
-from core.analysis.evaluation import Predictions
+from core.analysis import metrics
+from core.analysis.evaluation import Predictions, summarise
 from core.data.images import load_image
 from core.base.files import atomic_write_bytes
 
@@ -75,7 +77,16 @@ def load_report(report_id: str) -> Report:
                                 [str(f) for f in z["files"]])
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"report {report_id!r} cannot be read ({e})") from None
-    return Report(report_id, summary, preds, stale=staleness(summary))
+    return Report(report_id, current_metrics(summary, preds), preds, stale=staleness(summary))
+
+
+def current_metrics(summary: dict, preds: Predictions) -> dict:
+    """``summary`` as saved if today's metric set made it, else with every metric computed again from the saved
+    predictions (in memory; the file keeps what it was saved with). A summary without a ``metrics_version``
+    predates the stamp: it was made by :data:`core.analysis.metrics.UNSTAMPED_VERSION`."""
+    if summary.get("metrics_version", metrics.UNSTAMPED_VERSION) == metrics.metrics_version():
+        return summary
+    return {**summary, **summarise(preds, class_ids=summary["labels"], images_per_s=summary["images_per_s"])}
 
 
 def staleness(summary: dict) -> str | None:
@@ -184,13 +195,14 @@ def misclassified(report: Report, class_id: int | None = None, *, min_confidence
 
 
 def compare_reports(a: Report, b: Report) -> list[dict]:
-    """Per-class deltas (b - a) of F1, precision and recall for the classes in either report."""
+    """Per-class deltas (b - a) of the metrics marked ``compared`` (F1, precision, recall) for the classes in
+    either report: ``<metric>_a``, ``<metric>_b``, ``<metric>_delta``."""
     rows = []
     ids = sorted(set(map(int, a.summary["per_class"])) | set(map(int, b.summary["per_class"])))
     for cid in ids:
         ra, rb = a.summary["per_class"].get(str(cid), {}), b.summary["per_class"].get(str(cid), {})
         row = {"class_id": cid, "name": b.class_name(cid)}
-        for m in ("f1", "precision", "recall"):
+        for m in (m for m in metrics.list_metrics() if metrics.get_metric(m).compared):
             va, vb = ra.get(m), rb.get(m)
             row[f"{m}_a"], row[f"{m}_b"] = va, vb
             row[f"{m}_delta"] = (vb - va) if va is not None and vb is not None else None
@@ -208,10 +220,9 @@ def per_class_frame(report: Report) -> pd.DataFrame:
 
 
 def worst_first(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The per-class table ordered worst class first for ``metric`` (low is bad for most, high for nlr and ber)."""
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRIC_NAMES)}")
-    return table.sort_values(metric, ascending=metric in LOWER_IS_WORSE, kind="stable")
+    """The per-class table ordered worst class first for ``metric`` (by its direction: low is bad for most, high
+    for nlr and ber)."""
+    return table.sort_values(metric, ascending=metrics.get_metric(metric).higher_is_better, kind="stable")
 
 
 def confusion_cells(report: Report) -> pd.DataFrame:
@@ -232,11 +243,11 @@ def wrong_classes(report: Report) -> list[int]:
 
 
 def readable_per_class(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`per_class_frame` for people: likelihood ratios at the stored finite cap read as infinity."""
+    """:func:`per_class_frame` for people: ratios (likelihood ratios) at the stored finite cap read as infinity."""
     shown = table.copy()
-    for col in ("plr", "nlr"):
-        if col in shown:
-            shown[col] = ["\u221e" if v >= LR_CAP else f"{v:.3g}" for v in shown[col]]
+    for col in metrics.list_metrics():
+        if col in shown and metrics.get_metric(col).format == "ratio":
+            shown[col] = [metrics.format_value(col, v) for v in shown[col]]
     return shown
 
 

@@ -1,1 +1,6 @@
-"""TODO"""
+"""Foundation: settings and paths (config), atomic writes and locks (files), the progress/cancel callback shape
+(progress), the store (one TinyDB file per table, behind one lock), and the registry shape of extension points
+(registries: one record per metric, novelty method or augmentation group, and the version of each set).
+
+May import: nothing else from ``core``.
+"""

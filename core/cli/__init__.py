@@ -1,1 +1,4 @@
-"""TODO"""
+"""The command line (``python -m core ...``): parses arguments, calls one core function or starts one run, prints.
+
+May import: every ``core`` package.
+"""

@@ -12,8 +12,8 @@ An import takes decoded uploads (:mod:`core.data.uploads`) and settings, and pro
    each cluster's groups are dealt to val by the user's ratio, so no group straddles train and val;
 4. **leakage**: near-duplicates of images already in *other* splits are reported (``on_leak="report"``) or their
    uploads skipped (``"skip"``);
-5. **write**: one :func:`core.data.workspaces.add_images` call (files first, then one commit), every image with its
-   provenance (upload name and hash, parent, augmentation recipe and seed, batch, time).
+5. **write**: one :func:`core.data.workspace_changes.add_images` call (files first, then one commit), every image with
+   its provenance (upload name and hash, parent, augmentation recipe and seed, batch, time).
 
 Near-duplicates are judged on a small perceptual descriptor (16 x 16 grey, zero mean, unit norm; cosine >=
 :data:`NEAR_DUPLICATE`), not on the model's features: measured on the sample with the shipped benchmark, the
@@ -33,7 +33,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core.data import augment, datasets, workspaces
+from core.data import augment, datasets, workspace_changes, workspaces
 from core.data.images import load_image, pixel_hash
 from core.learning.inference import embed
 from core.base.progress import ProgressFn, StopFn, check, silent
@@ -71,10 +71,8 @@ class ImportSettings:
             raise ValueError(f"variants must lie in [0, {MAX_VARIANTS}], got {self.variants}")
         if self.variants and not self.groups:
             raise ValueError("variants need at least one augmentation group; valid groups: "
-                             + ", ".join(augment.GROUPS))
-        unknown = sorted(set(self.groups) - set(augment.GROUPS))
-        if unknown:
-            raise ValueError(f"unknown augmentation groups {unknown}; valid groups: {', '.join(augment.GROUPS)}")
+                             + ", ".join(augment.list_groups()))
+        augment.REGISTRY.check(self.groups)
         if not 0 <= self.val_ratio < 1:
             raise ValueError(f"val ratio must lie in [0, 1), got {self.val_ratio}")
         if self.on_leak not in LEAK_ACTIONS:
@@ -303,9 +301,9 @@ def _add_group(plan: ImportPlan, u: Upload, group: list, split: str, batch: str)
 
 def write_import(plan: ImportPlan, settings: ImportSettings) -> dict:
     """Write a plan as one workspace change; returns the CLI's JSON result."""
-    ids = workspaces.add_images(settings.dataset, plan.images, split=plan.splits, class_id=settings.class_id,
-                                sources=[r["upload"] for r in plan.records],
-                                records=plan.records) if plan.images else []
+    ids = workspace_changes.add_images(settings.dataset, plan.images, split=plan.splits, class_id=settings.class_id,
+                                       sources=[r["upload"] for r in plan.records],
+                                       records=plan.records) if plan.images else []
     by_split = {s: plan.splits.count(s) for s in ("train", "val", "test")}
     if settings.to == workspaces.EXTRA:
         by_split[workspaces.EXTRA] = len(plan.splits)
@@ -398,6 +396,6 @@ def edit_image(dataset: str, image_id: str, *, crop: tuple[int, int, int, int] |
         raise ValueError(f"no added image {image_id!r} in {dataset!r}")
     edited = apply_edit(load_image(info.image_path(rec["file"])), crop=crop, rotate=rotate, flip=flip)
     edit = {"crop": list(crop) if crop else None, "rotate": rotate, "flip": flip}
-    return workspaces.replace_image(dataset, image_id, edited, record={
+    return workspace_changes.replace_image(dataset, image_id, edited, record={
         "upload": rec.get("upload", rec["source"]), "upload_sha256": rec.get("upload_sha256"),
         "batch": rec.get("batch"), "recipe": {"edit": edit}, "pixel_sha": pixel_hash(edited)})

@@ -1,65 +1,129 @@
-"""The seven augmentation groups as albumentations pipelines: selectable, combinable, permutable, seeded."""
+"""The seven augmentation groups as albumentations pipelines: selectable, combinable, permutable, seeded.
+
+Each group is one record (:func:`register_group` beside its builder; :func:`list_groups`, :func:`get_group`), read
+by training, dataset builds, curation's variants, the CLI and the pages. :func:`groups_version` is the set's
+version: a training's resumable state records it (:data:`UNSTAMPED_VERSION` for states from before).
+"""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 
-#: Group key -> human label, in the order the published system listed them.
-GROUP_LABELS = {
-    "brightness_contrast": "Brightness & contrast",
-    "shift_rotate": "Shift & rotate",
-    "blur_distortion": "Blur (Gaussian, median, motion) & optical distortion",
-    "noise": "Noise (ISO, Gaussian, multiplicative)",
-    "colour": "Hue, saturation & colour jitter",
-    "dropout": "Dropout & cutout",
-    "affine_perspective": "Affine & perspective",
-}
-GROUPS = tuple(GROUP_LABELS)
+from core.base.registries import Registry  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Group:
+    """One augmentation group: ``build() -> transforms``, one of which a pipeline draws when the group fires."""
+
+    name: str
+    label: str
+    build: Callable[[], list[A.BasicTransform]]
+    description: str
+    version: int = 1
+
+
+#: The group set's version of training states saved before states recorded it (the seven below, version 1).
+UNSTAMPED_VERSION = "5de885d0"
+#: The groups, in the order the published system listed them (tests may put a toy record in its ``table``).
+REGISTRY: Registry[Group] = Registry("augmentation group")
+
+
+def register_group(name: str, *, label: str, description: str, version: int = 1):
+    """Decorator: register ``build() -> transforms`` as augmentation group ``name`` (see :class:`Group`)."""
+    def add(build: Callable[[], list[A.BasicTransform]]) -> Callable[[], list[A.BasicTransform]]:
+        REGISTRY.add(Group(name, label, build, description, version))
+        return build
+    return add
+
+
+def list_groups() -> tuple[str, ...]:
+    """Names of the augmentation groups, in their published order."""
+    return REGISTRY.names()
+
+
+def get_group(name: str) -> Group:
+    """The record of group ``name``; ValueError listing the valid names for an unknown one."""
+    return REGISTRY.get(name)
+
+
+def groups_version() -> str:
+    """Version of the group set (changes when a group is added, removed or has its version raised)."""
+    return REGISTRY.version()
+
+
+# -- the groups ----------------------------------------------------------------------------------------------------
+
+@register_group("brightness_contrast", label="Brightness & contrast",
+                description="under- and over-exposure: brightness, contrast and gamma")
+def _brightness_contrast() -> list[A.BasicTransform]:
+    return [A.RandomBrightnessContrast(brightness_limit=0.35, contrast_limit=0.35, p=1),
+            A.RandomGamma(gamma_limit=(60, 160), p=1)]
+
+
+@register_group("shift_rotate", label="Shift & rotate",
+                description="an off-centre, tilted crop: shift up to 12 %, rotate up to 18 degrees, scale 0.9-1.1")
+def _shift_rotate() -> list[A.BasicTransform]:
+    return [A.Affine(translate_percent=(-0.12, 0.12), rotate=(-18, 18), scale=(0.9, 1.1), border_mode=0, fill=0, p=1)]
+
+
+@register_group("blur_distortion", label="Blur (Gaussian, median, motion) & optical distortion",
+                description="a soft or moving camera and lens distortion")
+def _blur_distortion() -> list[A.BasicTransform]:
+    return [A.GaussianBlur(blur_limit=(3, 5), p=1), A.MedianBlur(blur_limit=3, p=1),
+            A.MotionBlur(blur_limit=(3, 7), p=1), A.OpticalDistortion(distort_limit=(-0.4, 0.4), p=1)]
+
+
+@register_group("noise", label="Noise (ISO, Gaussian, multiplicative)",
+                description="sensor noise of a small or dark camera")
+def _noise() -> list[A.BasicTransform]:
+    return [A.ISONoise(color_shift=(0.01, 0.06), intensity=(0.2, 0.6), p=1),
+            A.GaussNoise(std_range=(0.04, 0.14), p=1),
+            A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=True, p=1)]
+
+
+@register_group("colour", label="Hue, saturation & colour jitter",
+                description="faded paint, tinted light and white-balance shifts")
+def _colour() -> list[A.BasicTransform]:
+    return [A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=35, val_shift_limit=25, p=1),
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.35, hue=0.04, p=1)]
+
+
+@register_group("dropout", label="Dropout & cutout",
+                description="dead pixels and occluding patches (stickers, branches)")
+def _dropout() -> list[A.BasicTransform]:
+    return [A.PixelDropout(dropout_prob=0.04, p=1),
+            A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25),
+                            fill=0, p=1)]
+
+
+@register_group("affine_perspective", label="Affine & perspective",
+                description="a sign seen from the side: shear, scale and perspective")
+def _affine_perspective() -> list[A.BasicTransform]:
+    return [A.Affine(shear=(-12, 12), scale=(0.85, 1.15), border_mode=0, fill=0, p=1),
+            A.Perspective(scale=(0.03, 0.09), p=1)]
 
 
 def _group(name: str) -> A.BasicTransform:
     """One group: a OneOf over its transforms, always applied (the caller sets the group's probability)."""
-    if name == "brightness_contrast":
-        ts = [A.RandomBrightnessContrast(brightness_limit=0.35, contrast_limit=0.35, p=1),
-              A.RandomGamma(gamma_limit=(60, 160), p=1)]
-    elif name == "shift_rotate":
-        ts = [A.Affine(translate_percent=(-0.12, 0.12), rotate=(-18, 18), scale=(0.9, 1.1),
-                       border_mode=0, fill=0, p=1)]
-    elif name == "blur_distortion":
-        ts = [A.GaussianBlur(blur_limit=(3, 5), p=1), A.MedianBlur(blur_limit=3, p=1),
-              A.MotionBlur(blur_limit=(3, 7), p=1), A.OpticalDistortion(distort_limit=(-0.4, 0.4), p=1)]
-    elif name == "noise":
-        ts = [A.ISONoise(color_shift=(0.01, 0.06), intensity=(0.2, 0.6), p=1),
-              A.GaussNoise(std_range=(0.04, 0.14), p=1),
-              A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=True, p=1)]
-    elif name == "colour":
-        ts = [A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=35, val_shift_limit=25, p=1),
-              A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.35, hue=0.04, p=1)]
-    elif name == "dropout":
-        ts = [A.PixelDropout(dropout_prob=0.04, p=1),
-              A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25),
-                              hole_width_range=(0.1, 0.25), fill=0, p=1)]
-    elif name == "affine_perspective":
-        ts = [A.Affine(shear=(-12, 12), scale=(0.85, 1.15), border_mode=0, fill=0, p=1),
-              A.Perspective(scale=(0.03, 0.09), p=1)]
-    else:
-        raise ValueError(f"unknown augmentation group {name!r}; valid groups: {', '.join(GROUPS)}")
-    return A.OneOf(ts, p=1)
+    return A.OneOf(get_group(name).build(), p=1)
 
 
-def build_pipeline(groups: Sequence[str] = GROUPS, *, p: float | Sequence[float] = 0.5,
+def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[float] = 0.5,
                    permute: bool = True, seed: int | None = 0) -> A.Compose:
-    """A pipeline that applies each chosen group with probability ``p`` (one per group or one for all).
+    """A pipeline that applies each chosen group (default: all) with probability ``p`` (one per group or one for
+    all).
 
     Several groups can hit one image (combine); with ``permute`` their order is drawn anew for every image.
     The same ``seed`` gives the same sequence of outputs.
     """
-    groups = list(groups)
+    groups = list(list_groups() if groups is None else groups)
     if not groups:
         raise ValueError("choose at least one augmentation group")
     probs = [float(p)] * len(groups) if np.isscalar(p) else [float(q) for q in p]
@@ -77,7 +141,7 @@ def build_pipeline(groups: Sequence[str] = GROUPS, *, p: float | Sequence[float]
     return A.Compose([body], seed=seed)
 
 
-def augment_images(images: np.ndarray, *, groups: Sequence[str] = GROUPS, p: float | Sequence[float] = 0.5,
+def augment_images(images: np.ndarray, *, groups: Sequence[str] | None = None, p: float | Sequence[float] = 0.5,
                    permute: bool = True, seed: int | None = 0) -> np.ndarray:
     """Apply one seeded pipeline to each image in turn.
 

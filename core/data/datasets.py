@@ -20,7 +20,7 @@ from core.data import built, workspaces
 from core.data.built import SPLITS, DatasetInfo, SplitArrays
 
 __all__ = ["SPLITS", "DatasetInfo", "SplitArrays", "DatasetSource", "list_datasets", "get_dataset", "read_index",
-           "list_files", "load_split"]
+           "list_files", "load_split", "require_split", "dataset_input"]
 
 
 class DatasetSource(Protocol):
@@ -78,3 +78,20 @@ def load_split(info: DatasetInfo | str, split: str, *, classes: list[int] | None
         idx = np.flatnonzero(np.isin(arrays.labels, np.asarray(classes)))
         arrays = SplitArrays(arrays.images[idx], arrays.labels[idx], [arrays.files[i] for i in idx])
     return arrays
+
+
+def require_split(name: str, split: str, *, minimum: int = 1) -> DatasetInfo:
+    """The dataset ``name``, after checking that ``split`` is a split of it with at least ``minimum`` images."""
+    info = get_dataset(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    n = info.split_size(split)
+    if n < minimum:
+        raise ValueError(f"{name}/{split} is empty; choose another split" if n == 0 else
+                         f"{name}/{split} has {n} images; this needs at least {minimum}")
+    return info
+
+
+def dataset_input(info: DatasetInfo) -> dict:
+    """How a run records the dataset it reads: ``{name, version}``."""
+    return {"name": info.name, "version": info.fingerprint}

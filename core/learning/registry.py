@@ -114,6 +114,14 @@ def model_path(ref: str) -> Path:
     return path if path.suffix == ".pt" or path.is_file() else get_model(ref).path
 
 
+def model_input(ref: str) -> dict:
+    """How a run records a model it reads (a registry name or a checkpoint path): ``{name, sha256}``."""
+    path = model_path(ref)
+    if not path.is_file():
+        raise ValueError(f"{ref}: no such model file")
+    return {"name": ref, "sha256": file_version(path)}
+
+
 def model_label(ref: str) -> str:
     """How a model given as a registry name or a checkpoint path is named in records: the name, or the file's stem."""
     path = Path(ref)

@@ -11,171 +11,37 @@ classes, optionally with a Learning-without-Forgetting distillation term against
 The phases of a run are planned once (:func:`plan_phases`: a frozen :class:`Phase` each, saying what trains, at
 which rate and batch size, with or without the distillation term, and whether it competes for the kept
 checkpoint); :func:`train` loads the data, builds the model and runs the plan. This module is pure computation:
-running it as a run and registering the model happen in :mod:`core.runs`.
+running it as a run and registering the model happen in :mod:`core.learning.train_run`.
+
+The settings and the plan are :mod:`core.learning.training_config`, one epoch's pieces :mod:`core.learning.epoch`;
+this module, the public face of training, also hands out the settings' names callers use (``TrainConfig``,
+``MODES``, ``MODE_DESCRIPTIONS``, ``check_resume_state``, ``plan_phases``).
 """
 from __future__ import annotations
 
-import json
 import math
-import queue
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from core.learning import distributed
-from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_state
-from core.learning.distributed import DEVICES, PRECISIONS, Place
-from core.data.datasets import DatasetInfo, SplitArrays, load_split
-from core.data.images import normalise, resize_batch
-from core.learning.inference import predict_proba
-from core.learning.outliers import synthesize
 from core.base.progress import ProgressFn, StopFn, check, never, silent
-from core.learning.models import (ARCHITECTURES, Committee, TrafficSignNet, build_model, expand_classifier, make_checkpoint,
-                         model_from_checkpoint)
+from core.data import augment
+from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_state
+from core.data.datasets import DatasetInfo, SplitArrays, load_split
+from core.learning import distributed
+from core.learning.distributed import Place
+from core.learning.epoch import (BatchFeeder, Distillation, OutlierExposure, build_committee, evaluate_accuracy,
+                                 steps_per_epoch, train_mode, train_one_epoch, set_trainable)
+from core.learning.models import TrafficSignNet, build_model, expand_classifier, make_checkpoint, model_from_checkpoint
+# The settings, as callers know them from here (this module is training's public face).
+from core.learning.training_config import (MODE_DESCRIPTIONS, MODES, RESUME_FORMAT, Phase,  # noqa: F401
+                                           TrainConfig, check_resume_state, plan_phases)
 
-#: Training modes and what each does, in the order the Improve page offers them (adding classes first).
-MODE_DESCRIPTIONS = {
-    "incremental": "expand the base model's classifier with the dataset's new classes; train only the new rows "
-                   "for new_class_epochs on new-class images plus a replay buffer (peak rate new_class_lr, small "
-                   "batches), then fine-tune all layers on all classes. Recommended for adding classes.",
-    "transfer_freeze": "freeze the base model's feature layers and retrain the fully connected head (a new "
-                       "classifier if the dataset's classes differ).",
-    "resume": "continue training every layer of the base model on the same classes.",
-    "scratch": "train a new model from random weights on the dataset's classes.",
-}
-MODES = tuple(MODE_DESCRIPTIONS)
-#: Version and keys of the resumable state :func:`train` hands to ``on_epoch`` after every epoch.
-RESUME_FORMAT = 1
-RESUME_KEYS = ("format", "phase", "phase_epochs", "epochs_done", "model", "optimizer", "lr_scheduler", "history",
-               "best_score", "best_epoch", "best_weights", "rng", "config", "dataset_fingerprint", "class_ids")
 #: Points per epoch on the live training curve (batch means); the saved history keeps one entry per epoch.
 BATCH_POINTS = 10
-#: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
-PHASE1_MIN_STEPS = 40
-
-
-def _opt(default, help: str, **cli):
-    """A config field with its help text (and CLI hints: ``flag``, ``choices``, ``metavar``) in its metadata."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training setting, defined once: the CLI's ``train`` flags and the Improve page's defaults come from
-    these fields and their help texts."""
-
-    mode: str = _opt("scratch", "training mode", choices=MODES)
-    architecture: str = _opt("published", "architecture of a new model (scratch mode); other modes keep the "
-                             "base model's", choices=ARCHITECTURES, flag="--arch")
-    epochs: int = _opt(10, "epochs in all (incremental: phase-1 epochs included)")
-    lr: float = _opt(2e-3, "peak learning rate of the one-cycle schedule")
-    batch_size: int = _opt(128, "images per batch")
-    weight_decay: float = _opt(5e-4, "AdamW weight decay (incremental phase 1 uses none)")
-    augment: bool = _opt(True, "in-model augmentation: the seven transform groups drawn anew every epoch")
-    augment_p: float = _opt(0.25, "probability of each augmentation group")
-    label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy loss")
-    seed: int = _opt(0, "seed of every random choice (weights, order, augmentation, replay)")
-    new_class_epochs: int = _opt(1, "incremental: epochs of phase 1, where only the new classifier rows train")
-    replay_per_class: int = _opt(20, "incremental: old-class images per class replayed in phase 1 (0 = none)")
-    new_class_lr: float = _opt(1e-2, "incremental: peak learning rate of phase 1")
-    lwf_weight: float = _opt(0.0, "incremental: weight of the Learning-without-Forgetting term against the "
-                             "parent model in phase 2 (0 = off)")
-    lwf_temperature: float = _opt(2.0, "incremental: temperature of the Learning-without-Forgetting term")
-    teachers: tuple[str, ...] = _opt((), "distil from this model (repeat for a committee): registry name or "
-                                     "checkpoint path", flag="--teacher", metavar="MODEL")
-    distill_weight: float = _opt(1.0, "weight of the distillation term against the teachers' committee")
-    distill_temperature: float = _opt(2.0, "softening temperature of the teachers' probabilities")
-    outlier_weight: float = _opt(0.0, "outlier exposure: weight of the term that teaches near-uniform "
-                                 "probabilities on synthetic outliers made from each batch (a known frame around "
-                                 "a turned pictogram, swapped colours, shuffled tiles, two classes' halves); "
-                                 "sharpens novelty scores (0 = off)")
-    outlier_share: float = _opt(0.5, "outlier exposure: synthetic outliers per batch, as a share of the batch")
-    max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
-    device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
-                       choices=DEVICES)
-    precision: str = _opt("auto", "arithmetic: bf16 = mixed precision (convolutions and matrix products in "
-                          "bfloat16, weights and losses in float32; about 2x faster on a CPU with AMX or AVX-512 "
-                          "BF16), fp32, or auto (bf16 where the hardware has it, else fp32)", choices=PRECISIONS)
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"learning rate must lie in (0, 1), got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; valid devices: {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if not 0 < self.new_class_lr < 1:
-            raise ValueError(f"new_class_lr must lie in (0, 1), got {self.new_class_lr}")
-        if self.distill_weight < 0 or self.lwf_weight < 0:
-            raise ValueError("distillation weights must not be negative")
-        if self.distill_temperature <= 0 or self.lwf_temperature <= 0:
-            raise ValueError("distillation temperatures must be positive")
-        if self.outlier_weight < 0 or not 0 < self.outlier_share <= 2:
-            raise ValueError(f"outlier_weight must not be negative and outlier_share must lie in (0, 2], got "
-                             f"{self.outlier_weight} and {self.outlier_share}")
-        if self.teachers and self.lwf_weight > 0:
-            raise ValueError("use either teachers (distillation from other models) or lwf_weight (from the parent), "
-                             "not both")
-        if self.mode == "incremental" and self.new_class_epochs >= self.epochs + 1:
-            raise ValueError("new_class_epochs must not exceed epochs")
-
-    @classmethod
-    def from_json(cls, data: dict) -> "TrainConfig":
-        """From ``asdict`` output (as kept in run records and checkpoints); unknown fields are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
-        return cls(**{**data, "teachers": tuple(data.get("teachers", ()))})
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One phase of training, planned before any epoch runs (:func:`plan_phases`)."""
-
-    name: str                 # "new_rows" (incremental phase 1), "head" (transfer_freeze) or "all"
-    epochs: int
-    lr: float
-    batch_size: int
-    weight_decay: float
-    warmup: float             # share of the one-cycle schedule spent rising to ``lr``
-    train_features: bool      # spatial transformer and conv layers
-    train_head: bool          # the fully connected layers before the classifier
-    new_rows_only: bool       # only the classifier rows of new classes move (gradient mask); data: new + replay
-    distil: bool              # the distillation term (teachers or LwF) applies
-    competes_for_best: bool   # its epochs may become the kept checkpoint
-
-
-def plan_phases(cfg: TrainConfig, *, phase1_images: int = 0) -> list[Phase]:
-    """The phases of a run of ``cfg``; ``phase1_images``: images incremental phase 1 sees (new classes + replay)."""
-    common = dict(lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, warmup=0.15,
-                  new_rows_only=False, distil=True, competes_for_best=True)
-    if cfg.mode == "transfer_freeze":
-        return [Phase("head", cfg.epochs, train_features=False, train_head=True, **common)]
-    if cfg.mode != "incremental":
-        return [Phase("all", cfg.epochs, train_features=True, train_head=True, **common)]
-    n1 = min(cfg.new_class_epochs, cfg.epochs)
-    n_images = min(phase1_images, cfg.max_train_images or phase1_images)
-    # Phase 1 sees only the new classes' images and the replay buffer (a few hundred): smaller batches
-    # give it enough optimizer steps to move the new rows. It is a warm-up: it does not compete for "best".
-    phase1 = Phase("new_rows", n1, lr=cfg.new_class_lr, weight_decay=0.0, warmup=0.3,
-                   batch_size=min(cfg.batch_size, max(16, n_images // PHASE1_MIN_STEPS)), train_features=False,
-                   train_head=False, new_rows_only=True, distil=False, competes_for_best=False)
-    rest = [Phase("all", cfg.epochs - n1, train_features=True, train_head=True, **common)] if cfg.epochs > n1 else []
-    return [phase1] + rest
 
 
 @dataclass
@@ -185,179 +51,9 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _rank_batch(batch_size: int, place: Place) -> int:
-    """Images a batch on one rank: the global batch shared out over the ranks."""
-    return max(1, batch_size // place.world)
-
-
-def _steps_per_epoch(n_images: int, batch_size: int, place: Place) -> int:
-    """Optimizer steps one epoch makes on each rank (as many on all; see :func:`distributed.shard`)."""
-    return math.ceil(math.ceil(n_images / place.world) / _rank_batch(batch_size, place))
-
-
 def _to_index(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     lookup = {c: i for i, c in enumerate(class_ids)}
     return np.asarray([lookup[int(c)] for c in labels], np.int64)
-
-
-class _BatchFeeder:
-    """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread."""
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray, *, batch_size: int, rng: np.random.Generator,
-                 pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu")):
-        # Every rank draws the same permutation (same seed) and takes its shard of it, with its share of the batch.
-        self.order = distributed.shard(rng.permutation(len(targets)), place)
-        self.images, self.targets, self.pipeline, self.device = images, targets, pipeline, device
-        self.bs = _rank_batch(batch_size, place)
-        self.q: queue.Queue = queue.Queue(maxsize=6)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, daemon=True)
-        self.thread.start()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.order) / self.bs)
-
-    def _produce(self) -> None:
-        try:
-            for s in range(0, len(self.order), self.bs):
-                if self.stop.is_set():
-                    return
-                idx = self.order[s:s + self.bs]
-                imgs = self.images[idx]
-                if self.pipeline is not None:
-                    imgs = np.stack([self.pipeline(image=im)["image"] for im in imgs])
-                # Pixels only here: tensor work in this thread would start a second team of torch threads
-                # competing with the training's for the cores; the consumer turns them into the input.
-                self.q.put((resize_batch(imgs), torch.from_numpy(self.targets[idx])))
-            self.q.put(None)
-        except BaseException as e:  # surface worker errors in the training thread
-            self.q.put(e)
-
-    def __iter__(self):
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            item = (normalise(item[0]), item[1])  # channels-last float input, as the model is
-            if self.device.type != "cpu":
-                item = tuple(t.to(self.device, non_blocking=True) for t in item)
-            yield item
-
-    def close(self) -> None:
-        self.stop.set()
-        while self.thread.is_alive():
-            try:
-                self.q.get_nowait()
-            except queue.Empty:
-                self.thread.join(timeout=0.05)
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """A frozen teacher (the teachers' committee, or the parent for LwF) whose softened probabilities the model
-    learns besides the labels, with the term's weight and temperature."""
-
-    teacher: torch.nn.Module
-    weight: float
-    temperature: float
-
-    def loss(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t_logits = self.teacher(x).float()
-        k, temp = t_logits.shape[1], self.temperature  # a teacher may know only the first k classes
-        return self.weight * temp * temp * F.kl_div(
-            F.log_softmax(logits[:, :k] / temp, dim=1), F.softmax(t_logits / temp, dim=1), reduction="batchmean")
-
-
-@dataclass(frozen=True)
-class OutlierExposure:
-    """Synthetic outliers (:mod:`core.learning.outliers`) added to every batch, with a loss weight: the model learns
-    near-uniform probabilities on them (Hendrycks et al. 2019), the images' own loss is unchanged."""
-
-    weight: float
-    share: float
-    generator: torch.Generator
-
-    def outliers(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return synthesize(x, y, n=round(self.share * len(x)), generator=self.generator)
-
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """KL divergence from the uniform distribution to the outliers' predictions (0 when uniform)."""
-        if not len(logits):
-            return logits.sum()
-        return self.weight * (-F.log_softmax(logits, dim=1).mean(1) - math.log(logits.shape[1])).mean()
-
-
-def train_one_epoch(model: TrafficSignNet, feeder: _BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
-                    grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
-                    outliers: OutlierExposure | None = None,
-                    on_batch: Callable[[int, int, float, float], None] | None = None,
-                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    bf16: bool = False) -> tuple[float, float]:
-    """One pass over ``feeder``; returns (mean loss, train accuracy).
-
-    ``bf16``: the forward pass runs under bfloat16 autocast (mixed precision); weights, gradients, optimizer
-    state and the loss stay float32.
-
-    ``on_batch(i, n, loss, acc)`` is called after batch ``i`` of ``n`` with that batch's loss and accuracy.
-    ``forward`` is the model as wrapped for distributed training (its gradients are averaged over the ranks).
-    ``outliers``: synthetic outliers join each batch's forward pass (one pass: batch norm sees both) and add
-    their term to the loss; the reported loss includes it, the accuracy counts the batch's own images only.
-    """
-    total_loss, correct, seen = 0.0, 0, 0
-    for i, (x, y) in enumerate(feeder):
-        x_out = outliers.outliers(x, y) if outliers is not None else x[:0]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            all_logits = (forward or model)(torch.cat([x, x_out]) if len(x_out) else x).float()
-            logits = all_logits[:len(x)]
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            if outliers is not None:
-                loss = loss + outliers.loss(all_logits[len(x):])
-            if distill is not None and distill.weight > 0:
-                loss = loss + distill.loss(x, logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_mask is not None:
-            model.classifier.weight.grad.mul_(grad_mask[:, None])
-            model.classifier.bias.grad.mul_(grad_mask)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total_loss += float(loss.detach()) * len(y)
-        batch_correct = int((logits.argmax(1) == y).sum())
-        correct += batch_correct
-        seen += len(y)
-        if on_batch is not None:
-            on_batch(i + 1, len(feeder), float(loss.detach()), batch_correct / max(len(y), 1))
-    return total_loss / max(seen, 1), correct / max(seen, 1)
-
-
-def evaluate_accuracy(model: TrafficSignNet, images: np.ndarray, targets: np.ndarray) -> float:
-    if len(targets) == 0:
-        return float("nan")
-    proba = predict_proba(model, images)
-    return float((proba.argmax(1) == targets).mean())
-
-
-def _set_trainable(model: TrafficSignNet, phase: Phase) -> None:
-    for p in list(model.stn.parameters()) + list(model.features.parameters()):
-        p.requires_grad_(phase.train_features)
-    for p in model.head.parameters():
-        p.requires_grad_(phase.train_head)
-    for p in model.classifier.parameters():
-        p.requires_grad_(True)
-
-
-def _train_mode(model: TrafficSignNet, phase: Phase) -> None:
-    """Frozen parts stay in eval mode so batch-norm statistics and dropout do not change them."""
-    model.train()
-    if not phase.train_features:
-        model.stn.eval()
-        model.features.eval()
-    if not phase.train_head:
-        model.head.eval()
 
 
 @dataclass
@@ -426,7 +122,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                  place=place, device=device, precision=precision)
     if on_epoch is not None:
         identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids,
-                    "world": place.world, "precision": precision}
+                    "world": place.world, "precision": precision, "augment_version": augment.groups_version()}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
     loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
@@ -481,12 +177,12 @@ class _Loop:
     def _run_phase(self, k: int, phase: Phase, x: np.ndarray, y: np.ndarray, *, done: int = 0,
                    saved: dict | None = None) -> None:
         """Phase ``k`` from its epoch ``done`` on (a resumed run also gets its optimizer and schedule back)."""
-        _set_trainable(self.model, phase)
+        set_trainable(self.model, phase)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one kernel for every parameter's update instead of a Python loop over them (same arithmetic)
         optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay, fused=True)
         n_images = min(len(y), self.cfg.max_train_images or len(y))
-        steps = phase.epochs * _steps_per_epoch(n_images, phase.batch_size, self.place)
+        steps = phase.epochs * steps_per_epoch(n_images, phase.batch_size, self.place)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=phase.lr, total_steps=max(steps, 1),
                                                         pct_start=phase.warmup)
         if saved is not None and done > 0:
@@ -542,7 +238,7 @@ class _Loop:
         sel = np.arange(len(y))
         if self.cfg.max_train_images and len(sel) > self.cfg.max_train_images:
             sel = np.sort(self.rng.choice(sel, self.cfg.max_train_images, replace=False))
-        feeder = _BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
+        feeder = BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
                               place=self.place, device=self.device)
         epoch = self.epochs_done + 1
 
@@ -561,7 +257,7 @@ class _Loop:
                               {"batch": True, "epoch": round(epoch - 1 + i / n, 4), "loss": round(float(mean_loss), 5),
                                "train_acc": round(float(mean_acc), 5)})
 
-        _train_mode(self.model, phase)
+        train_mode(self.model, phase)
         try:
             loss, train_acc = train_one_epoch(
                 self.model, feeder, optimizer=optimizer, scheduler=scheduler, label_smoothing=self.cfg.label_smoothing,
@@ -607,28 +303,6 @@ class _Loop:
         return entry, val_acc
 
 
-def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> None:
-    """ValueError unless ``state`` is a resumable state of this very config and dataset version."""
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise ValueError(f"not a resumable training state (format {RESUME_FORMAT} expected)")
-    missing = [k for k in RESUME_KEYS if k not in state]
-    if missing:
-        raise ValueError(f"resumable state lacks {', '.join(missing)}")
-    try:  # a state saved before a setting existed holds its default
-        saved = asdict(TrainConfig.from_json(state["config"]))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"the resumable state holds unreadable settings: {e}") from None
-    if json.dumps(saved, sort_keys=True) != json.dumps(asdict(cfg), sort_keys=True):
-        raise ValueError("the resumable state was saved by a training with other settings; resume with its own")
-    world = distributed.current().world
-    if int(state.get("world", 1)) != world:
-        raise ValueError(f"the state was saved by a training on {state.get('world', 1)} process(es), this one has "
-                         f"{world}: resume it on as many (the data shards and LR schedule depend on it)")
-    if state["dataset_fingerprint"] != dataset.fingerprint:
-        raise ValueError(f"dataset {dataset.name} changed since this training started (version "
-                         f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")
-
-
 def _select(cfg: TrainConfig, train_split: SplitArrays, val_split: SplitArrays, class_ids: list[int],
             present: list[int], n_old: int) -> _Data:
     known = set(class_ids)
@@ -669,7 +343,8 @@ def _distillation(cfg: TrainConfig, parent: dict | None, teachers: list[dict],
                   class_ids: list[int]) -> Distillation | None:
     """Teachers' committee (any mode) or, in incremental mode, the parent for Learning without Forgetting."""
     if teachers:
-        return Distillation(_committee(teachers, cfg.teachers, class_ids), cfg.distill_weight, cfg.distill_temperature)
+        return Distillation(build_committee(teachers, cfg.teachers, class_ids), cfg.distill_weight,
+                            cfg.distill_temperature)
     if cfg.mode == "incremental" and cfg.lwf_weight > 0:
         with torch.random.fork_rng():  # as for teachers: building it must not shift the student's random stream
             teacher = model_from_checkpoint(parent).eval().to(memory_format=torch.channels_last)
@@ -677,24 +352,6 @@ def _distillation(cfg: TrainConfig, parent: dict | None, teachers: list[dict],
             p.requires_grad_(False)
         return Distillation(teacher, cfg.lwf_weight, cfg.lwf_temperature)
     return None
-
-
-def _committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int]) -> Committee:
-    """Frozen, eval-mode committee of the teacher checkpoints; each must predict the model's first classes."""
-    members = []
-    for ckpt, name in zip(teachers, names):
-        t_ids = [int(c) for c in ckpt["class_ids"]]
-        if t_ids != class_ids[:len(t_ids)]:
-            extra = sorted(set(t_ids) - set(class_ids))
-            raise ValueError(f"teacher {name!r} predicts {len(t_ids)} classes, the model {len(class_ids)}: a teacher "
-                             "must share the model's class ids (all, or its first ones, in the same order)"
-                             + (f"; classes the model does not have: {extra[:10]}" if extra else ""))
-        with torch.random.fork_rng():  # building the teachers must not shift the student's random stream
-            members.append(model_from_checkpoint(ckpt))
-    committee = Committee(members).eval().to(memory_format=torch.channels_last)
-    for p in committee.parameters():
-        p.requires_grad_(False)
-    return committee
 
 
 def _phase1_indices(cfg: TrainConfig, y: np.ndarray, n_old: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,13 +8,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis import embedding
-from core.data import uploads, workspaces
+from core.data import uploads, workspace_changes, workspaces
 from core import runs
+from core.analysis.embed_run import EmbedRun
 from core.data.datasets import SPLITS
 from core.data.images import load_image, resize_to_input
 from core.analysis.novelty import layer_outputs
-from pages._nav import ensure_router, rerun_page
-from pages._ui import load_model, novelty_detector, pick_dataset, pick_model, run_status
+from ui.nav import rerun_page
+from ui.cache import load_model, novelty_detector
+from ui.widgets import pick_dataset, pick_model, pick_novelty_method, run_status
 
 GRID = 10
 
@@ -30,15 +32,14 @@ def placer(path: str) -> embedding.Placer:
 
 
 @st.cache_data(show_spinner="Placing the new images into the map...", max_entries=8)
-def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...]):
+def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...], method: str):
     ckpt, model = load_model(model_path)
     arr = np.frombuffer(b"".join(images), np.uint8).reshape(shape)
     det, _ = novelty_detector(model_path)
-    groups = embedding.detect_new_classes(model, det, ckpt["class_ids"], list(arr)) if det else []
+    groups = embedding.detect_new_classes(model, det, ckpt["class_ids"], list(arr), method=method) if det else []
     return placer(path).place(layer_outputs(model, list(arr))["pen"]), groups
 
 
-ensure_router()
 st.title("Visualise classes")
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
@@ -48,7 +49,7 @@ with c2:
 split = c3.selectbox("Split", SPLITS, key="vis_split")
 if model is None or info is None:
     st.stop()
-cfg = runs.EmbedRun(model=model.name, dataset=info.name, split=split)
+cfg = EmbedRun(model=model.name, dataset=info.name, split=split)
 path = embedding.map_path(cfg.key())
 if not path.is_file():
     st.info(f"No map yet for {model.name} on {info.name}/{split}: a stratified sample of up to "
@@ -101,7 +102,8 @@ elif source == "Extra bucket":
 groups = []
 if new_images:
     small = np.stack([resize_to_input(im) for im in new_images])
-    placed, groups = place_new(str(path), str(model.path), tuple(im.tobytes() for im in small), small.shape)
+    method = pick_novelty_method(key="vis_novelty")
+    placed, groups = place_new(str(path), str(model.path), tuple(im.tobytes() for im in small), small.shape, method)
     fig.add_trace(go.Scatter(x=placed[:, 0], y=placed[:, 1], mode="markers", name="new images",
                              marker=dict(symbol="x", size=12, color="black", line=dict(width=2))))
 st.caption("Drag a box or lasso around points to see their images.")
@@ -136,8 +138,8 @@ if groups:
                 name = st.text_input("New class name", key=f"vis_name_{n}")
                 if st.button("Create a class from this group", key=f"vis_create_{n}", disabled=not name.strip()):
                     try:
-                        cid = workspaces.add_class(info.name, name)
-                        workspaces.move_images(info.name, [new_ids[i] for i in g.members], split="train", class_id=cid)
+                        cid = workspace_changes.class_from_images(info.name, name, [new_ids[i] for i in g.members],
+                                                                  split="train")
                         st.success(f"Class {cid} created; its {len(g.members)} images moved to train.")
                     except ValueError as e:
                         st.error(str(e))

@@ -1,27 +1,16 @@
 """Make prediction: upload images, get the top-5 labels with confidence, pictograms and Integrated Gradients."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.analysis import explain, prediction
+from core.analysis import novelty, prediction
 from core.data.built import pictogram_path
-from pages._nav import ensure_router
-from pages._ui import ig_figure, load_model, novelty_detector, pick_model, show_model_stats
+from ui.cache import class_heatmap, load_model, novelty_detector
+from ui.widgets import ig_figure, pick_model, pick_novelty_method, show_model_stats
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
 
-
-
-@st.cache_data(show_spinner="Integrated Gradients...", max_entries=256)
-def ig_heatmap(model_path: str, image: np.ndarray, target: int) -> np.ndarray:
-    """IG heat map of one upload, computed once per (model, pixels, class), not on every rerun."""
-    _, model = load_model(model_path)
-    return explain.integrated_gradients(model, image, target=target).heatmap
-
-
-ensure_router()
 st.title("Make prediction")
 info = pick_model(key="predict_model")
 if info is None:
@@ -37,7 +26,9 @@ if not files:
 detector, why_not = novelty_detector(str(info.path))
 if why_not:
     st.caption(f"No novelty check for this model: {why_not}")
-results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model, detector=detector)
+method = pick_novelty_method(key="predict_novelty") if detector is not None else novelty.DEFAULT_METHOD
+results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model, detector=detector,
+                                    method=method)
 n_bad = sum(r.error is not None for r in results)
 st.caption(f"{len(results) - n_bad} image(s) predicted" + (f", {n_bad} refused" if n_bad else ""))
 table = pd.DataFrame(prediction.summary_rows(results)).astype({"class_id": "Int64"})  # a refused file: empty, not 14.0
@@ -58,7 +49,7 @@ for k, r in enumerate(results):
                        f"{r.novelty['threshold']:.2f}, which 95 % of the model's validation images stay below. "
                        "If it is a new sign, add it as a class (Add new classes).")
         c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(ig_figure(r.image, ig_heatmap(str(info.path), r.image, ckpt["class_ids"].index(best["class_id"])),
+        c1.plotly_chart(ig_figure(r.image, class_heatmap(str(info.path), r.image, best["class_id"]),
                                   title="Integrated Gradients (top-1)"), key=f"predict_ig_{k}")
         c1.caption(f"input {r.image.shape[1]}\u00d7{r.image.shape[0]} px; brighter = pixels that pushed the model "
                    "more towards its top-1 class")

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.data import datasets, workspaces
+from core.data import datasets, workspace_changes, workspaces
 from core.curation import importing as curation
 from core.data.images import load_image
-from pages._nav import ensure_router
-from pages._ui import pick_workspace
+from ui.widgets import pick_workspace
 
 COLUMNS = 8
 SPLIT_CHOICES = datasets.SPLITS + (workspaces.EXTRA,)
@@ -30,7 +29,6 @@ def act(fn, *args, **kwargs) -> None:
         st.session_state.added_flash = ("error", str(e))
 
 
-ensure_router()
 st.title("Added images")
 info = pick_workspace(key="added_ws")
 if info is None:
@@ -64,9 +62,9 @@ nav[0].button("\u2190 Previous", disabled=res.page <= 1, key="added_prev",
 nav[1].button("Next \u2192", disabled=res.page >= res.pages, key="added_next",
               on_click=lambda: st.session_state.update(added_page=res.page + 1))
 nav[2].markdown(f"Page **{res.page} / {res.pages}** \u00b7 {res.total:,} of {len(records):,} added images")
-undo_label = (workspaces.undo_list(info.name) or ["nothing"])[-1]
+undo_label = (workspace_changes.undo_list(info.name) or ["nothing"])[-1]
 nav[3].button(f"Undo: {undo_label}", key="added_undo", disabled=undo_label == "nothing",
-              on_click=act, args=(lambda: f"Undone: {workspaces.undo(info.name)}",))
+              on_click=act, args=(lambda: f"Undone: {workspace_changes.undo(info.name)}",))
 
 if not res.records:
     st.info("No added images in this selection.")
@@ -84,9 +82,10 @@ st.subheader(f"{len(chosen)} selected")
 c = st.columns([1, 1, 1, 2])
 target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target")
 c[1].button("Move", key="added_move", disabled=not chosen, on_click=act,
-            args=(lambda: f"Moved {workspaces.move_images(info.name, chosen, split=target)} image(s) to {target}.",))
+            args=(lambda: f"Moved {workspace_changes.move_images(info.name, chosen, split=target)} image(s) "
+                          f"to {target}.",))
 c[2].button("Delete", key="added_delete", disabled=not chosen, on_click=act,
-            args=(lambda: f"Moved {workspaces.delete_images(info.name, chosen)} image(s) to the trash "
+            args=(lambda: f"Moved {workspace_changes.delete_images(info.name, chosen)} image(s) to the trash "
                           "(Undo brings them back).",))
 
 st.subheader("Edit one image")

@@ -1,10 +1,6 @@
-"""Small Streamlit helpers shared by the pages: cached wrappers around core, pickers, run progress.
-
-Caching lives here, in the page layer, never in core.
-"""
+"""Widgets shared by the pages: dataset, workspace, model and novelty-method pickers, a clickable thumbnail grid, an
+Integrated Gradients figure, model stats and run progress."""
 from __future__ import annotations
-
-import os
 
 import plotly.express as px
 import plotly.graph_objects as go
@@ -13,17 +9,10 @@ import streamlit as st
 
 from core.analysis import explain, novelty
 from core.data import datasets, workspaces
-from core.learning import models, registry
-from core import runs
+from core.learning import registry
 from core.data.images import resize_to_input
 from core.base.progress import describe_seconds
 from core.analysis.curves import history_frames
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def cached_index(name: str, version: str) -> list[dict]:
-    """A dataset's index rows, cached per dataset version (a changed workspace gets a new version)."""
-    return datasets.read_index(datasets.get_dataset(name))
 
 
 def pick_dataset(label: str = "Dataset", key: str = "dataset",
@@ -125,6 +114,15 @@ def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo |
     return next(m for m in models if m.name == name)
 
 
+def pick_novelty_method(*, key: str) -> str:
+    """Choose how the novelty check scores images (the registered methods, the default first chosen)."""
+    names = novelty.list_methods()
+    return st.selectbox("Novelty method", names, index=names.index(novelty.DEFAULT_METHOD), key=key,
+                        help="How an image's novelty is scored; each threshold lets 95 % of the model's validation "
+                             "images through. " + "; ".join(f"**{m}**: {novelty.get_method(m).description}"
+                                                            for m in names))
+
+
 def show_model_stats(model: registry.ModelInfo) -> None:
     """Training stats and lineage of a model."""
     chain = registry.lineage(model.name)
@@ -158,35 +156,3 @@ def run_status(job: dict) -> None:
     st.progress(fraction, text=text)
     if status == "failed" and job.get("error"):
         st.error(job["error"])
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading model...")
-def _load_model(path: str, mtime: float):
-    ckpt = models.load_checkpoint(path)
-    return ckpt, models.model_from_checkpoint(ckpt)
-
-
-def load_model(path: str):
-    """(checkpoint, network) of a model file, cached per file version."""
-    return _load_model(path, os.path.getmtime(path))
-
-
-@st.cache_resource(max_entries=4, show_spinner="Calibrating the novelty check (once per model)...")
-def _novelty_detector(path: str, mtime: float):
-    ckpt, model = _load_model(path, mtime)
-    try:
-        return novelty.load_or_fit(path, model, ckpt), None
-    except ValueError as e:
-        return None, str(e)
-
-
-def novelty_detector(path: str):
-    """(detector or None, why not) for a model file, cached per file version."""
-    return _novelty_detector(path, os.path.getmtime(path))
-
-
-@st.cache_resource(ttl=10)
-def recover_runs() -> int:
-    """Runs whose process is gone (a previous app, a killed CLI training) become 'interrupted'; at most every
-    10 s, on any page's run. Runs of live processes, this app's or a CLI's, are left alone."""
-    return runs.recover_interrupted()

@@ -5,12 +5,12 @@ import streamlit as st
 
 from core.analysis import reports
 from core import runs
+from core.analysis.evaluate_run import EvaluateRun
 from core.data.datasets import SPLITS
-from pages._evaluate_views import show_comparison, show_report
-from pages._nav import ensure_router, rerun_page
-from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
+from ui.evaluate_views import show_comparison, show_report
+from ui.nav import rerun_page
+from ui.widgets import pick_dataset, pick_model, run_status, show_model_stats
 
-ensure_router()
 st.title("Evaluate models")
 
 with st.container(border=True):
@@ -35,8 +35,8 @@ with st.container(border=True):
                                             "all": "all classes (the model's unknown classes count as errors)"}.get)
         if st.button("Run evaluation", type="primary", key="eval_run", disabled=model is None or info is None):
             try:
-                job_id = runs.start("evaluate", runs.EvaluateRun(model=model.name, dataset=info.name, split=split,
-                                                                 classes=classes))
+                job_id = runs.start("evaluate", EvaluateRun(model=model.name, dataset=info.name, split=split,
+                                                            classes=classes))
                 st.session_state.eval_report = job_id
                 st.session_state.setdefault("_eval_watch", set()).add(job_id)  # announce it when it ends
                 st.success(f"Started {job_id} (up to 5 evaluations run at once; more wait in the queue).")

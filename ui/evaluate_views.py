@@ -1,5 +1,5 @@
 """Rendering of an evaluation report: metrics, per-class charts, confusion matrix, mistakes, comparison
-(explanations of one image: pages/_explain_views.py)."""
+(explanations of one image: ui/explain_views.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import reports
-from core.analysis.metrics import METRIC_HELP, METRIC_LABELS, METRIC_NAMES
-from pages._explain_views import explain_one, image_dialog
-from pages._ui import thumbnail_grid
+from core.analysis import metrics, reports
+from ui.explain_views import explain_one, image_dialog
+from ui.widgets import thumbnail_grid
 
 GRID = 8
 MAX_IMAGES = 48
@@ -36,14 +35,15 @@ def show_report(report: reports.Report) -> None:
     st.subheader("Per class")
     shown = reports.readable_per_class(table)  # the JSON keeps a finite cap; a person reads infinity
     st.dataframe(shown, hide_index=True, height=300,
-                 column_config={m: st.column_config.Column(METRIC_LABELS[m], help=METRIC_HELP.get(m))
-                                for m in METRIC_NAMES if m in shown})
-    metric = st.selectbox("Chart metric", METRIC_NAMES, index=METRIC_NAMES.index("f1"),
-                          format_func=lambda m: METRIC_LABELS[m], key="eval_metric")
+                 column_config={m: st.column_config.Column(metrics.get_metric(m).label, help=metrics.get_metric(m).help)
+                                for m in metrics.list_metrics() if m in shown})
+    metric = st.selectbox("Chart metric", metrics.list_metrics(), index=metrics.list_metrics().index("f1"),
+                          format_func=lambda m: metrics.get_metric(m).label, key="eval_metric")
     ordered = reports.worst_first(table, metric).assign(
         label=lambda d: d["class_id"].astype(str) + ": " + d["name"].str.slice(0, 24))
     fig = px.bar(ordered, x="label", y=metric, hover_data=["name", "support"], height=320)
-    fig.update_layout(margin=dict(t=10, b=10), yaxis_title=METRIC_LABELS[metric], xaxis_title="class (worst first)",
+    fig.update_layout(margin=dict(t=10, b=10), yaxis_title=metrics.get_metric(metric).label,
+                      xaxis_title="class (worst first)",
                       xaxis=dict(categoryorder="array", categoryarray=list(ordered["label"])))
     st.plotly_chart(fig, key="eval_metric_chart")
     show_confusion(report)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.data import datasets, workspaces
+from core.data import datasets, workspace_changes, workspaces
 from core.data.images import ImageError, load_image
-from pages._nav import ensure_router
-from pages._ui import pick_workspace
+from ui.widgets import pick_workspace
 
 
 
@@ -22,7 +21,6 @@ def change(fn, *args, done: str, **kwargs) -> None:
     st.rerun()
 
 
-ensure_router()
 st.title("Add new classes")
 info = pick_workspace(key="classes_ws")
 if info is None:
@@ -45,7 +43,7 @@ with st.form("add_class_form", clear_on_submit=True):
             st.error(str(e))
         else:
             text = " ".join(name.split())
-            change(workspaces.add_class, info.name, name, pictogram=image,
+            change(workspace_changes.add_class, info.name, name, pictogram=image,
                    done=f"Added class {max(info.classes) + 1}: {text}. Add its images on the Add new images page.")
 
 left, right = st.columns(2)
@@ -55,12 +53,13 @@ with left.form("rename_class_form"):
     cid = st.selectbox("Class", ids, key="classes_rename_id", format_func=lambda c: f"{c}: {info.classes[c]}")
     new = st.text_input("New name", key="classes_rename_name")
     if st.form_submit_button("Rename"):
-        change(workspaces.rename_class, info.name, cid, new, done=f"Class {cid} is now {' '.join(new.split())!r}.")
+        change(workspace_changes.rename_class, info.name, cid, new,
+               done=f"Class {cid} is now {' '.join(new.split())!r}.")
 with right.form("remove_class_form"):
     st.markdown("**Remove an empty class**")
     cid = st.selectbox("Class", ids, key="classes_remove_id", format_func=lambda c: f"{c}: {info.classes[c]}")
     if st.form_submit_button("Remove"):
-        change(workspaces.remove_class, info.name, cid, done=f"Removed class {cid}.")
+        change(workspace_changes.remove_class, info.name, cid, done=f"Removed class {cid}.")
 
 st.subheader(f"Classes of {info.name}")
 counts = {s: info.counts.get(s, {}) for s in datasets.SPLITS}

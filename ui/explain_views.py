@@ -6,9 +6,10 @@ import numpy as np
 import streamlit as st
 
 from core.analysis import explain, reports
-from core.learning import registry
 from core import runs
-from pages._ui import ig_figure, load_model, run_status
+from core.analysis.anchor_run import AnchorRun
+from ui.cache import report_explanation
+from ui.widgets import ig_figure, run_status
 
 
 @st.dialog("Image and explanation", width="large")
@@ -18,40 +19,36 @@ def image_dialog(report: reports.Report, index: int) -> None:
     st.markdown(f"**#{index}** `{pr.files[index]}`  \n**True** {t}: {report.class_name(t)}  \n"
                 f"**Predicted** {p}: {report.class_name(p)} with {pr.confidence[index]:.1%} confidence"
                 + ("" if t == p else "  \n:red[wrong]"))
-    model_path = str(registry.get_model(report.summary["model"]).path)
-    ckpt, _ = load_model(model_path)
-    image, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(p))
-    st.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_dialog_ig")
+    try:
+        shown = report_explanation(report, index)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    st.plotly_chart(ig_figure(shown.image, shown.ig.heatmap, title="Integrated Gradients (predicted class)"),
+                    key="eval_dialog_ig")
     st.caption("Brighter = pixels that pushed the model more towards its prediction. Anchors for this image: "
                "pick it under Misclassified images.")
 
 
-@st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
-def ig_heatmap(model_path: str, report_id: str, index: int, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image, IG heat map) of one report image, computed once per (model, report, image)."""
-    _, model = load_model(model_path)
-    (image,) = reports.report_images(reports.load_report(report_id), [index])
-    return image, explain.integrated_gradients(model, image, target=target).heatmap
-
-
 def explain_one(report: reports.Report, index: int) -> None:
     (image,) = reports.report_images(report, [index])
-    model_path = str(registry.get_model(report.summary["model"]).path)
-    ckpt, _ = load_model(model_path)
     pred = int(report.predictions.y_pred[index])
     c1, c2 = st.columns([2, 1])
     key = (report.id, index)
     if c1.button("Explain with Integrated Gradients", key="eval_ig_run"):
         st.session_state.setdefault("eval_ig", set()).add(key)
     if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
-        _, heat = ig_heatmap(model_path, report.id, index, ckpt["class_ids"].index(pred))
-        c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
+        try:
+            heat = report_explanation(report, index).ig.heatmap
+            c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
+        except ValueError as e:
+            c1.error(str(e))
     else:
         c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
     threshold = c2.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
     if c2.button("Run Anchors", key="eval_anchor_run"):
         st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
-            "anchor", runs.AnchorRun(report=report.id, index=index, threshold=threshold))
+            "anchor", AnchorRun(report=report.id, index=index, threshold=threshold))
     job_id = st.session_state.get(f"anchor-{report.id}-{index}")
     if job_id:
         with c2:

@@ -8,8 +8,8 @@ from core.data import augment, uploads, workspaces
 from core.learning import registry
 from core.curation import importing as curation
 from core import runs
-from pages._nav import ensure_router
-from pages._ui import pick_workspace, run_status, show_errors
+from core.curation.import_run import ImportRun, stage_uploads
+from ui.widgets import pick_workspace, run_status, show_errors
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "bmp", "webp", "gif", "tif", "tiff", "zip"]
 PREVIEW_UPLOADS = 8
@@ -20,7 +20,6 @@ def read_uploads(files: tuple[tuple[str, bytes], ...]) -> list[uploads.Upload]:
     return [u for name, data in files for u in uploads.read_bytes(name, data)]
 
 
-ensure_router()
 st.title("Add new images")
 info = pick_workspace(key="add_ws")
 if info is None:
@@ -35,8 +34,10 @@ class_id = c1.selectbox("Class", options, key="add_class", index=len(options) - 
 files = c2.file_uploader("Images or a zip of images", type=UPLOAD_TYPES, accept_multiple_files=True,
                          key="add_files", help="Any size; CMYK, 16-bit, alpha and greyscale are converted.")
 c1, c2, c3 = st.columns([3, 1, 1])
-groups = c1.multiselect("Augmentation groups (combined, in a random order per variant)", augment.GROUPS,
-                        key="add_groups", format_func=lambda g: augment.GROUP_LABELS[g])
+groups = c1.multiselect("Augmentation groups (combined, in a random order per variant)", augment.list_groups(),
+                        key="add_groups", format_func=lambda g: augment.get_group(g).label,
+                        help="; ".join(f"{augment.get_group(g).label}: {augment.get_group(g).description}"
+                                       for g in augment.list_groups()))
 n_variants = c2.number_input("Variants per image", 0, curation.MAX_VARIANTS, 0, key="add_variants",
                              help="Each upload is kept as it is, plus this many augmented copies.")
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="add_seed")
@@ -78,11 +79,9 @@ if len(good) > PREVIEW_UPLOADS:
 if st.button(f"Add {len(good) * (1 + settings.variants)} image(s) to {info.name}", type="primary",
              key="add_go", disabled=not good):
     try:
-        paths = runs.stage_uploads([(f.name, f.getvalue()) for f in files])
-        st.session_state.add_run = runs.start("import", runs.ImportRun(
-            dataset=info.name, class_id=class_id, paths=tuple(paths), groups=settings.groups,
-            variants=settings.variants, to=to, val_ratio=val_ratio, model=model, seed=int(seed), on_leak=on_leak,
-            staged=True))
+        paths = stage_uploads([(f.name, f.getvalue()) for f in files])
+        st.session_state.add_run = runs.start("import", ImportRun(settings, paths=tuple(paths), model=model,
+                                                                  staged=True))
     except ValueError as e:
         st.error(str(e))
 

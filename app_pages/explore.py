@@ -7,14 +7,15 @@ import streamlit as st
 
 from core.data import browse
 from core import runs
+from core.analysis.issues_run import IssuesRun, latest_issues, load_issues
 from core.data.datasets import SPLITS
-from pages._nav import ensure_router, rerun_page
-from pages._ui import cached_index, pick_dataset, pick_model, run_status, thumbnail_grid
+from ui.nav import rerun_page
+from ui.cache import cached_index
+from ui.widgets import pick_dataset, pick_model, run_status, thumbnail_grid
 
 COLUMNS = 8
 ISSUE_COLUMNS = 6
 
-ensure_router()
 st.title("Explore dataset")
 info = pick_dataset()
 if info is None:
@@ -121,12 +122,12 @@ with tab_issues:
         st.stop()
     running = [r for r in runs.list_runs("issues", statuses=runs.ACTIVE)
                if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}]
-    latest = runs.latest_issues(model.name, info.name, issue_split)
+    latest = latest_issues(model.name, info.name, issue_split)
     if running:
         issues_progress(running[0]["id"])
     elif st.button("Find data issues" if latest is None else "Look again", key="issues_go"):
         try:
-            runs.start("issues", runs.IssuesRun(model=model.name, dataset=info.name, split=issue_split))
+            runs.start("issues", IssuesRun(model=model.name, dataset=info.name, split=issue_split))
             st.rerun()
         except ValueError as e:
             st.error(str(e))
@@ -135,7 +136,7 @@ with tab_issues:
     if failed and (latest is None or failed["created"] > latest["created"]):
         st.error(failed["error"])
     try:
-        found = runs.load_issues(latest["id"]) if latest is not None else None
+        found = load_issues(latest["id"]) if latest is not None else None
     except ValueError as e:
         st.error(f"{e}. Look again to find them anew.")
         found = None

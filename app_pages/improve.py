@@ -8,17 +8,16 @@ import streamlit as st
 
 from core.learning import registry, training
 from core import runs
+from core.learning.train_run import TrainRun, saved_epochs
 from core.analysis.curves import live_frames
 from core.learning.distributed import PRECISIONS
 from core.learning.models import ARCHITECTURES
-from pages._nav import ensure_router
-from pages._ui import pick_dataset, pick_model, run_status, show_model_stats
+from ui.widgets import pick_dataset, pick_model, run_status, show_model_stats
 
 DEFAULTS = training.TrainConfig()
 HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}
 
 
-ensure_router()
 st.title("Improve model")
 left, right = st.columns([1, 1])
 with left:
@@ -75,8 +74,8 @@ with right:
                                    distill_weight=float(distill), outlier_weight=float(outlier),
                                    precision=precision)
         try:
-            job_id = runs.start("train", runs.TrainRun(cfg, dataset=info.name, name=name,
-                                                       base=base.name if base else None))
+            job_id = runs.start("train", TrainRun(cfg, dataset=info.name, name=name,
+                                                  base=base.name if base else None))
             st.session_state.improve_job = job_id
             st.success(f"Started training run {job_id}.")
         except ValueError as e:
@@ -114,7 +113,7 @@ def training_jobs() -> None:
                 else:
                     st.caption("Running in another process (a command line?): stop it there, with Ctrl-C.")
             if runs.resumable(job):
-                done = runs.saved_epochs(job["id"])
+                done = saved_epochs(job["id"])
                 if st.button(f"Resume after epoch {done}", key=f"resume-{job['id']}",
                              help="Go on after the last finished epoch, with the same settings and random streams: "
                                   "the result is the one an uninterrupted run would have given."):

@@ -1,0 +1,74 @@
+"""The ``issues`` run kind: data issues of a dataset split as a model sees it (mislabelled, leakage, outliers),
+kept in the run folder; :func:`latest_issues` finds the newest for the dataset's current version."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from core import runs
+from core.analysis import data_issues, novelty
+from core.base.files import atomic_write_json
+from core.base.progress import sub_range
+from core.data import datasets
+from core.learning import registry
+from core.learning.models import load_checkpoint, model_from_checkpoint
+
+#: Where an issues run keeps its ranked lists (they name files, so they belong to that dataset version).
+ISSUES_FILE = "issues.json"
+
+
+@dataclass(frozen=True)
+class IssuesRun:
+    """Data issues of a dataset split as the model sees it (mislabelled, leakage, outliers), kept in the run folder."""
+    model: str
+    dataset: str
+    split: str = "train"
+
+    def check(self) -> dict:
+        info = datasets.require_split(self.dataset, self.split)
+        return {"model": registry.model_input(self.model), "dataset": datasets.dataset_input(info),
+                "issues_version": data_issues.issues_version()}
+
+    def title(self) -> str:
+        return f"data issues of {self.dataset}/{self.split} ({self.model})"
+
+
+def run_issues(ctx: runs.RunContext, cfg: IssuesRun) -> dict:
+    path = registry.model_path(cfg.model)
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    ctx.progress(0.02, "calibrating the novelty check")
+    try:
+        detector = novelty.load_or_fit(path, model, ckpt, should_stop=ctx.should_stop)
+    except ValueError:  # the model's training data is gone: no outlier ranking, the other lists still come
+        detector = None
+    found = data_issues.find_issues(model, ckpt, datasets.get_dataset(cfg.dataset), split=cfg.split,
+                                    detector=detector, progress=sub_range(ctx.progress, 0.1, 0.98),
+                                    should_stop=ctx.should_stop)
+    atomic_write_json(runs.run_dir(ctx.run_id) / ISSUES_FILE, asdict(found))
+    return {"file": ISSUES_FILE, **{k: len(v) for k, v in asdict(found).items()}}
+
+
+def latest_issues(model: str, dataset: str, split: str) -> dict | None:
+    """The newest finished issues run for this model, dataset split, the dataset's current version and today's
+    finders and novelty method set (:func:`core.analysis.data_issues.issues_version`; a run from before runs
+    recorded it has :data:`core.analysis.data_issues.UNSTAMPED_VERSION`)."""
+    version, methods = datasets.get_dataset(dataset).fingerprint, data_issues.issues_version()
+    for rec in runs.list_runs("issues", statuses=("done",)):
+        if rec["config"] == {"model": model, "dataset": dataset, "split": split} \
+                and rec["inputs"]["dataset"]["version"] == version \
+                and rec["inputs"].get("issues_version", data_issues.UNSTAMPED_VERSION) == methods:
+            return rec
+    return None
+
+
+def load_issues(run_id: str) -> data_issues.DataIssues:
+    """The ranked lists an issues run found."""
+    try:
+        text = (runs.run_dir(run_id) / ISSUES_FILE).read_text(encoding="utf-8")
+        return data_issues.DataIssues(**json.loads(text))
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"run {run_id} has no readable data issues ({e})") from None
+
+
+runs.register_kind("issues", IssuesRun, run_issues, limit=2)

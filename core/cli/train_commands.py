@@ -1,0 +1,118 @@
+"""``python -m core train``: a training is a run, in this process (listed by ``runs list``, resumable with
+``--resume-run`` after a crash); under torchrun the other ranks train alongside and write nothing.
+
+The flags are generated from the fields of :class:`core.learning.training.TrainConfig`, so every setting is
+reachable here with the same default and help.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import textwrap
+
+from core import runs
+from core.base.progress import is_batch_point
+from core.data import datasets
+from core.learning import distributed, models, registry, training
+from core.learning.train_run import TrainRun
+
+
+def _train(args: argparse.Namespace) -> int:
+    def progress(frac: float, msg: str = "", entry: dict | None = None) -> None:
+        if is_batch_point(entry):
+            entry = None  # live curve points are for the app; the terminal gets the epoch lines
+        if entry is not None or not args.quiet:
+            print(f"[{frac:6.1%}] {msg}" + (f"  {json.dumps(entry)}" if entry else ""), file=sys.stderr, flush=True)
+
+    place = distributed.init(args.device)  # joins the job when started by torchrun; alone otherwise
+    try:
+        if place.active and args.resume_run:
+            raise ValueError("--resume-run continues a run in one process; start it without torchrun")
+        if not place.main:
+            return _train_worker(args)
+        return _train_main(args, progress)
+    finally:
+        distributed.shutdown()
+
+
+def _train_config(args: argparse.Namespace) -> TrainRun:
+    if not args.dataset:
+        raise ValueError("give --dataset NAME (or --resume-run RUN_ID to continue an interrupted training)")
+    cfg = training.TrainConfig.from_json({f.name: getattr(args, f.name)
+                                          for f in dataclasses.fields(training.TrainConfig)})
+    return TrainRun(cfg, dataset=args.dataset, name=args.name, base=args.base, out=args.out)
+
+
+def _train_worker(args: argparse.Namespace) -> int:
+    """A torchrun rank other than 0: the same checks and training, nothing written (rank 0 keeps the records)."""
+    run = _train_config(args)
+    run.check()
+    parent = models.load_checkpoint(registry.model_path(run.base)) if run.base else None
+    teachers = [models.load_checkpoint(registry.model_path(t)) for t in run.train.teachers]
+    training.train(run.train, datasets.get_dataset(run.dataset), parent=parent, teachers=teachers,
+                   parent_name=registry.model_label(run.base) if run.base else None)
+    return 0
+
+
+def _train_main(args: argparse.Namespace, progress) -> int:
+    if args.resume_run:
+        if args.dataset or args.base or args.out:
+            raise ValueError("--resume-run continues a run with its own settings; give no --dataset, --base or --out")
+        runs.recover_interrupted()
+        run_id = runs.resume(args.resume_run, foreground=True, echo=progress)
+    else:
+        run_id = runs.start("train", _train_config(args), foreground=True, echo=progress)
+    rec = runs.get(run_id)
+    if rec["status"] != "done":
+        raise ValueError(f"training run {run_id} {rec['status']}: {rec.get('error') or rec.get('message')}")
+    r, out = rec["result"], rec["config"].get("out")
+    print(json.dumps({"run": run_id, "saved": out or str(registry.get_model(r["model"]).path),
+                      **{k: v for k, v in r.items() if k != "model"}}))
+    return 0
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> None:
+    """One flag per field of a config dataclass: name, type, default, choices and help from the field."""
+    for f in dataclasses.fields(config_type):
+        meta = f.metadata
+        flags = [meta.get("flag", "--" + f.name.replace("_", "-"))]
+        if "--" + f.name.replace("_", "-") not in flags:
+            flags.append("--" + f.name.replace("_", "-"))
+        kw = {"dest": f.name, "help": f"{meta.get('help', '')} (default: %(default)s)"}
+        if f.type == "bool":
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default, **kw)
+        elif f.type.startswith("tuple"):
+            parser.add_argument(*flags, action="append", default=[], metavar=meta.get("metavar"),
+                                **{**kw, "help": meta.get("help", "")})
+        else:
+            py_type = {"int": int, "float": float, "str": str, "int | None": int}[f.type]
+            parser.add_argument(*flags, type=py_type, default=f.default, choices=meta.get("choices"), **kw)
+
+
+def add_commands(sub) -> None:
+    modes = "\n".join(textwrap.fill(text, 110, initial_indent=f"  {mode:17s}", subsequent_indent=" " * 19)
+                      for mode, text in training.MODE_DESCRIPTIONS.items())
+    t = sub.add_parser("train", help=f"train a model ({', '.join(training.MODES)})",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=f"""\
+Modes:
+{modes}
+
+Any mode can also distil from --teacher models (repeat it for a committee): the model learns the committee's
+temperature-softened probabilities besides the labels (--distill-weight, --distill-temperature).
+
+Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md):
+  python -m core train --dataset GTSRB --mode scratch --arch bn_stn --epochs 35 --out my_model.pt
+  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \\
+      --augment-p 0.1 --name my-incremental48
+""")
+    t.add_argument("--dataset", help="dataset or workspace to train on")
+    t.add_argument("--resume-run", metavar="RUN_ID", help="continue an interrupted training run after its last "
+                   "finished epoch (its own settings; see `runs list`)")
+    t.add_argument("--base", help="base model: registry name or checkpoint path (all modes but scratch)")
+    add_config_flags(t, training.TrainConfig)
+    t.add_argument("--name", default="model", help="registry name for the new model")
+    t.add_argument("--out", help="write the checkpoint to this path instead of registering it")
+    t.add_argument("--quiet", action="store_true", help="print only per-epoch lines")
+    t.set_defaults(func=_train)

@@ -1,0 +1,212 @@
+"""One epoch of training, the torchvision-reference way: the batch feeder (augmenting and preprocessing in a
+background thread, each rank its shard), :func:`train_one_epoch` (mixed precision, the distillation and outlier
+exposure terms, the gradient mask of incremental phase 1), :func:`evaluate_accuracy`, and which parts of the
+network a phase trains.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.data.images import normalise, resize_batch
+from core.learning import distributed
+from core.learning.distributed import Place
+from core.learning.inference import predict_proba
+from core.learning.models import Committee, TrafficSignNet, model_from_checkpoint
+from core.learning.outliers import synthesize
+from core.learning.training_config import Phase
+
+
+def rank_batch(batch_size: int, place: Place) -> int:
+    """Images a batch on one rank: the global batch shared out over the ranks."""
+    return max(1, batch_size // place.world)
+
+
+def steps_per_epoch(n_images: int, batch_size: int, place: Place) -> int:
+    """Optimizer steps one epoch makes on each rank (as many on all; see :func:`distributed.shard`)."""
+    return math.ceil(math.ceil(n_images / place.world) / rank_batch(batch_size, place))
+
+
+class BatchFeeder:
+    """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, *, batch_size: int, rng: np.random.Generator,
+                 pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu")):
+        # Every rank draws the same permutation (same seed) and takes its shard of it, with its share of the batch.
+        self.order = distributed.shard(rng.permutation(len(targets)), place)
+        self.images, self.targets, self.pipeline, self.device = images, targets, pipeline, device
+        self.bs = rank_batch(batch_size, place)
+        self.q: queue.Queue = queue.Queue(maxsize=6)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, daemon=True)
+        self.thread.start()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.bs)
+
+    def _produce(self) -> None:
+        try:
+            for s in range(0, len(self.order), self.bs):
+                if self.stop.is_set():
+                    return
+                idx = self.order[s:s + self.bs]
+                imgs = self.images[idx]
+                if self.pipeline is not None:
+                    imgs = np.stack([self.pipeline(image=im)["image"] for im in imgs])
+                # Pixels only here: tensor work in this thread would start a second team of torch threads
+                # competing with the training's for the cores; the consumer turns them into the input.
+                self.q.put((resize_batch(imgs), torch.from_numpy(self.targets[idx])))
+            self.q.put(None)
+        except BaseException as e:  # surface worker errors in the training thread
+            self.q.put(e)
+
+    def __iter__(self):
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            item = (normalise(item[0]), item[1])  # channels-last float input, as the model is
+            if self.device.type != "cpu":
+                item = tuple(t.to(self.device, non_blocking=True) for t in item)
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                self.thread.join(timeout=0.05)
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """A frozen teacher (the teachers' committee, or the parent for LwF) whose softened probabilities the model
+    learns besides the labels, with the term's weight and temperature."""
+
+    teacher: torch.nn.Module
+    weight: float
+    temperature: float
+
+    def loss(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = self.teacher(x).float()
+        k, temp = t_logits.shape[1], self.temperature  # a teacher may know only the first k classes
+        return self.weight * temp * temp * F.kl_div(
+            F.log_softmax(logits[:, :k] / temp, dim=1), F.softmax(t_logits / temp, dim=1), reduction="batchmean")
+
+
+@dataclass(frozen=True)
+class OutlierExposure:
+    """Synthetic outliers (:mod:`core.learning.outliers`) added to every batch, with a loss weight: the model learns
+    near-uniform probabilities on them (Hendrycks et al. 2019), the images' own loss is unchanged."""
+
+    weight: float
+    share: float
+    generator: torch.Generator
+
+    def outliers(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return synthesize(x, y, n=round(self.share * len(x)), generator=self.generator)
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """KL divergence from the uniform distribution to the outliers' predictions (0 when uniform)."""
+        if not len(logits):
+            return logits.sum()
+        return self.weight * (-F.log_softmax(logits, dim=1).mean(1) - math.log(logits.shape[1])).mean()
+
+
+def train_one_epoch(model: TrafficSignNet, feeder: BatchFeeder, *, optimizer, scheduler, label_smoothing: float,
+                    grad_mask: torch.Tensor | None = None, distill: Distillation | None = None,
+                    outliers: OutlierExposure | None = None,
+                    on_batch: Callable[[int, int, float, float], None] | None = None,
+                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    bf16: bool = False) -> tuple[float, float]:
+    """One pass over ``feeder``; returns (mean loss, train accuracy).
+
+    ``bf16``: the forward pass runs under bfloat16 autocast (mixed precision); weights, gradients, optimizer
+    state and the loss stay float32.
+
+    ``on_batch(i, n, loss, acc)`` is called after batch ``i`` of ``n`` with that batch's loss and accuracy.
+    ``forward`` is the model as wrapped for distributed training (its gradients are averaged over the ranks).
+    ``outliers``: synthetic outliers join each batch's forward pass (one pass: batch norm sees both) and add
+    their term to the loss; the reported loss includes it, the accuracy counts the batch's own images only.
+    """
+    total_loss, correct, seen = 0.0, 0, 0
+    for i, (x, y) in enumerate(feeder):
+        x_out = outliers.outliers(x, y) if outliers is not None else x[:0]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            all_logits = (forward or model)(torch.cat([x, x_out]) if len(x_out) else x).float()
+            logits = all_logits[:len(x)]
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if outliers is not None:
+                loss = loss + outliers.loss(all_logits[len(x):])
+            if distill is not None and distill.weight > 0:
+                loss = loss + distill.loss(x, logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_mask is not None:
+            model.classifier.weight.grad.mul_(grad_mask[:, None])
+            model.classifier.bias.grad.mul_(grad_mask)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += float(loss.detach()) * len(y)
+        batch_correct = int((logits.argmax(1) == y).sum())
+        correct += batch_correct
+        seen += len(y)
+        if on_batch is not None:
+            on_batch(i + 1, len(feeder), float(loss.detach()), batch_correct / max(len(y), 1))
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate_accuracy(model: TrafficSignNet, images: np.ndarray, targets: np.ndarray) -> float:
+    if len(targets) == 0:
+        return float("nan")
+    proba = predict_proba(model, images)
+    return float((proba.argmax(1) == targets).mean())
+
+
+def set_trainable(model: TrafficSignNet, phase: Phase) -> None:
+    for p in list(model.stn.parameters()) + list(model.features.parameters()):
+        p.requires_grad_(phase.train_features)
+    for p in model.head.parameters():
+        p.requires_grad_(phase.train_head)
+    for p in model.classifier.parameters():
+        p.requires_grad_(True)
+
+
+def train_mode(model: TrafficSignNet, phase: Phase) -> None:
+    """Frozen parts stay in eval mode so batch-norm statistics and dropout do not change them."""
+    model.train()
+    if not phase.train_features:
+        model.stn.eval()
+        model.features.eval()
+    if not phase.train_head:
+        model.head.eval()
+
+
+def build_committee(teachers: list[dict], names: tuple[str, ...], class_ids: list[int]) -> Committee:
+    """Frozen, eval-mode committee of the teacher checkpoints; each must predict the model's first classes."""
+    members = []
+    for ckpt, name in zip(teachers, names):
+        t_ids = [int(c) for c in ckpt["class_ids"]]
+        if t_ids != class_ids[:len(t_ids)]:
+            extra = sorted(set(t_ids) - set(class_ids))
+            raise ValueError(f"teacher {name!r} predicts {len(t_ids)} classes, the model {len(class_ids)}: a teacher "
+                             "must share the model's class ids (all, or its first ones, in the same order)"
+                             + (f"; classes the model does not have: {extra[:10]}" if extra else ""))
+        with torch.random.fork_rng():  # building the teachers must not shift the student's random stream
+            members.append(model_from_checkpoint(ckpt))
+    committee = Committee(members).eval().to(memory_format=torch.channels_last)
+    for p in committee.parameters():
+        p.requires_grad_(False)
+    return committee

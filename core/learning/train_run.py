@@ -1,0 +1,133 @@
+"""The ``train`` run kind: train a model and register it (never a partial one), resumable after every epoch.
+
+A training run saves its resumable state (:data:`RESUME_FILE`, a plain dict of tensors, loaded with
+``weights_only=True``) in its run folder after every epoch; :func:`core.runs.resume` continues an interrupted one
+from there through the hooks registered below, and the state is removed once the model is saved.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core import runs
+from core.base.files import atomic_write_bytes, atomic_write_json
+from core.data import datasets
+from core.learning import registry, training
+from core.learning.models import load_checkpoint, save_checkpoint
+
+#: A training run's resumable state in its run folder (replaced after every epoch; removed once the model is saved).
+RESUME_FILE = "resume.pt"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Train a model and register it under ``name`` (never a partial one), or write it to ``out``."""
+    train: training.TrainConfig
+    dataset: str
+    name: str
+    #: registry name or checkpoint path
+    base: str | None = None
+    #: a checkpoint path to write instead of registering the model (the CLI's ``--out``)
+    out: str | None = None
+
+    def check(self) -> dict:
+        self.train.validate()
+        if self.out is None:
+            registry.check_name(self.name)
+            if any(m.name == self.name for m in registry.list_models()):
+                raise ValueError(f"a model named {self.name!r} exists already; choose another name")
+        elif not Path(self.out).parent.is_dir():
+            raise ValueError(f"--out {self.out}: folder {Path(self.out).parent} does not exist")
+        if self.train.mode != "scratch" and not self.base:
+            raise ValueError(f"mode {self.train.mode!r} needs a base model")
+        info = datasets.get_dataset(self.dataset)
+        if info.split_size("train") == 0:
+            raise ValueError(f"dataset {self.dataset} has no training images")
+        return {"dataset": datasets.dataset_input(info),
+                "base": registry.model_input(self.base) if self.base else None,
+                "teachers": [registry.model_input(t) for t in self.train.teachers]}
+
+    def title(self) -> str:
+        return f"train {self.name if self.out is None else self.out} ({self.train.mode}) on {self.dataset}"
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainRun":
+        if not isinstance(data.get("train"), dict):
+            raise ValueError("a train config needs its training settings under 'train'")
+        return runs.config_from_fields(cls, data, kind="train", train=training.TrainConfig.from_json(data["train"]))
+
+
+def run_train(ctx: runs.RunContext, cfg: TrainRun) -> dict:
+    info = datasets.get_dataset(cfg.dataset)
+    parent = load_checkpoint(registry.model_path(cfg.base)) if cfg.base else None
+    teachers = [load_checkpoint(registry.model_path(t)) for t in cfg.train.teachers]
+    state_file = runs.run_dir(ctx.run_id) / RESUME_FILE
+    result = training.train(cfg.train, info, parent=parent,
+                            parent_name=registry.model_label(cfg.base) if cfg.base else None,
+                            teachers=teachers, progress=ctx.progress, should_stop=ctx.should_stop,
+                            resume=load_training_state(state_file) if ctx.resuming else None,
+                            on_epoch=lambda state: save_training_state(state_file, state))
+    ctx.check()  # a cancel that arrived during the last validation pass still wins
+    if cfg.out:
+        where = str(save_checkpoint(result.checkpoint, Path(cfg.out)))
+    else:
+        where = registry.register(cfg.name, result.checkpoint).name
+    state_file.unlink(missing_ok=True)  # the model is safe now; the state has served its purpose
+    return {"model": where, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
+            **result.checkpoint["metrics"]}
+
+
+def save_training_state(path: Path, state: dict) -> None:
+    """Write a resumable training state atomically (a crash mid-write leaves the previous epoch's), and a small
+    summary beside it for pages (``resume.json``: the epochs it holds)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_json(path.with_suffix(".json"), {"epochs_done": int(state["epochs_done"]),
+                                                  "total_epochs": int(state["config"]["epochs"])})
+
+
+def saved_epochs(run_id: str) -> int:
+    """Epochs a stopped training's resumable state holds (0 when it has none)."""
+    try:
+        summary = (runs.run_dir(run_id) / RESUME_FILE).with_suffix(".json").read_text()
+        return int(json.loads(summary)["epochs_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def load_training_state(path: Path) -> dict:
+    """Read a resumable state with ``weights_only=True``; ValueError if it is missing or unreadable."""
+    if not path.is_file():
+        raise ValueError("no epoch finished before the run stopped, so there is nothing to resume; start it again")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or foreign files
+        raise ValueError(f"{path}: not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _has_state(rec: dict) -> bool:
+    return (runs.run_dir(rec["id"]) / RESUME_FILE).is_file()
+
+
+def _resume_point(rec: dict, cfg: TrainRun, inputs: dict) -> runs.ResumePoint:
+    """Where a stopped training picks up: after the last epoch its state holds, if its inputs are unchanged."""
+    changed = [k for k in ("base", "teachers") if inputs.get(k) != rec["inputs"].get(k)]
+    if changed:
+        raise ValueError(f"the {' and '.join(changed)} model file(s) changed since this training started; start a "
+                         "new training instead")
+    state = load_training_state(runs.run_dir(rec["id"]) / RESUME_FILE)
+    training.check_resume_state(state, cfg.train, datasets.get_dataset(cfg.dataset))
+    done = int(state["epochs_done"])
+    return runs.ResumePoint(progress=done / cfg.train.epochs, message=f"resuming after epoch {done}",
+                            history=state["history"],
+                            curve=[p for p in runs.curve_points(rec["id"]) if p["epoch"] <= done])
+
+
+runs.register_kind("train", TrainRun, run_train, from_json=TrainRun.from_json,
+                   resume=runs.Resume("training", _has_state, _resume_point,
+                                      hint="resume it from its last finished epoch"))

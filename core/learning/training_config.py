@@ -1,0 +1,182 @@
+"""Every training setting, defined once (:class:`TrainConfig`: the CLI's ``train`` flags and the Improve page's
+defaults come from its fields and help texts), the phases a config implies (:func:`plan_phases`), and the check
+that a saved resumable state belongs to a config (:func:`check_resume_state`).
+
+The training itself is :mod:`core.learning.training`; the pieces of one epoch, :mod:`core.learning.epoch`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from core.data import augment
+from core.data.datasets import DatasetInfo
+from core.learning import distributed
+from core.learning.distributed import DEVICES, PRECISIONS
+from core.learning.models import ARCHITECTURES
+
+#: Training modes and what each does, in the order the Improve page offers them (adding classes first).
+MODE_DESCRIPTIONS = {
+    "incremental": "expand the base model's classifier with the dataset's new classes; train only the new rows "
+                   "for new_class_epochs on new-class images plus a replay buffer (peak rate new_class_lr, small "
+                   "batches), then fine-tune all layers on all classes. Recommended for adding classes.",
+    "transfer_freeze": "freeze the base model's feature layers and retrain the fully connected head (a new "
+                       "classifier if the dataset's classes differ).",
+    "resume": "continue training every layer of the base model on the same classes.",
+    "scratch": "train a new model from random weights on the dataset's classes.",
+}
+MODES = tuple(MODE_DESCRIPTIONS)
+#: Version and keys of the resumable state :func:`train` hands to ``on_epoch`` after every epoch.
+RESUME_FORMAT = 1
+RESUME_KEYS = ("format", "phase", "phase_epochs", "epochs_done", "model", "optimizer", "lr_scheduler", "history",
+               "best_score", "best_epoch", "best_weights", "rng", "config", "dataset_fingerprint", "class_ids")
+#: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
+PHASE1_MIN_STEPS = 40
+
+
+def _opt(default, help: str, **cli):
+    """A config field with its help text (and CLI hints: ``flag``, ``choices``, ``metavar``) in its metadata."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, defined once: the CLI's ``train`` flags and the Improve page's defaults come from
+    these fields and their help texts."""
+
+    mode: str = _opt("scratch", "training mode", choices=MODES)
+    architecture: str = _opt("published", "architecture of a new model (scratch mode); other modes keep the "
+                             "base model's", choices=ARCHITECTURES, flag="--arch")
+    epochs: int = _opt(10, "epochs in all (incremental: phase-1 epochs included)")
+    lr: float = _opt(2e-3, "peak learning rate of the one-cycle schedule")
+    batch_size: int = _opt(128, "images per batch")
+    weight_decay: float = _opt(5e-4, "AdamW weight decay (incremental phase 1 uses none)")
+    augment: bool = _opt(True, "in-model augmentation: the seven transform groups drawn anew every epoch")
+    augment_p: float = _opt(0.25, "probability of each augmentation group")
+    label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy loss")
+    seed: int = _opt(0, "seed of every random choice (weights, order, augmentation, replay)")
+    new_class_epochs: int = _opt(1, "incremental: epochs of phase 1, where only the new classifier rows train")
+    replay_per_class: int = _opt(20, "incremental: old-class images per class replayed in phase 1 (0 = none)")
+    new_class_lr: float = _opt(1e-2, "incremental: peak learning rate of phase 1")
+    lwf_weight: float = _opt(0.0, "incremental: weight of the Learning-without-Forgetting term against the "
+                             "parent model in phase 2 (0 = off)")
+    lwf_temperature: float = _opt(2.0, "incremental: temperature of the Learning-without-Forgetting term")
+    teachers: tuple[str, ...] = _opt((), "distil from this model (repeat for a committee): registry name or "
+                                     "checkpoint path", flag="--teacher", metavar="MODEL")
+    distill_weight: float = _opt(1.0, "weight of the distillation term against the teachers' committee")
+    distill_temperature: float = _opt(2.0, "softening temperature of the teachers' probabilities")
+    outlier_weight: float = _opt(0.0, "outlier exposure: weight of the term that teaches near-uniform "
+                                 "probabilities on synthetic outliers made from each batch (a known frame around "
+                                 "a turned pictogram, swapped colours, shuffled tiles, two classes' halves); "
+                                 "sharpens novelty scores (0 = off)")
+    outlier_share: float = _opt(0.5, "outlier exposure: synthetic outliers per batch, as a share of the batch")
+    max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
+    device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
+                       choices=DEVICES)
+    precision: str = _opt("auto", "arithmetic: bf16 = mixed precision (convolutions and matrix products in "
+                          "bfloat16, weights and losses in float32; about 2x faster on a CPU with AMX or AVX-512 "
+                          "BF16), fp32, or auto (bf16 where the hardware has it, else fp32)", choices=PRECISIONS)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"learning rate must lie in (0, 1), got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; valid devices: {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if not 0 < self.new_class_lr < 1:
+            raise ValueError(f"new_class_lr must lie in (0, 1), got {self.new_class_lr}")
+        if self.distill_weight < 0 or self.lwf_weight < 0:
+            raise ValueError("distillation weights must not be negative")
+        if self.distill_temperature <= 0 or self.lwf_temperature <= 0:
+            raise ValueError("distillation temperatures must be positive")
+        if self.outlier_weight < 0 or not 0 < self.outlier_share <= 2:
+            raise ValueError(f"outlier_weight must not be negative and outlier_share must lie in (0, 2], got "
+                             f"{self.outlier_weight} and {self.outlier_share}")
+        if self.teachers and self.lwf_weight > 0:
+            raise ValueError("use either teachers (distillation from other models) or lwf_weight (from the parent), "
+                             "not both")
+        if self.mode == "incremental" and self.new_class_epochs >= self.epochs + 1:
+            raise ValueError("new_class_epochs must not exceed epochs")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        """From ``asdict`` output (as kept in run records and checkpoints); unknown fields are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
+        return cls(**{**data, "teachers": tuple(data.get("teachers", ()))})
+
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of training, planned before any epoch runs (:func:`plan_phases`)."""
+
+    name: str                 # "new_rows" (incremental phase 1), "head" (transfer_freeze) or "all"
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    warmup: float             # share of the one-cycle schedule spent rising to ``lr``
+    train_features: bool      # spatial transformer and conv layers
+    train_head: bool          # the fully connected layers before the classifier
+    new_rows_only: bool       # only the classifier rows of new classes move (gradient mask); data: new + replay
+    distil: bool              # the distillation term (teachers or LwF) applies
+    competes_for_best: bool   # its epochs may become the kept checkpoint
+
+
+def plan_phases(cfg: TrainConfig, *, phase1_images: int = 0) -> list[Phase]:
+    """The phases of a run of ``cfg``; ``phase1_images``: images incremental phase 1 sees (new classes + replay)."""
+    common = dict(lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, warmup=0.15,
+                  new_rows_only=False, distil=True, competes_for_best=True)
+    if cfg.mode == "transfer_freeze":
+        return [Phase("head", cfg.epochs, train_features=False, train_head=True, **common)]
+    if cfg.mode != "incremental":
+        return [Phase("all", cfg.epochs, train_features=True, train_head=True, **common)]
+    n1 = min(cfg.new_class_epochs, cfg.epochs)
+    n_images = min(phase1_images, cfg.max_train_images or phase1_images)
+    # Phase 1 sees only the new classes' images and the replay buffer (a few hundred): smaller batches
+    # give it enough optimizer steps to move the new rows. It is a warm-up: it does not compete for "best".
+    phase1 = Phase("new_rows", n1, lr=cfg.new_class_lr, weight_decay=0.0, warmup=0.3,
+                   batch_size=min(cfg.batch_size, max(16, n_images // PHASE1_MIN_STEPS)), train_features=False,
+                   train_head=False, new_rows_only=True, distil=False, competes_for_best=False)
+    rest = [Phase("all", cfg.epochs - n1, train_features=True, train_head=True, **common)] if cfg.epochs > n1 else []
+    return [phase1] + rest
+
+
+def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> None:
+    """ValueError unless ``state`` is a resumable state of this very config, dataset version and (with
+    augmentation) augmentation group set: its pipeline's random state only fits the groups it was saved from. A
+    state saved before states recorded the group set has :data:`core.data.augment.UNSTAMPED_VERSION`."""
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise ValueError(f"not a resumable training state (format {RESUME_FORMAT} expected)")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"resumable state lacks {', '.join(missing)}")
+    try:  # a state saved before a setting existed holds its default
+        saved = asdict(TrainConfig.from_json(state["config"]))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the resumable state holds unreadable settings: {e}") from None
+    if json.dumps(saved, sort_keys=True) != json.dumps(asdict(cfg), sort_keys=True):
+        raise ValueError("the resumable state was saved by a training with other settings; resume with its own")
+    world = distributed.current().world
+    if int(state.get("world", 1)) != world:
+        raise ValueError(f"the state was saved by a training on {state.get('world', 1)} process(es), this one has "
+                         f"{world}: resume it on as many (the data shards and LR schedule depend on it)")
+    if state["dataset_fingerprint"] != dataset.fingerprint:
+        raise ValueError(f"dataset {dataset.name} changed since this training started (version "
+                         f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")
+    groups = state.get("augment_version", augment.UNSTAMPED_VERSION)
+    if cfg.augment and groups != augment.groups_version():
+        raise ValueError(f"the augmentation groups changed since this training started (version {groups} then, "
+                         f"{augment.groups_version()} now); start a new training")

@@ -1,0 +1,10 @@
+"""The page layer's shared helpers (``app_pages/`` holds only the routed pages, ``Home.py`` routes them).
+
+- :mod:`ui.cache`: cached wrappers around core (a dataset's index, a model file's network and novelty detector,
+  run recovery); caching lives here, never in core.
+- :mod:`ui.widgets`: pickers, a clickable thumbnail grid, the Integrated Gradients figure, model stats, run progress.
+- :mod:`ui.evaluate_views`, :mod:`ui.explain_views`: the Evaluate page's report and explanation panels.
+- :mod:`ui.nav`: reruns that never undo a user's click on another page.
+
+May import: streamlit, plotting libraries and ``core`` (any layer). Core never imports ``ui``.
+"""
