@@ -1,16 +1,7 @@
 """Traffic-sign model workbench: router and landing page (``streamlit run Home.py``)."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
-
-from core.base import config
-from core.data import datasets
-from core.learning import registry
-from core import runs
-import core.kinds  # noqa: F401  (registers every run kind: pages start them by name)
-from ui.cache import recover_runs
-from ui.widgets import run_status
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
 
@@ -26,15 +17,15 @@ def home() -> None:
     with c1.container(border=True):
         st.markdown("**1. Look at the data**  \nBrowse images per class and split; find likely mislabelled images, "
                     "leakage and outliers.")
-        st.page_link("app_pages/explore.py", label="Explore dataset", icon=":material/folder_open:")
+        st.page_link("pages/explore.py", label="Explore dataset", icon=":material/folder_open:")
     with c2.container(border=True):
         st.markdown("**2. Find what the model misses**  \nPer-class metrics, the confusion matrix, the images "
                     "behind every mistake and why.")
-        st.page_link("app_pages/evaluate.py", label="Evaluate models", icon=":material/analytics:")
+        st.page_link("pages/evaluate.py", label="Evaluate models", icon=":material/analytics:")
     with c3.container(border=True):
         st.markdown("**3. Add it and retrain**  \nNew classes and images in a workspace, then incremental "
                     "learning from a shipped model.")
-        st.page_link("app_pages/add_classes.py", label="Add new classes", icon=":material/add_circle:")
+        st.page_link("pages/add_classes.py", label="Add new classes", icon=":material/add_circle:")
     infos = datasets.list_datasets()
     st.subheader("Datasets")
     if infos:
@@ -70,25 +61,36 @@ def home() -> None:
             run_status(run)
 
 
-#: Streamlit's own sidebar menu, in two sections. The page files live in app_pages/: a folder named pages/ would put
-#: Streamlit in its legacy mode until this router first ran (raw file names in the menu on a cold start, a page
-#: URL opened first running without the router).
+#: Streamlit's own sidebar menu, in two sections.
 PAGES = {
     "Data": [
         st.Page(home, title="Home", icon=":material/home:", default=True),
-        st.Page("app_pages/explore.py", title="Explore dataset", icon=":material/folder_open:"),
-        st.Page("app_pages/visualise.py", title="Visualise classes", icon=":material/scatter_plot:"),
-        st.Page("app_pages/add_classes.py", title="Add new classes", icon=":material/add_circle:"),
-        st.Page("app_pages/add_images.py", title="Add new images", icon=":material/add_photo_alternate:"),
-        st.Page("app_pages/added_images.py", title="Added images", icon=":material/photo_library:"),
+        st.Page("pages/explore.py", title="Explore dataset", icon=":material/folder_open:"),
+        st.Page("pages/visualise.py", title="Visualise classes", icon=":material/scatter_plot:"),
+        st.Page("pages/add_classes.py", title="Add new classes", icon=":material/add_circle:"),
+        st.Page("pages/add_images.py", title="Add new images", icon=":material/add_photo_alternate:"),
+        st.Page("pages/added_images.py", title="Added images", icon=":material/photo_library:"),
     ],
     "Models": [
-        st.Page("app_pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
-        st.Page("app_pages/improve.py", title="Improve model", icon=":material/model_training:"),
-        st.Page("app_pages/predict.py", title="Make prediction", icon=":material/image_search:"),
+        st.Page("pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
+        st.Page("pages/improve.py", title="Improve model", icon=":material/model_training:"),
+        st.Page("pages/predict.py", title="Make prediction", icon=":material/image_search:"),
     ],
 }
 
+# The router runs first, before the heavy imports below: until st.navigation has run once in a process, Streamlit
+# treats the pages/ folder in its legacy way (file names in the menu); this keeps that window to the first moment.
+current = st.navigation(PAGES)
+
+import pandas as pd  # noqa: E402
+
+import core.kinds  # noqa: E402,F401  (registers every run kind: pages start them by name)
+from core import runs  # noqa: E402
+from core.base import config  # noqa: E402
+from core.data import datasets  # noqa: E402
+from core.learning import registry  # noqa: E402
+from ui.cache import recover_runs  # noqa: E402
+from ui.widgets import run_status  # noqa: E402
 
 recover_runs()  # a killed run shows as interrupted within seconds, whichever page is open
-st.navigation(PAGES).run()
+current.run()

@@ -19,12 +19,13 @@ sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["TSW_DATA_ROOT"] = tempfile.mkdtemp(prefix="bench-memory-")
 
+from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import runs  # noqa: E402
 
-PAGES = ["app_pages/explore.py", "app_pages/visualise.py", "app_pages/add_classes.py", "app_pages/add_images.py",
-         "app_pages/added_images.py", "app_pages/evaluate.py", "app_pages/improve.py", "app_pages/predict.py"]
+PAGES = ["pages/explore.py", "pages/visualise.py", "pages/add_classes.py", "pages/add_images.py",
+         "pages/added_images.py", "pages/evaluate.py", "pages/improve.py", "pages/predict.py"]
 
 
 def peak_mb() -> float:
@@ -32,6 +33,13 @@ def peak_mb() -> float:
 
 
 def main() -> None:
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # route through Home.py as the server does after its first run
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
     at = AppTest.from_file(str(PROJECT / "Home.py"), default_timeout=300)
     at.run()
     print(f"home: peak {peak_mb():.0f} MB")
@@ -40,7 +48,7 @@ def main() -> None:
         at.run()
         assert not at.exception, (page, at.exception)
         print(f"{page}: peak {peak_mb():.0f} MB")
-    at.switch_page("app_pages/evaluate.py")
+    at.switch_page("pages/evaluate.py")
     at.run()
     at.selectbox(key="eval_dataset").set_value("Sample48")
     at.button(key="eval_run").click().run()

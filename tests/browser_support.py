@@ -88,6 +88,12 @@ def sidebar_seen(page) -> set[str]:
     return set(page.evaluate("() => window.__sidebarSeen || []"))
 
 
+def shown_sidebar(page) -> set[str]:
+    """The sidebar link labels ``page`` shows now."""
+    return set(page.evaluate("""() => [...document.querySelectorAll("[data-testid='stSidebar'] a")]
+                                      .map(a => a.innerText.trim().split("\\n").pop().trim())"""))
+
+
 def wait_for_sidebar(page, labels, timeout: float = 120_000) -> None:
     """Wait until the sidebar lists a link for each of ``labels``."""
     page.wait_for_function(

@@ -1,5 +1,5 @@
 """The structure the code promises (docs/architecture.md): layered packages, no import cycle, an engine that knows
-no domain, no streamlit in core, only pages in app_pages/, small modules and functions."""
+no domain, no streamlit in core, only pages in pages/, small modules and functions."""
 from __future__ import annotations
 
 import ast
@@ -144,15 +144,14 @@ def test_core_never_imports_streamlit():
 
 
 def test_pages_folder_holds_only_routed_pages():
-    # A folder named pages/ beside Home.py puts Streamlit in its legacy mode until st.navigation has run once: a
-    # cold start listed the raw file names, and a first visit to a page URL ran the page without the router.
-    assert not (ROOT / "pages").exists(), "pages live in app_pages/; a pages/ folder brings back legacy routing"
     home = (ROOT / "Home.py").read_text(encoding="utf-8")
-    files = sorted(p.name for p in (ROOT / "app_pages").iterdir() if p.name != "__pycache__")
+    files = sorted(p.name for p in (ROOT / "pages").iterdir() if p.name != "__pycache__")
     helpers = [f for f in files if not f.endswith(".py") or f.startswith("_")]
     assert helpers == [], f"not pages: {helpers} (page helpers live in ui/)"
-    unrouted = [f for f in files if f'"app_pages/{f}"' not in home]
+    unrouted = [f for f in files if f'"pages/{f}"' not in home]
     assert unrouted == [], f"pages that Home.py's st.navigation does not route: {unrouted}"
+    unguarded = [f for f in files if "ensure_router()" not in (ROOT / "pages" / f).read_text(encoding="utf-8")]
+    assert unguarded == [], f"pages that do not hand a first visit to the router: {unguarded}"
 
 
 def test_every_package_says_what_lives_there_and_what_it_may_import():

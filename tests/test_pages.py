@@ -17,6 +17,23 @@ from tests.run_support import cancelled_training
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 
 
+@pytest.fixture(autouse=True)
+def router_mode(monkeypatch):
+    """Run every AppTest through Home.py's st.navigation router, as the real server does after its first run.
+
+    AppTest re-creates its PagesManager on every run, which switches Streamlit back to the legacy pages/-folder
+    mode (the page script alone); ``ui.nav.ensure_router`` would then rerun and swallow the click being tested.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 def app() -> AppTest:
     at = AppTest.from_file(HOME, default_timeout=120)
     at.run()
@@ -46,7 +63,7 @@ def test_home_lists_datasets_and_routes_to_every_page():
 
 
 def test_explore_shows_a_page_of_thumbnails_counts_and_details():
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
     at.selectbox(key="explore_class").set_value(14).run()
     assert not at.exception
@@ -61,7 +78,7 @@ def test_explore_shows_a_page_of_thumbnails_counts_and_details():
 
 
 def test_explore_searches_file_names_and_sorts():
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
     from core.data.datasets import get_dataset, list_files
     wanted = list_files(get_dataset("Sample48"), "train", 14)[0].rsplit("/", 1)[-1]
@@ -77,7 +94,7 @@ def test_explore_searches_file_names_and_sorts():
 
 
 def test_explore_pages_forward_and_back():
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
     at.selectbox(key="explore_page_size").set_value(96).run()
     assert any("Page **1 / 6**" in m.value for m in at.markdown)  # 576 train images
@@ -88,7 +105,7 @@ def test_explore_pages_forward_and_back():
 
 
 def test_improve_trains_a_model_end_to_end_on_the_sample():
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     at.radio(key="improve_mode").set_value("scratch").run()
     at.selectbox(key="improve_dataset").set_value("Sample48").run()
     at.text_input(key="improve_name").set_value("apptest-model")
@@ -105,7 +122,7 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
 
 
 def test_improve_distils_from_chosen_teachers():
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     at.radio(key="improve_mode").set_value("scratch").run()
     at.selectbox(key="improve_dataset").set_value("Sample48").run()
     assert "published43" in at.multiselect(key="improve_teachers").options
@@ -128,12 +145,12 @@ def test_improve_warns_about_classes_the_dataset_could_not_teach():
               "classes_without_train_images": [48, 49]}
     job_id = runs.submit("train", {}, lambda ctx, cfg: result, title="train partial (resume) on Sample48")
     assert runs.wait(job_id, timeout=30)["status"] == "done"
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     assert any("no train images for classes [48, 49]" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 def test_improve_refuses_a_duplicate_name_with_a_message():
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     at.radio(key="improve_mode").set_value("scratch").run()
     at.selectbox(key="improve_dataset").set_value("Sample48").run()
     at.text_input(key="improve_name").set_value("bad name!")
@@ -166,7 +183,7 @@ def _png_bytes(size=(40, 30), mode="RGB") -> bytes:
 
 def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     _register_small_model()
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     assert any("No reports yet" in i.value for i in at.info)
     at.selectbox(key="eval_model").set_value("small48").run()
     at.selectbox(key="eval_dataset").set_value("Sample48").run()
@@ -231,7 +248,7 @@ def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
     _register_small_model("one")
     rid = runs.wait(runs.start("evaluate", EvaluateRun(model="one", dataset="Sample48", split="val")),
                     timeout=120)["id"]
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     box = at.selectbox(key="eval_open")
     assert "one on Sample48/val" in box.options[0] and " \u00b7 20" in box.options[0]  # creation time in the label
     at.text_input(key=f"eval_name_{rid}").input("baseline on val")
@@ -251,7 +268,7 @@ def test_make_prediction_summarises_results_in_a_table_with_csv_download():
     from core.data import datasets
     split = datasets.load_split("Sample48", "test")
     stop = split.images[split.labels == 14][0]
-    at = open_page("app_pages/predict.py")
+    at = open_page("pages/predict.py")
     at.file_uploader(key="predict_files").set_value([("stop.png", encode_png(stop), "image/png"),
                                                      ("bad.png", b"nope", "image/png")]).run()
     assert not at.exception, at.exception
@@ -267,7 +284,7 @@ def test_evaluate_refuses_an_empty_split_with_a_message():
                                                    ["s"], [""], np.array([[32, 32]]))},
                   classes={0: "a"}, source="t", recipe="t")
     _register_small_model()
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     at.selectbox(key="eval_dataset").set_value("NoTest").run()
     at.selectbox(key="eval_split").set_value("test").run()
     at.button(key="eval_run").click().run()
@@ -277,7 +294,7 @@ def test_evaluate_refuses_an_empty_split_with_a_message():
 
 def test_predict_shows_top5_and_ig_and_a_message_per_bad_file():
     _register_small_model()
-    at = open_page("app_pages/predict.py")
+    at = open_page("pages/predict.py")
     at.selectbox(key="predict_model").set_value("small48").run()
     at.file_uploader(key="predict_files").set_value([
         ("sign.png", _png_bytes(), "image/png"),
@@ -301,7 +318,7 @@ def test_evaluate_compares_two_reports_per_class():
     _register_small_model("two")
     for m in ("one", "two"):
         runs.wait(runs.start("evaluate", EvaluateRun(model=m, dataset="Sample48", split="test")), timeout=120)
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
     assert "Accuracy B" in labels and "Macro F1 B" in labels
@@ -315,7 +332,7 @@ def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
     store.insert("runs", {"id": "train-old", "kind": "train", "title": "train old", "status": "running",
                           "progress": 0.5, "message": "epoch 3", "created": 1.0, "owner": "dead-process",
                           "history": []})
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     assert runs.get("train-old")["status"] == "interrupted"
     assert any("train old \u2014 interrupted" in p.proto.text for p in at.get("progress"))
 
@@ -327,11 +344,11 @@ def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_ima
     _register_small_model("m")
     run = runs.wait(runs.start("evaluate", EvaluateRun(model="m", dataset="Main", split="test")), timeout=120)
     assert run["status"] == "done", run.get("error")
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     assert not any("Stale report" in w.value for w in at.warning)
     assert any(s.value == "Misclassified images" for s in at.subheader)
     workspace_changes.delete_images("Main", [reports.load_report(run["id"]).predictions.files[0]])
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     assert any("Stale report" in w.value and "has changed since" in w.value for w in at.warning)
     assert not any(s.value == "Misclassified images" for s in at.subheader)
     assert at.metric  # the numbers are still shown
@@ -340,7 +357,7 @@ def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_ima
 def test_pickers_offer_workspaces_with_their_base():
     from core.data import workspaces
     workspaces.derive("Sample48", "Main")
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     box = at.selectbox(key="dataset")
     assert "Main (workspace of Sample48)" in box.options
     box.set_value("Main").run()
@@ -356,7 +373,7 @@ def _png(seed: int, size: int = 40) -> bytes:
 
 def test_add_classes_creates_a_workspace_in_one_click_then_adds_renames_and_removes_a_class():
     from core.data import datasets
-    at = open_page("app_pages/add_classes.py")
+    at = open_page("pages/add_classes.py")
     assert any("Create a workspace above" in i.value for i in at.info)
     assert at.text_input(key="classes_ws_new").value == "Main"
     at.selectbox(key="classes_ws_base").set_value("Sample48")
@@ -389,7 +406,7 @@ def test_add_images_previews_variants_and_adds_them_as_a_run():
     from core.data import datasets, workspace_changes, workspaces
     workspaces.derive("Sample48", "Main")
     cid = workspace_changes.add_class("Main", "New sign")
-    at = open_page("app_pages/add_images.py")
+    at = open_page("pages/add_images.py")
     assert at.selectbox(key="add_class").value == cid  # the newest class is offered first
     at.file_uploader(key="add_files").set_value([("a.png", _png(1), "image/png"), ("b.png", _png(2), "image/png"),
                                                  ("bad.png", b"\x89PNG\r\n garbage", "image/png")])
@@ -417,7 +434,7 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
     cid = workspace_changes.add_class("Main", "New sign")
     batch = [u for k in range(3) for u in uploads.read_bytes(f"s{k}.png", _png(10 + k))]
     res = curation.import_images(batch, curation.ImportSettings(dataset="Main", class_id=cid, to="test"))
-    at = open_page("app_pages/added_images.py")
+    at = open_page("pages/added_images.py")
     assert any("3 of 3 added images" in m.value for m in at.markdown)
     first = res["ids"][0]
     at.checkbox(key=f"added_sel_{first}").check().run()
@@ -452,7 +469,7 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
 
 def test_make_prediction_warns_when_an_image_is_probably_not_one_of_the_models_classes():
     from core.data.images import encode_png
-    at = open_page("app_pages/predict.py")
+    at = open_page("pages/predict.py")
     assert at.selectbox(key="predict_model").value == "benchmark"  # ships its calibrated novelty detector
     junk = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     at.file_uploader(key="predict_files").set_value([("noise.png", encode_png(junk), "image/png")]).run()
@@ -464,7 +481,7 @@ def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     from conftest import star_sign
     from core.data import datasets
     from core.data.images import encode_png
-    at = open_page("app_pages/visualise.py")
+    at = open_page("pages/visualise.py")
     at.selectbox(key="vis_dataset").set_value("Sample48")
     at.selectbox(key="vis_split").set_value("val").run()
     assert any("No map yet" in i.value for i in at.info)
@@ -493,7 +510,7 @@ def test_visualise_creates_a_class_from_an_extra_bucket_group_in_one_undoable_ch
     stops, stars = list(split.images[split.labels == 14][:3]), [star_sign(k) for k in range(3)]
     ids = workspace_changes.add_images("Main", stops + stars, split=workspaces.EXTRA, class_id=workspaces.EXTRA_CLASS,
                                        sources=[f"x{k}.png" for k in range(6)])
-    at = open_page("app_pages/visualise.py")
+    at = open_page("pages/visualise.py")
     at.selectbox(key="vis_dataset").set_value("Main")
     at.selectbox(key="vis_split").set_value("val").run()
     at.button(key="vis_compute").click().run()
@@ -518,7 +535,7 @@ def test_visualise_creates_a_class_from_an_extra_bucket_group_in_one_undoable_ch
 def test_explore_data_issues_tab_ranks_planted_issues():
     from test_data_issues import planted
     planted()
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Planted").run()
     at.selectbox(key="issues_split").set_value("test")
     at.button(key="issues_go").click().run()
@@ -538,7 +555,7 @@ def test_explore_data_issues_tab_ranks_planted_issues():
 def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
     from core.analysis import reports
     _register_small_model("m43", n=43)
-    at = open_page("app_pages/evaluate.py")
+    at = open_page("pages/evaluate.py")
     at.selectbox(key="eval_model").set_value("m43").run()
     at.selectbox(key="eval_dataset").set_value("Sample48").run()
     assert any("m43 predicts 43 classes, Sample48 has 48" in w.value for w in at.warning)
@@ -558,7 +575,7 @@ def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
 
 
 def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     at.radio(key="improve_mode").set_value("incremental").run()
     at.selectbox(key="improve_dataset").set_value("Sample48")
     at.text_input(key="improve_name").input("one-epoch")
@@ -572,7 +589,7 @@ def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
 
 
 def test_explore_all_classes_starts_at_class_zero():
-    at = open_page("app_pages/explore.py")
+    at = open_page("pages/explore.py")
     at.selectbox(key="dataset").set_value("Sample48").run()
     captions = [b.label for b in at.button if b.key and b.key.startswith("explore_thumb-")]
     assert captions[0].startswith("0 \u00b7") and len(captions[0]) <= 12
@@ -581,7 +598,7 @@ def test_explore_all_classes_starts_at_class_zero():
 def test_improve_resumes_a_stopped_training_from_its_last_epoch():
     run_id = cancelled_training("resumed-model")
     assert "resumed-model" not in [m.name for m in registry.list_models()]  # no partial model
-    at = open_page("app_pages/improve.py")
+    at = open_page("pages/improve.py")
     button = at.button(key=f"resume-{run_id}")
     saved = saved_epochs(run_id)
     assert saved >= 1 and button.label == f"Resume after epoch {saved}"

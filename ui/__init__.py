@@ -1,4 +1,4 @@
-"""The page layer's shared helpers (``app_pages/`` holds only the routed pages, ``Home.py`` routes them).
+"""The page layer's shared helpers (``pages/`` holds only the routed pages, ``Home.py`` routes them).
 
 - :mod:`ui.cache`: cached wrappers around core (a dataset's index, a model file's network and novelty detector,
   run recovery); caching lives here, never in core.

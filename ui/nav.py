@@ -1,9 +1,22 @@
-"""Rerun a page without undoing the user's navigation (a workaround for Streamlit folding requests)."""
+"""Routing helpers: keep Home.py's router in charge, and rerun a page without undoing the user's navigation."""
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+
+def ensure_router() -> None:
+    """Make sure Home.py's ``st.navigation`` router is in charge (each page calls this first).
+
+    A process starts in Streamlit's legacy "pages/ folder" mode until ``st.navigation`` has run once; a first
+    visit straight to a page URL (``/evaluate``) on a fresh server would then run the page alone, without the
+    router. Switching the flag off and rerunning runs Home.py, which routes to the same page.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def navigation_pending() -> bool:

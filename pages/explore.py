@@ -9,9 +9,11 @@ from core.data import browse
 from core import runs
 from core.analysis.issues_run import IssuesRun, latest_issues, load_issues
 from core.data.datasets import SPLITS
-from ui.nav import rerun_page
+from ui.nav import ensure_router, rerun_page
 from ui.cache import cached_index
 from ui.widgets import pick_dataset, pick_model, run_status, thumbnail_grid
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 COLUMNS = 8
 ISSUE_COLUMNS = 6

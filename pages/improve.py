@@ -13,6 +13,9 @@ from core.analysis.curves import live_frames
 from core.learning.distributed import PRECISIONS
 from core.learning.models import ARCHITECTURES
 from ui.widgets import pick_dataset, pick_model, run_status, show_model_stats
+from ui.nav import ensure_router
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 DEFAULTS = training.TrainConfig()
 HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}

@@ -14,9 +14,11 @@ from core.analysis.embed_run import EmbedRun
 from core.data.datasets import SPLITS
 from core.data.images import load_image, resize_to_input
 from core.analysis.novelty import layer_outputs
-from ui.nav import rerun_page
+from ui.nav import ensure_router, rerun_page
 from ui.cache import load_model, novelty_detector
 from ui.widgets import pick_dataset, pick_model, pick_novelty_method, run_status
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 GRID = 10
 

@@ -8,6 +8,9 @@ from core.analysis import novelty, prediction
 from core.data.built import pictogram_path
 from ui.cache import class_heatmap, load_model, novelty_detector
 from ui.widgets import ig_figure, pick_model, pick_novelty_method, show_model_stats
+from ui.nav import ensure_router
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "webp", "bmp"]
 

@@ -8,8 +8,10 @@ from core import runs
 from core.analysis.evaluate_run import EvaluateRun
 from core.data.datasets import SPLITS
 from ui.evaluate_views import show_comparison, show_report
-from ui.nav import rerun_page
+from ui.nav import ensure_router, rerun_page
 from ui.widgets import pick_dataset, pick_model, run_status, show_model_stats
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 st.title("Evaluate models")
 

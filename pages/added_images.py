@@ -7,6 +7,9 @@ from core.data import datasets, workspace_changes, workspaces
 from core.curation import importing as curation
 from core.data.images import load_image
 from ui.widgets import pick_workspace
+from ui.nav import ensure_router
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 COLUMNS = 8
 SPLIT_CHOICES = datasets.SPLITS + (workspaces.EXTRA,)

@@ -10,6 +10,9 @@ from core.curation import importing as curation
 from core import runs
 from core.curation.import_run import ImportRun, stage_uploads
 from ui.widgets import pick_workspace, run_status, show_errors
+from ui.nav import ensure_router
+
+ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "bmp", "webp", "gif", "tif", "tiff", "zip"]
 PREVIEW_UPLOADS = 8
