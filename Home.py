@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.nav import keep_navigation_over_timers
+
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
+keep_navigation_over_timers()
 
 
 def home() -> None:

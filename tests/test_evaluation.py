@@ -104,6 +104,20 @@ def test_anchor_job_on_a_report_image():
     assert shown.shape == (48, 48, 3)
 
 
+def test_anchor_job_refuses_a_report_whose_model_file_changed():
+    """Anchors explain a report's image with the model version that made the report, or not at all."""
+    _register()
+    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
+    torch.manual_seed(1)
+    retrained = {**models.load_checkpoint(registry.model_path("m48")),
+                 "weights": models.build_model("published", 48).state_dict()}
+    models.save_checkpoint(retrained, registry.model_path("m48"))
+    before = len(runs.list_runs("anchor"))
+    with pytest.raises(ValueError, match="retrained or replaced"):
+        runs.start("anchor", AnchorRun(report=job["id"], index=0, threshold=0.9))
+    assert len(runs.list_runs("anchor")) == before  # nothing registered
+
+
 @pytest.mark.parametrize("kw, msg", [({"model": "nope", "dataset": "Sample48", "split": "test"}, "no model"),
                                      ({"model": "m48", "dataset": "Nope", "split": "test"}, "no dataset"),
                                      ({"model": "m48", "dataset": "Sample48", "split": "dev"}, "unknown split")])

@@ -102,12 +102,7 @@ def test_fit_calibrates_thresholds_on_validation_and_round_trips(tmp_path):
 
 
 def test_load_or_fit_caches_per_model_version_and_says_when_it_cannot(tmp_path):
-    torch.manual_seed(0)
-    m = models.build_model("published", 48)
-    ck = models.make_checkpoint(m, architecture="published", class_ids=list(range(48)),
-                                class_names=[str(i) for i in range(48)], dataset="Sample48", dataset_fingerprint="x",
-                                parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={})
-    path = models.save_checkpoint(ck, tmp_path / "m.pt")
+    path, m, ck = _toy_model_file(tmp_path)
     det = novelty.load_or_fit(path, m, ck)
     cached = config.cache_dir() / "novelty" / f"{registry.file_version(path)}.npz"
     assert cached.is_file() and det.model_version == registry.file_version(path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
-from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 
@@ -39,3 +39,32 @@ def rerun_page() -> None:
     if navigation_pending():
         return
     st.rerun()
+
+
+def _timer_over_navigation(pending: RerunData | None, new: RerunData) -> bool:
+    """Whether ``new`` is a polling fragment's timer tick of one page arriving over a pending change to another."""
+    return (pending is not None and new.is_auto_rerun and not pending.is_auto_rerun
+            and bool(pending.page_script_hash) and new.page_script_hash != pending.page_script_hash)
+
+
+def keep_navigation_over_timers() -> None:
+    """Stop a fragment's timer tick (``st.fragment(run_every=...)``) from undoing a click on another page.
+
+    The browser keeps sending the old page's timer ticks until the new page starts. While the server is busy,
+    the click waits as a pending request, and Streamlit folds each later request into it with the *newer* page:
+    under load, the user stayed on the page they left (the lost navigation seen in the load test). Installed once
+    per process by Home.py; a tick that arrives over a pending page change is dropped (the new page runs anyway).
+    """
+    original = ScriptRequests._request_rerun_locked
+    if getattr(original, "keeps_navigation", False):
+        return
+
+    def request_rerun_locked(self: ScriptRequests, new_data: RerunData) -> bool:
+        pending = self._rerun_data if self._state == ScriptRequestType.RERUN else None
+        if _timer_over_navigation(pending, new_data):
+            return True
+        return original(self, new_data)
+
+    request_rerun_locked.keeps_navigation = True
+    request_rerun_locked.original = original
+    ScriptRequests._request_rerun_locked = request_rerun_locked

@@ -25,6 +25,7 @@ class AnchorRun:
             raise ValueError(f"image index {self.index} is outside the report's {len(rep.predictions.y_true)} images")
         if not 0 < self.threshold < 1:
             raise ValueError(f"precision threshold must lie in (0, 1), got {self.threshold}")
+        explain.report_model_file(rep)  # the model that made the report, or a ValueError saying to evaluate again
         return {"report": self.report, "model": registry.model_input(rep.summary["model"])}
 
     def title(self) -> str:
@@ -34,7 +35,7 @@ class AnchorRun:
 def run_anchor(ctx: runs.RunContext, cfg: AnchorRun) -> dict:
     report = reports.load_report(cfg.report)
     (image,) = reports.report_images(report, [cfg.index])
-    ckpt = load_checkpoint(registry.model_path(report.summary["model"]))
+    ckpt = load_checkpoint(explain.report_model_file(report))
     res = explain.anchor_explanation(model_from_checkpoint(ckpt), image, threshold=cfg.threshold, seed=cfg.seed,
                                      progress=ctx.progress, should_stop=ctx.should_stop)
     out = reports.save_anchor(cfg.report, ctx.run_id, mask=res.mask, segments=res.segments)
