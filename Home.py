@@ -6,7 +6,6 @@ import streamlit as st
 from ui.nav import keep_navigation_over_timers
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
-keep_navigation_over_timers()
 
 
 def home() -> None:
@@ -84,6 +83,7 @@ PAGES = {
 # The router runs first, before the heavy imports below: until st.navigation has run once in a process, Streamlit
 # treats the pages/ folder in its legacy way (file names in the menu); this keeps that window to the first moment.
 current = st.navigation(PAGES)
+keep_navigation_over_timers()  # after the router: notes the page this run shows
 
 import pandas as pd  # noqa: E402
 

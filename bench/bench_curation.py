@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from core.base import config
 from core.data import datasets, uploads, workspace_changes, workspaces
 from core.learning import models
-from core.curation import importing as curation  # noqa: E402
+from core.curation import added as curation_added, importing as curation  # noqa: E402
 from core.data.images import encode_png  # noqa: E402
 
 
@@ -73,11 +73,11 @@ def bench_added_page(n_records: int) -> None:
     info = datasets.get_dataset("BenchAdded")
     t0 = time.perf_counter()
     records = workspaces.current_added(info)
-    page = curation.list_added(records, class_id=7, split="val", augmented=True, page=2, page_size=48)
+    page = curation_added.list_added(records, class_id=7, split="val", augmented=True, page=2, page_size=48)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for p in range(1, 6):
-        curation.list_added(records, page=p, page_size=48)
+        curation_added.list_added(records, page=p, page_size=48)
     cached = (time.perf_counter() - t0) / 5
     print(f"added images: {len(records):,} records; a filtered page ({page.total:,} match, page {page.page}/"
           f"{page.pages}) from the workspace files {first * 1000:.0f} ms; a page from the cached records "

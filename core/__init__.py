@@ -3,7 +3,7 @@
 Packages by concern, lowest layer first; a module imports only its own package and the layers below it
 (``tests/test_architecture.py`` checks this, and that there is no import cycle)::
 
-    core.base      config, atomic files and locks, progress/cancel callbacks, the store
+    core.base      config, atomic files and locks, progress/cancel callbacks, the store, the registry shape
     core.runs      the run engine: records, workers, progress, cancel, resume (knows no domain)
     core.data      images, built datasets, workspaces, the dataset catalog, importers, builds, augmentation, uploads
     core.learning  networks, inference, training, distributed training, the model registry

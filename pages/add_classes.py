@@ -12,15 +12,15 @@ from ui.nav import ensure_router
 ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 
-
-def change(fn, *args, done: str, **kwargs) -> None:
-    """Apply a change; on success rerun so every widget shows the new classes, with the message kept."""
+def change(fn, *args, done, **kwargs) -> None:
+    """Apply a change; on success rerun so every widget shows the new classes, with the message kept (``done``: the
+    message, or a function of the change's result that makes it)."""
     try:
-        fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except (ValueError, ImageError) as e:
         st.error(str(e))
         return
-    st.session_state.classes_flash = done
+    st.session_state.classes_flash = done(result) if callable(done) else done
     st.rerun()
 
 
@@ -47,7 +47,7 @@ with st.form("add_class_form", clear_on_submit=True):
         else:
             text = " ".join(name.split())
             change(workspace_changes.add_class, info.name, name, pictogram=image,
-                   done=f"Added class {max(info.classes) + 1}: {text}. Add its images on the Add new images page.")
+                   done=lambda cid: f"Added class {cid}: {text}. Add its images on the Add new images page.")
 
 left, right = st.columns(2)
 ids = sorted(info.classes)

@@ -2,6 +2,8 @@
 (test, or train + val by smart segregation); preview exactly what will be written; add as a run."""
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from core.data import augment, uploads, workspaces
@@ -16,6 +18,7 @@ ensure_router()  # a first visit straight to this page's URL on a fresh server: 
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "ppm", "bmp", "webp", "gif", "tif", "tiff", "zip"]
 PREVIEW_UPLOADS = 8
+HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(curation.ImportSettings)}
 
 
 @st.cache_data(show_spinner="Reading the uploads...", max_entries=4)
@@ -34,6 +37,7 @@ options = [workspaces.EXTRA_CLASS] + sorted(info.classes)
 class_id = c1.selectbox("Class", options, key="add_class", index=len(options) - 1,
                         format_func=lambda c: "Extra (not labelled yet)" if c == workspaces.EXTRA_CLASS
                         else f"{c}: {info.classes[c]}")
+defaults = curation.ImportSettings(dataset=info.name, class_id=class_id)  # the form starts on the settings' defaults
 files = c2.file_uploader("Images or a zip of images", type=UPLOAD_TYPES, accept_multiple_files=True,
                          key="add_files", help="Any size; CMYK, 16-bit, alpha and greyscale are converted.")
 c1, c2, c3 = st.columns([3, 1, 1])
@@ -41,22 +45,25 @@ groups = c1.multiselect("Augmentation groups (combined, in a random order per va
                         key="add_groups", format_func=lambda g: augment.get_group(g).label,
                         help="; ".join(f"{augment.get_group(g).label}: {augment.get_group(g).description}"
                                        for g in augment.list_groups()))
-n_variants = c2.number_input("Variants per image", 0, curation.MAX_VARIANTS, 0, key="add_variants",
-                             help="Each upload is kept as it is, plus this many augmented copies.")
-seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="add_seed")
+n_variants = c2.number_input("Variants per image", 0, curation.MAX_VARIANTS, defaults.variants, key="add_variants",
+                             help=HELP["variants"])
+seed = c3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="add_seed", help=HELP["seed"])
 extra = class_id == workspaces.EXTRA_CLASS
 c1, c2, c3 = st.columns([2, 2, 2])
+destinations = ["trainval", "test"]
 to = workspaces.EXTRA if extra else c1.radio(
-    "Destination", ["trainval", "test"], key="add_to", horizontal=True,
+    "Destination", destinations, key="add_to", horizontal=True, index=destinations.index(defaults.to),
     format_func={"trainval": "Train + val (smart segregation)", "test": "Test"}.get)
-val_ratio, model = 0.2, None
+val_ratio, model = defaults.val_ratio, None
 if to == "trainval":
-    val_ratio = c2.slider("Val share", 0.0, 0.5, 0.2, 0.05, key="add_val_ratio")
+    val_ratio = c2.slider("Val share", 0.0, 0.5, defaults.val_ratio, 0.05, key="add_val_ratio", help=HELP["val_ratio"])
     names = [m.name for m in registry.list_models()]
-    model = c3.selectbox("Features from", names, key="add_model", index=names.index("benchmark")
-                         if "benchmark" in names else 0, help="Model whose penultimate features group the uploads")
+    default_model = curation.default_segregation_model(names)
+    model = c3.selectbox("Features from", names, key="add_model", index=names.index(default_model)
+                         if default_model else 0, help="Model whose penultimate features group the uploads")
 on_leak = st.radio("Near-duplicates of images already in other splits", curation.LEAK_ACTIONS, key="add_leak",
-                   horizontal=True, format_func={"report": "add and report them", "skip": "skip those uploads"}.get)
+                   index=curation.LEAK_ACTIONS.index(defaults.on_leak), horizontal=True,
+                   format_func={"report": "add and report them", "skip": "skip those uploads"}.get)
 if not files:
     st.caption("Upload sign images (cropped to the sign works best) or one zip of them.")
     st.stop()

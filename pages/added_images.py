@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data import datasets, workspace_changes, workspaces
-from core.curation import importing as curation
+from core.curation import added as curation_added
 from core.data.images import load_image
 from ui.widgets import pick_workspace
 from ui.nav import ensure_router
@@ -56,7 +56,7 @@ page_size = c[4].selectbox("Per page", [24, 48, 96], index=1, key="added_page_si
 flt = (class_id, split, batch, aug, page_size, info.name)
 if st.session_state.get("added_filter") != flt:
     st.session_state.added_filter, st.session_state.added_page = flt, 1
-res = curation.list_added(records, class_id=class_id, split=split, batch=batch, augmented=aug,
+res = curation_added.list_added(records, class_id=class_id, split=split, batch=batch, augmented=aug,
                           page=st.session_state.added_page, page_size=page_size)
 
 nav = st.columns([1, 1, 3, 2])
@@ -76,7 +76,7 @@ cols = st.columns(COLUMNS)
 for i, r in enumerate(res.records):
     with cols[i % COLUMNS]:
         st.image(str(info.image_path(r["file"])), width=72,
-                 caption=f"{r['id']} {r['split']}" + ("*" if curation.is_augmented(r) else ""))
+                 caption=f"{r['id']} {r['split']}" + ("*" if curation_added.is_augmented(r) else ""))
         st.checkbox("select", key=f"added_sel_{r['id']}", label_visibility="collapsed")
 chosen = [r["id"] for r in res.records if st.session_state.get(f"added_sel_{r['id']}")]
 st.caption("\\* an augmented variant of an upload. Tick images to move or delete them.")
@@ -99,18 +99,18 @@ h, w = image.shape[:2]
 c = st.columns([2, 2, 1, 1])
 x0, x1 = c[0].slider("Crop left / right", 0, w, (0, w), key=f"added_cx_{rec['id']}")
 y0, y1 = c[1].slider("Crop top / bottom", 0, h, (0, h), key=f"added_cy_{rec['id']}")
-rotate = c[2].selectbox("Rotate", curation.ROTATIONS, key="added_rotate", format_func=lambda a: f"{a}\u00b0")
-flip = c[3].selectbox("Flip", curation.FLIPS, key="added_flip", format_func=lambda f: f or "none")
+rotate = c[2].selectbox("Rotate", curation_added.ROTATIONS, key="added_rotate", format_func=lambda a: f"{a}\u00b0")
+flip = c[3].selectbox("Flip", curation_added.FLIPS, key="added_flip", format_func=lambda f: f or "none")
 crop = (x0, y0, x1, y1) if (x0, y0, x1, y1) != (0, 0, w, h) else None
 p = st.columns([1, 1, 3])
 p[0].image(image, width=120, caption=f"now {w}\u00d7{h}")
 try:
-    edited = curation.apply_edit(image, crop=crop, rotate=rotate, flip=flip)
+    edited = curation_added.apply_edit(image, crop=crop, rotate=rotate, flip=flip)
     p[1].image(edited, width=120, caption=f"edited {edited.shape[1]}\u00d7{edited.shape[0]}")
     p[2].caption(f"Provenance: upload {rec.get('upload', rec['source'])}, parent {rec.get('parent') or 'none'}, "
                  f"recipe {rec.get('recipe') or 'none'}, batch {rec.get('batch') or 'n/a'}")
     p[2].button("Save as a new version", key="added_save", disabled=crop is None and not rotate and flip is None,
-                on_click=act, args=(lambda: "Saved as " + curation.edit_image(
+                on_click=act, args=(lambda: "Saved as " + curation_added.edit_image(
                     info.name, rec["id"], crop=crop, rotate=rotate, flip=flip) + f" (parent {rec['id']}).",))
 except ValueError as e:
     p[1].error(str(e))

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.data import browse
 from core import runs
-from core.analysis.issues_run import IssuesRun, latest_issues, load_issues
+from core.analysis.issues_run import IssuesRun, issues_status, load_issues
 from core.data.datasets import SPLITS
 from ui.nav import ensure_router, rerun_page
 from ui.cache import cached_index
@@ -122,21 +122,18 @@ with tab_issues:
     issue_split = c2.selectbox("Split", SPLITS, key="issues_split")
     if model is None:
         st.stop()
-    running = [r for r in runs.list_runs("issues", statuses=runs.ACTIVE)
-               if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}]
-    latest = latest_issues(model.name, info.name, issue_split)
-    if running:
-        issues_progress(running[0]["id"])
+    status = issues_status(model.name, info.name, issue_split)
+    latest = status.latest_done
+    if status.active is not None:
+        issues_progress(status.active["id"])
     elif st.button("Find data issues" if latest is None else "Look again", key="issues_go"):
         try:
             runs.start("issues", IssuesRun(model=model.name, dataset=info.name, split=issue_split))
             st.rerun()
         except ValueError as e:
             st.error(str(e))
-    failed = next((r for r in runs.list_runs("issues", statuses=("failed",))
-                   if r["config"] == {"model": model.name, "dataset": info.name, "split": issue_split}), None)
-    if failed and (latest is None or failed["created"] > latest["created"]):
-        st.error(failed["error"])
+    if status.failed is not None:
+        st.error(status.failed["error"])
     try:
         found = load_issues(latest["id"]) if latest is not None else None
     except ValueError as e:

@@ -8,12 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis import embedding
-from core.data import uploads, workspace_changes, workspaces
+from core.data import uploads, workspace_changes
 from core import runs
 from core.analysis.embed_run import EmbedRun
 from core.data.datasets import SPLITS
-from core.data.images import load_image, resize_to_input
-from core.analysis.novelty import layer_outputs
+from core.data.images import resize_to_input
 from ui.nav import ensure_router, rerun_page
 from ui.cache import load_model, novelty_detector
 from ui.widgets import pick_dataset, pick_model, pick_novelty_method, run_status
@@ -34,12 +33,12 @@ def placer(path: str) -> embedding.Placer:
 
 
 @st.cache_data(show_spinner="Placing the new images into the map...", max_entries=8)
-def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...], method: str):
+def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...],
+              method: str) -> embedding.Placement:
     ckpt, model = load_model(model_path)
     arr = np.frombuffer(b"".join(images), np.uint8).reshape(shape)
-    det, _ = novelty_detector(model_path)
-    groups = embedding.detect_new_classes(model, det, ckpt["class_ids"], list(arr), method=method) if det else []
-    return placer(path).place(layer_outputs(model, list(arr))["pen"]), groups
+    return embedding.place_new_images(placer(path), model, list(arr), class_ids=ckpt["class_ids"],
+                                      detector=novelty_detector(model_path)[0], method=method)
 
 
 st.title("Visualise classes")
@@ -97,16 +96,16 @@ if source == "upload":
             st.error(u.error)
     new_images = [u.image for u in found if u.ok]
 elif source == "Extra bucket":
-    extra = [r for r in workspaces.current_added(info) if r["split"] == workspaces.EXTRA]
-    if not extra:
+    new_images, new_ids = embedding.extra_bucket(info)
+    if not new_images:
         st.caption("The Extra bucket is empty: add unlabelled images to it on Add new images.")
-    new_images, new_ids = [load_image(info.image_path(r["file"])) for r in extra], [r["id"] for r in extra]
 groups = []
 if new_images:
     small = np.stack([resize_to_input(im) for im in new_images])
     method = pick_novelty_method(key="vis_novelty")
-    placed, groups = place_new(str(path), str(model.path), tuple(im.tobytes() for im in small), small.shape, method)
-    fig.add_trace(go.Scatter(x=placed[:, 0], y=placed[:, 1], mode="markers", name="new images",
+    placed = place_new(str(path), str(model.path), tuple(im.tobytes() for im in small), small.shape, method)
+    groups = placed.groups
+    fig.add_trace(go.Scatter(x=placed.coords[:, 0], y=placed.coords[:, 1], mode="markers", name="new images",
                              marker=dict(symbol="x", size=12, color="black", line=dict(width=2))))
 st.caption("Drag a box or lasso around points to see their images.")
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="vis_map")
@@ -114,7 +113,7 @@ picked = [int(p["customdata"][0]) for p in (event or {}).get("selection", {}).ge
           if p.get("customdata")]
 if picked:
     st.subheader(f"{len(picked)} selected")
-    if info.fingerprint != ref.key["dataset_version"]:
+    if ref.is_stale(info.fingerprint):
         st.warning("The dataset has changed since this map was made: compute it again to see its images.")
     else:
         cols = st.columns(GRID)

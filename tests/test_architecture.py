@@ -61,16 +61,9 @@ def _layer(module: str) -> str:
 
 
 def _graph() -> dict[str, set[str]]:
+    """Module -> the core modules it imports by name (``from core import runs`` names the package ``core.runs``)."""
     modules = _modules()
-    graph = {m: set() for m in modules}
-    for m, p in modules.items():
-        for target, _, _ in _imports(p, modules):
-            if target != m:
-                graph[m].add(target)
-        pkg = m.rpartition(".")[0] if p.name != "__init__.py" else None
-        if pkg and pkg in modules:  # importing a module runs its package's __init__ first
-            graph[m].add(pkg)
-    return graph
+    return {m: {t for t, _, _ in _imports(p, modules) if t != m} for m, p in modules.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -99,11 +92,14 @@ def test_every_core_module_sits_in_a_known_layer():
 
 
 def test_core_has_no_import_cycle():
-    graph = _graph()
-    # a package __init__ that re-exports its modules points back at them: count module-to-module edges only
-    edges = {m: {t for t in ts if not (Path(_modules()[m]).name != "__init__.py" and m.startswith(t + "."))}
-             for m, ts in graph.items()}
-    assert _cycles(edges) == []
+    assert _cycles(_graph()) == []
+
+
+def test_core_uses_absolute_imports_only():
+    relative = [f"{p.relative_to(ROOT)}:{n.lineno}" for p in CORE.rglob("*.py")
+                for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                if isinstance(n, ast.ImportFrom) and n.level > 0]
+    assert relative == [], "relative imports hide edges from the layer checks"
 
 
 def test_layers_import_only_downwards():
@@ -133,13 +129,14 @@ def test_run_engine_imports_no_domain_module():
     assert bad == [], bad
 
 
-def test_core_never_imports_streamlit():
+def test_core_never_imports_streamlit_or_the_page_layer():
     bad = []
     for p in CORE.rglob("*.py"):
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            bad += [f"{p.relative_to(ROOT)}:{node.lineno}" for n in names if n.split(".")[0] == "streamlit"]
+            bad += [f"{p.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in ("streamlit", "ui", "pages", "Home")]
     assert bad == []
 
 

@@ -57,7 +57,12 @@ def _timed_visit(page, label: str, heading: str) -> float:
     """Seconds from a click on the sidebar link to the page's script having finished."""
     t0 = time.perf_counter()
     page.get_by_test_id("stSidebar").get_by_role("link", name=label).click()
-    page.get_by_role("heading", name=heading).wait_for(timeout=120_000)
+    try:
+        page.get_by_role("heading", name=heading).wait_for(timeout=120_000)
+    except Exception:
+        SHOTS.mkdir(parents=True, exist_ok=True)  # what the user saw instead, for whoever reads the failure
+        page.screenshot(path=str(SHOTS / f"load-never-showed-{label.replace(' ', '-')}.png"), full_page=True)
+        raise
     wait_for_app(page, timeout=120_000)
     return time.perf_counter() - t0 - 0.3  # wait_for_app's settling pause
 

@@ -102,6 +102,12 @@ def test_evaluate_record_keeps_the_result_in_the_checkpoint(data_root, model_pat
     d = json.loads(out.stdout)
     metrics = models.load_checkpoint(model_path)["metrics"]
     assert metrics["test_acc"] == d["accuracy"] and metrics["test_set"] == "Sample48/test" and metrics["test_n"] == d["n"]
+    from core.analysis import explain, reports
+    from core.learning import registry
+    report = reports.load_report(d["report"])  # the checkpoint changed on disk, its weights did not
+    assert report.summary["model_version"] == registry.file_version(model_path)
+    assert explain.report_model_file(report) == str(model_path)  # the report's images can still be explained
+    assert [r["model_version"] for r in reports.list_reports()] == [registry.file_version(model_path)]
 
 
 def test_evaluate_with_a_corrupt_model_gives_one_clear_error(data_root, tmp_path):

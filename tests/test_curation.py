@@ -2,6 +2,8 @@
 added-image listing, edits, trash and undo, the import run and the CLI."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import io
 import json
 import os
@@ -17,8 +19,10 @@ from PIL import Image
 from conftest import smooth_images
 from core.data import datasets, uploads, workspace_changes, workspaces
 from core.learning import models, registry
-from core.curation import importing as curation
+from core.curation import added as curation_added, importing as curation
 from core import runs
+from core.cli.config_flags import add_config_flags
+from core.cli.main import build_parser
 from core.curation.import_run import ImportRun, stage_uploads
 from core.data.images import encode_png
 
@@ -104,7 +108,7 @@ def test_import_to_test_keeps_uploads_plus_variants_with_provenance_and_refuses_
             parent = recs[r["parent"]]
             assert parent["parent"] is None and parent["upload"] == r["upload"]
             assert r["recipe"]["groups"] == ["noise", "colour"] and r["recipe"]["seed"] > 0
-    assert sum(curation.is_augmented(r) for r in recs.values()) == 6
+    assert sum(curation_added.is_augmented(r) for r in recs.values()) == 6
 
 
 def test_exact_duplicates_of_workspace_images_and_within_the_batch_are_refused_per_file(ws):
@@ -194,16 +198,38 @@ def test_a_class_pictogram_is_kept_and_shown_as_the_reference(ws):
     assert workspaces.pictogram(datasets.get_dataset("Main"), ws) is None
 
 
+def test_smart_segregation_uses_the_benchmark_when_registered_else_the_first_model():
+    assert curation.default_segregation_model(["a", curation.SEGREGATION_MODEL]) == curation.SEGREGATION_MODEL
+    assert curation.default_segregation_model(["a", "b"]) == "a"
+    assert curation.default_segregation_model([]) is None
+
+
+def test_images_add_flags_take_their_defaults_choices_and_help_from_the_import_settings():
+    wanted = ("variants", "val_ratio", "seed", "on_leak")
+    fields = {f.name: f for f in dataclasses.fields(curation.ImportSettings)}
+    args = build_parser().parse_args(["images", "add", "x.png", "--dataset", "Main"])
+    assert {k: getattr(args, k) for k in wanted} == {k: fields[k].default for k in wanted}
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, curation.ImportSettings, only=wanted, help_prefix="add: ")
+    text = " ".join(parser.format_help().split())
+    assert all(f"add: {' '.join(fields[k].metadata['help'].split())}" in text for k in wanted)
+    assert parser.parse_args(["--val-ratio", "0.3", "--on-leak", "skip"]).val_ratio == 0.3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--on-leak", "ignore"])  # choices from the field: report, skip
+    with pytest.raises(ValueError, match="no fields"):
+        add_config_flags(argparse.ArgumentParser(), curation.ImportSettings, only=("vibes",))
+
+
 def test_list_added_filters_and_pages_newest_first(ws):
     curation.import_images(ups(smooth_images(5, 40, seed=10)), settings(ws, to="test", groups=("noise",), variants=1))
     recs = workspaces.current_added(datasets.get_dataset("Main"))
-    page = curation.list_added(recs, page=2, page_size=4)
+    page = curation_added.list_added(recs, page=2, page_size=4)
     assert (page.total, page.pages, page.page, len(page.records)) == (10, 3, 2, 4)
-    assert [r["seq"] for r in curation.list_added(recs, page_size=3).records] == [10, 9, 8]
-    assert curation.list_added(recs, augmented=True).total == 5
-    assert curation.list_added(recs, augmented=False, split="test", class_id=ws).total == 5
-    assert curation.list_added(recs, split="train").total == 0
-    assert curation.list_added(recs, page=99, page_size=4).page == 3
+    assert [r["seq"] for r in curation_added.list_added(recs, page_size=3).records] == [10, 9, 8]
+    assert curation_added.list_added(recs, augmented=True).total == 5
+    assert curation_added.list_added(recs, augmented=False, split="test", class_id=ws).total == 5
+    assert curation_added.list_added(recs, split="train").total == 0
+    assert curation_added.list_added(recs, page=99, page_size=4).page == 3
 
 
 def test_move_delete_edit_and_undo_restore_exact_versions(ws):
@@ -215,7 +241,7 @@ def test_move_delete_edit_and_undo_restore_exact_versions(ws):
     workspace_changes.delete_images("Main", [b])
     info = datasets.get_dataset("Main")
     assert b not in {r["id"] for r in workspaces.current_added(info)} and info.counts["test"][ws] == 1
-    new = curation.edit_image("Main", c, crop=(5, 5, 35, 30), rotate=90, flip="horizontal")
+    new = curation_added.edit_image("Main", c, crop=(5, 5, 35, 30), rotate=90, flip="horizontal")
     info = datasets.get_dataset("Main")
     recs = {r["id"]: r for r in workspaces.current_added(info)}
     assert c not in recs and recs[new]["parent"] == c and recs[new]["recipe"]["edit"]["rotate"] == 90
@@ -234,7 +260,7 @@ def test_move_delete_edit_and_undo_restore_exact_versions(ws):
                                      ({"rotate": 45}, "rotate must be one of"), ({"flip": "diagonal"}, "flip must")])
 def test_bad_edits_are_refused(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        curation.apply_edit(smooth_images(1, 40)[0], **kw)
+        curation_added.apply_edit(smooth_images(1, 40)[0], **kw)
 
 
 def test_a_crash_or_cancel_mid_import_leaves_the_previous_version(ws, monkeypatch):

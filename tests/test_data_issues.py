@@ -8,7 +8,7 @@ import pytest
 
 from core import runs
 from core.analysis import data_issues, novelty
-from core.analysis.issues_run import IssuesRun, latest_issues
+from core.analysis.issues_run import IssuesRun, issues_status, latest_issues
 from core.base import config, store
 from core.base.registries import set_version
 from core.data import datasets
@@ -103,3 +103,27 @@ def test_an_issues_run_recorded_before_the_version_counts_as_the_unstamped_one()
         return doc
     store.modify("runs", unstamp, key="id", value=run["id"])
     assert latest_issues("benchmark", "Planted", "test")["id"] == run["id"]  # today's sets are the unstamped ones
+
+
+def test_issues_status_gives_the_valid_result_the_active_run_and_a_newer_failure():
+    version = datasets.get_dataset("Sample48").fingerprint
+    config = {"model": "benchmark", "dataset": "Sample48", "split": "test"}
+
+    def record(run_id: str, status: str, created: float, **config_changes) -> None:
+        store.insert("runs", {"id": run_id, "kind": "issues", "config": {**config, **config_changes},
+                              "inputs": {"dataset": {"version": version},
+                                         "issues_version": data_issues.issues_version()},
+                              "status": status, "error": f"{run_id} broke", "created": created, "updated": created})
+
+    empty = issues_status("benchmark", "Sample48", "test")
+    assert (empty.latest_done, empty.active, empty.failed) == (None, None, None)
+    record("failed-old", "failed", 1.0)
+    record("done", "done", 2.0)
+    record("other-split", "queued", 3.0, split="val")
+    now = issues_status("benchmark", "Sample48", "test")
+    assert (now.latest_done["id"], now.active, now.failed) == ("done", None, None)  # the failure is old news
+    record("failed-new", "failed", 4.0)
+    record("queued", "queued", 5.0)
+    now = issues_status("benchmark", "Sample48", "test")
+    assert (now.latest_done["id"], now.active["id"], now.failed["id"]) == ("done", "queued", "failed-new")
+    assert issues_status("benchmark", "Sample48", "val").active["id"] == "other-split"

@@ -10,7 +10,7 @@ import torch
 from conftest import star_sign
 from core.analysis import embedding, novelty
 from core.base import config
-from core.data import datasets
+from core.data import datasets, workspace_changes, workspaces
 from core.learning import models
 from core import runs
 from core.analysis.embed_run import EmbedRun
@@ -78,6 +78,40 @@ def test_stars_the_benchmark_never_saw_form_a_flagged_group_and_stop_signs_do_no
     assert groups[0].novelty >= groups[-1].novelty
     with pytest.raises(ValueError, match="no images to group"):
         embedding.detect_new_classes(model, det, ckpt["class_ids"], [])
+
+
+def test_new_images_are_placed_and_grouped_in_one_call(shipped):
+    ckpt, model, det = shipped
+    split = datasets.load_split("Sample48", "test")
+    key = {"model_version": "m", "dataset": "Sample48", "dataset_version": "v", "split": "test", "size": 60, "seed": 0}
+    ref = embedding.compute_map(model, ckpt["class_ids"], split.images[:60], split.labels[:60], split.files[:60], key=key)
+    placer = embedding.Placer(ref)
+    images = list(split.images[split.labels == 14][:3]) + [star_sign(k) for k in range(3)]
+    placed = embedding.place_new_images(placer, model, images, class_ids=ckpt["class_ids"], detector=det)
+    assert placed.coords.shape == (6, 2) and np.isfinite(placed.coords).all()
+    alone = embedding.detect_new_classes(model, det, ckpt["class_ids"], images)
+    assert [(g.members, g.likely_new) for g in placed.groups] == [(g.members, g.likely_new) for g in alone]
+    unchecked = embedding.place_new_images(placer, model, images, class_ids=ckpt["class_ids"], detector=None)
+    assert unchecked.groups == [] and np.allclose(unchecked.coords, placed.coords, atol=1e-3)
+    empty = embedding.place_new_images(placer, model, [], class_ids=ckpt["class_ids"], detector=det)
+    assert empty.coords.shape == (0, 2) and empty.groups == []
+    with pytest.raises(ValueError, match="fused"):
+        embedding.place_new_images(placer, model, images, class_ids=ckpt["class_ids"], detector=det, method="nope")
+
+
+def test_a_map_is_stale_once_its_dataset_changes():
+    m = embedding.Map({"dataset_version": "v1"}, *(np.zeros((0, 2)),) * 2, [], *(np.zeros(0),) * 3)
+    assert not m.is_stale("v1") and m.is_stale("v2")
+
+
+def test_the_extra_bucket_gives_its_images_with_their_ids():
+    workspaces.derive("Sample48", "Main")
+    images = [star_sign(k) for k in range(2)]
+    ids = workspace_changes.add_images("Main", images, split=workspaces.EXTRA, class_id=workspaces.EXTRA_CLASS,
+                                       sources=["a.png", "b.png"])
+    found, found_ids = embedding.extra_bucket(datasets.get_dataset("Main"))
+    assert found_ids == ids and all(np.array_equal(a, b) for a, b in zip(found, images))
+    assert embedding.extra_bucket(datasets.get_dataset("Sample48")) == ([], [])
 
 
 def test_an_embed_run_computes_once_and_caches_by_model_and_dataset_version():

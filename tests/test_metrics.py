@@ -211,3 +211,22 @@ def test_a_registered_metric_joins_every_report(monkeypatch):
     rep = classification_report([0, 1, 1], [0, 1, 0], labels=[0, 1])
     assert rep["per_class"][1]["toy"] == 1.0 and rep["overall"]["macro_toy"] == 1.0
     assert rep["metrics_version"] == metrics.metrics_version() != metrics.UNSTAMPED_VERSION
+
+
+def test_the_headline_is_an_ordered_table_of_overall_metrics_a_report_holds():
+    assert metrics.list_headlines() == ("accuracy", "macro_f1", "macro_precision", "macro_recall", "mcc")
+    assert metrics.list_headlines(compared=True) == ("accuracy", "macro_f1")
+    assert metrics.get_headline("mcc").label == "Matthews corr."
+    overall = classification_report([0, 1, 1, 2], [0, 1, 0, 2], labels=[0, 1, 2])["overall"]
+    for name in metrics.list_headlines():
+        h = metrics.get_headline(name)
+        assert h.name == name and h.label and h.help and name in overall
+    with pytest.raises(ValueError, match="unknown headline metric 'vibes'; valid: accuracy, macro_f1"):
+        metrics.get_headline("vibes")
+
+
+def test_compared_metrics_come_from_the_records_and_include_the_default_chart_metric(monkeypatch):
+    assert metrics.list_compared() == ("precision", "recall", "f1")
+    assert metrics.DEFAULT_CHART_METRIC in metrics.list_compared()
+    monkeypatch.setitem(metrics.REGISTRY.table, "mcc", replace(metrics.get_metric("mcc"), compared=True))
+    assert metrics.list_compared() == ("precision", "recall", "f1", "mcc")

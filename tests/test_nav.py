@@ -4,7 +4,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests
+from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
 
 import ui.nav as nav
 
@@ -62,25 +62,48 @@ def test_streamlit_folds_a_timer_tick_over_a_pending_navigation(unpatched):
     assert requests._rerun_data.page_script_hash == "evaluate-hash"
 
 
-def test_keep_navigation_over_timers_drops_the_tick_and_nothing_else(unpatched):
-    nav.keep_navigation_over_timers()
-    nav.keep_navigation_over_timers()  # installing twice wraps once
-    assert ScriptRequests._request_rerun_locked.original.__name__ == "_request_rerun_locked"
+def _guarded(monkeypatch, shown: str | None = None) -> ScriptRequests:
+    """A session's requests with the guard installed, as Home.py leaves them after showing page ``shown``."""
     requests = ScriptRequests()
-    requests.request_rerun(RerunData(page_script_hash="predict-hash"))
-    requests.request_rerun(_timer_tick("evaluate-hash"))
+    monkeypatch.setattr(nav, "get_script_run_ctx", lambda: _ctx(requests, shown) if shown else None)
+    nav.keep_navigation_over_timers()
+    return requests
+
+
+def test_the_guard_installs_once_and_notes_the_page_shown(unpatched, monkeypatch):
+    requests = _guarded(monkeypatch, "predict-hash")
+    nav.keep_navigation_over_timers()  # every run calls it: one wrapper, the page noted again
+    assert ScriptRequests._request_rerun_locked.original.__name__ == "_request_rerun_locked"
+    assert getattr(requests, nav._SHOWN) == "predict-hash"
+
+
+def test_a_tick_over_a_pending_click_is_dropped(unpatched, monkeypatch):
+    requests = _guarded(monkeypatch)
+    requests.request_rerun(RerunData(page_script_hash="predict-hash"))  # the click waits
+    requests.request_rerun(_timer_tick("evaluate-hash"))  # the page being left ticks
     assert requests._rerun_data.page_script_hash == "predict-hash"  # the click stands
     assert requests._rerun_data.fragment_id_queue == []  # a full run of the new page, not a fragment
     requests.request_rerun(RerunData(page_script_hash="improve-hash"))  # another click: the newer one wins
     assert requests._rerun_data.page_script_hash == "improve-hash"
-    alone = ScriptRequests()
-    alone.request_rerun(_timer_tick("evaluate-hash"))  # nothing pending: the tick runs its fragment
-    assert alone._rerun_data.page_script_hash == "evaluate-hash"
-    assert alone._rerun_data.fragment_id_queue == ["progress-fragment"]
-    same = ScriptRequests()
-    same.request_rerun(RerunData(page_script_hash="evaluate-hash", widget_states=None))  # a click on this page
-    same.request_rerun(_timer_tick("evaluate-hash"))
-    assert same._rerun_data.page_script_hash == "evaluate-hash"
+
+
+def test_a_tick_of_the_page_left_cannot_interrupt_the_new_page(unpatched, monkeypatch):
+    """The new page runs (nothing pending); the old page's tick would preempt it to rerun the old fragment."""
+    requests = _guarded(monkeypatch, shown="predict-hash")
+    requests.request_rerun(_timer_tick("evaluate-hash"))
+    assert requests._state == ScriptRequestType.CONTINUE  # dropped: the Make prediction run goes on
+    requests.request_rerun(_timer_tick("predict-hash"))  # the shown page's own fragment still ticks
+    assert requests._rerun_data.page_script_hash == "predict-hash"
+    assert requests._rerun_data.fragment_id_queue == ["progress-fragment"]
+
+
+def test_clicks_and_unknown_pages_pass_as_streamlit_has_them(unpatched, monkeypatch):
+    requests = _guarded(monkeypatch, shown="predict-hash")
+    requests.request_rerun(RerunData(page_script_hash="evaluate-hash"))  # a click back: not a tick
+    assert requests._rerun_data.page_script_hash == "evaluate-hash"
+    fresh = _guarded(monkeypatch)  # a new session's requests: no page shown yet
+    fresh.request_rerun(_timer_tick("evaluate-hash"))
+    assert fresh._rerun_data.fragment_id_queue == ["progress-fragment"]
 
 
 def test_no_script_context_means_no_navigation(monkeypatch):

@@ -325,6 +325,15 @@ def test_evaluate_compares_two_reports_per_class():
     assert any("delta = B" in c.value for c in at.caption)
 
 
+def test_explaining_a_report_of_a_deleted_model_gives_the_explain_entry_message():
+    from ui.cache import report_explanation
+    _register_small_model("gone")
+    run = runs.wait(runs.start("evaluate", EvaluateRun(model="gone", dataset="Sample48", split="test")), timeout=120)
+    registry.get_model("gone").path.unlink()  # unregistered too: list_models skips a missing file
+    with pytest.raises(ValueError, match="model 'gone' of report .* no longer exists"):
+        report_explanation(reports.load_report(run["result"]["report"]), 0)
+
+
 def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
     from core.base import store
     from ui.cache import recover_runs

@@ -4,7 +4,8 @@
   run recovery); caching lives here, never in core.
 - :mod:`ui.widgets`: pickers, a clickable thumbnail grid, the Integrated Gradients figure, model stats, run progress.
 - :mod:`ui.evaluate_views`, :mod:`ui.explain_views`: the Evaluate page's report and explanation panels.
-- :mod:`ui.nav`: reruns that never undo a user's click on another page.
+- :mod:`ui.nav`: routing guards: ``ensure_router`` (a first visit to a page URL goes through Home.py's router),
+  reruns and fragment timer ticks that never undo a user's click on another page.
 
 May import: streamlit, plotting libraries and ``core`` (any layer). Core never imports ``ui``.
 """

@@ -1,7 +1,7 @@
 """Cached wrappers around core for the pages: a dataset's index, a model file's network, its novelty detector, a
 report image's explanation, an image's heat map, the recovery of interrupted runs. Caching lives here, in the page
 layer, never in core; every cache is keyed by the version of what it reads (a dataset's version, a model file's
-mtime), so a changed input is read again."""
+mtime, the model version a report records), so a changed input is read again."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import streamlit as st
 from core import runs
 from core.analysis import explain, novelty, reports
 from core.data import datasets
-from core.learning import models, registry
+from core.learning import models
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -59,15 +59,16 @@ def class_heatmap(path: str, image: np.ndarray, class_id: int) -> np.ndarray:
 
 
 @st.cache_data(show_spinner="Integrated Gradients...", max_entries=64)
-def _report_explanation(report_id: str, index: int, model_mtime: float | None) -> explain.ReportExplanation:
+def _report_explanation(report_id: str, index: int, model_version: str | None) -> explain.ReportExplanation:
     return explain.explain_report_image(reports.load_report(report_id), index, load=load_model)
 
 
 def report_explanation(report: reports.Report, index: int) -> explain.ReportExplanation:
     """:func:`core.analysis.explain.explain_report_image` of one report image, computed once per (report, image,
-    model file version), not on every rerun. ValueError (not cached) when the model file changed since the report."""
-    path = registry.model_path(report.summary["model"])
-    return _report_explanation(report.id, int(index), os.path.getmtime(path) if path.is_file() else None)
+    the model version the report records), not on every rerun. The entry finds the model file and raises its
+    ValueError (not cached) when the file is gone or is no longer that version; an explanation made before still
+    explains the report's predictions, so it stays."""
+    return _report_explanation(report.id, int(index), report.summary.get("model_version"))
 
 
 @st.cache_resource(ttl=10)

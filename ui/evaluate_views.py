@@ -24,11 +24,9 @@ def show_report(report: reports.Report) -> None:
     if report.stale:
         st.warning(f"Stale report: {report.stale}")
     ov = s["metrics"]
-    cols = st.columns(5)
-    for col, (key, text) in zip(cols, [("accuracy", "Accuracy"), ("macro_f1", "Macro F1"),
-                                       ("macro_precision", "Macro precision"), ("macro_recall", "Macro recall"),
-                                       ("mcc", "Matthews corr.")]):
-        col.metric(text, f"{ov[key]:.4f}")
+    headlines = metrics.list_headlines()
+    for col, key in zip(st.columns(len(headlines)), headlines):
+        col.metric(metrics.get_headline(key).label, f"{ov[key]:.4f}", help=metrics.get_headline(key).help)
     with st.expander("All overall metrics"):
         st.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in ov.items()]), hide_index=True)
     table = reports.per_class_frame(report)
@@ -37,7 +35,8 @@ def show_report(report: reports.Report) -> None:
     st.dataframe(shown, hide_index=True, height=300,
                  column_config={m: st.column_config.Column(metrics.get_metric(m).label, help=metrics.get_metric(m).help)
                                 for m in metrics.list_metrics() if m in shown})
-    metric = st.selectbox("Chart metric", metrics.list_metrics(), index=metrics.list_metrics().index("f1"),
+    metric = st.selectbox("Chart metric", metrics.list_metrics(),
+                          index=metrics.list_metrics().index(metrics.DEFAULT_CHART_METRIC),
                           format_func=lambda m: metrics.get_metric(m).label, key="eval_metric")
     ordered = reports.worst_first(table, metric).assign(
         label=lambda d: d["class_id"].astype(str) + ": " + d["name"].str.slice(0, 24))
@@ -139,11 +138,17 @@ def show_comparison(a: reports.Report, b: reports.Report) -> None:
         st.warning(f"Not like for like: {warning}.")
     st.caption(f"A: {a.summary['model']} on {a.summary['dataset']}/{a.summary['split']} \u2014 "
                f"B: {b.summary['model']} on {b.summary['dataset']}/{b.summary['split']}; delta = B \u2212 A")
-    c = st.columns(2)
-    c[0].metric("Accuracy B", f"{b.summary['accuracy']:.4f}", f"{b.summary['accuracy'] - a.summary['accuracy']:+.4f}")
-    c[1].metric("Macro F1 B", f"{b.summary['macro_f1']:.4f}", f"{b.summary['macro_f1'] - a.summary['macro_f1']:+.4f}")
-    fig = px.bar(rows, x="class_id", y="f1_delta", hover_data=["name", "f1_a", "f1_b"], height=300,
-                 color=rows["f1_delta"].fillna(0) >= 0, color_discrete_map={True: "#2e7d32", False: "#c62828"})
-    fig.update_layout(showlegend=False, yaxis_title="F1 delta (B \u2212 A)", margin=dict(t=10, b=10))
+    compared = metrics.list_headlines(compared=True)
+    for col, key in zip(st.columns(len(compared)), compared):
+        va, vb = a.summary["metrics"][key], b.summary["metrics"][key]
+        col.metric(f"{metrics.get_headline(key).label} B", f"{vb:.4f}", f"{vb - va:+.4f}")
+    options = metrics.list_compared()
+    m = st.selectbox("Compared metric", options, format_func=lambda k: metrics.get_metric(k).label,
+                     index=options.index(metrics.DEFAULT_CHART_METRIC) if metrics.DEFAULT_CHART_METRIC in options
+                     else 0, key="eval_compare_metric")
+    fig = px.bar(rows, x="class_id", y=f"{m}_delta", hover_data=["name", f"{m}_a", f"{m}_b"], height=300,
+                 color=rows[f"{m}_delta"].fillna(0) >= 0, color_discrete_map={True: "#2e7d32", False: "#c62828"})
+    fig.update_layout(showlegend=False, yaxis_title=f"{metrics.get_metric(m).label} delta (B \u2212 A)",
+                      margin=dict(t=10, b=10))
     st.plotly_chart(fig, key="eval_compare_chart")
     st.dataframe(rows, hide_index=True, height=300)

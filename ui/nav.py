@@ -41,27 +41,40 @@ def rerun_page() -> None:
     st.rerun()
 
 
-def _timer_over_navigation(pending: RerunData | None, new: RerunData) -> bool:
-    """Whether ``new`` is a polling fragment's timer tick of one page arriving over a pending change to another."""
-    return (pending is not None and new.is_auto_rerun and not pending.is_auto_rerun
-            and bool(pending.page_script_hash) and new.page_script_hash != pending.page_script_hash)
+#: The attribute of a session's ScriptRequests naming the page its latest script run showed.
+_SHOWN = "_workbench_page_shown"
+
+
+def _stale_timer_tick(requests: ScriptRequests, new: RerunData) -> bool:
+    """Whether ``new`` is a polling fragment's timer tick of a page the user has left: another page's change
+    is pending, or another page is running or was the last one shown."""
+    if not new.is_auto_rerun or not new.page_script_hash:
+        return False
+    pending = requests._rerun_data if requests._state == ScriptRequestType.RERUN else None
+    if pending is not None and not pending.is_auto_rerun and pending.page_script_hash:
+        return new.page_script_hash != pending.page_script_hash
+    shown = getattr(requests, _SHOWN, "")
+    return bool(shown) and new.page_script_hash != shown
 
 
 def keep_navigation_over_timers() -> None:
     """Stop a fragment's timer tick (``st.fragment(run_every=...)``) from undoing a click on another page.
 
-    The browser keeps sending the old page's timer ticks until the new page starts. While the server is busy,
-    the click waits as a pending request, and Streamlit folds each later request into it with the *newer* page:
-    under load, the user stayed on the page they left (the lost navigation seen in the load test). Installed once
-    per process by Home.py; a tick that arrives over a pending page change is dropped (the new page runs anyway).
+    The browser keeps sending the old page's timer ticks for a while after a click on another page. Streamlit
+    folds a tick that arrives while the click waits into it, keeping the *newer* (old) page, and a tick that
+    arrives while the new page runs interrupts it to rerun the old page's fragment: under load, the user stayed
+    on the page they had left (the lost navigation seen in the load test). Called by Home.py on every run: it
+    installs the guard once per process and notes the page this run shows; ticks of any other page are dropped.
     """
+    ctx = get_script_run_ctx()
+    if ctx is not None and getattr(ctx, "script_requests", None) is not None:
+        setattr(ctx.script_requests, _SHOWN, ctx.page_script_hash)
     original = ScriptRequests._request_rerun_locked
     if getattr(original, "keeps_navigation", False):
         return
 
     def request_rerun_locked(self: ScriptRequests, new_data: RerunData) -> bool:
-        pending = self._rerun_data if self._state == ScriptRequestType.RERUN else None
-        if _timer_over_navigation(pending, new_data):
+        if _stale_timer_tick(self, new_data):
             return True
         return original(self, new_data)
 

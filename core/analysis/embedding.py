@@ -29,6 +29,9 @@ from core.base import config
 from core.base.files import atomic_write_bytes
 from core.analysis.novelty import DEFAULT_METHOD, Detector, get_method, layer_outputs
 from core.base.progress import ProgressFn, StopFn, check, silent
+from core.data import workspaces
+from core.data.datasets import DatasetInfo
+from core.data.images import load_image
 
 MAP_SIZE = 5000
 #: openTSNE iterations after early exaggeration: 250 keeps a 5,000-image map under 10 s on 2 cores.
@@ -70,6 +73,11 @@ class Map:
         with np.load(path, allow_pickle=False) as z:
             return cls(json.loads(z["key"].tobytes().decode()), z["coords"], z["features"].astype(np.float32),
                        [str(f) for f in z["files"]], z["labels"], z["predicted"], z["confidence"])
+
+    def is_stale(self, dataset_version: str) -> bool:
+        """Whether the dataset has changed since the map was made (``dataset_version``: its version now), so the
+        files the map names may hold other images."""
+        return self.key["dataset_version"] != dataset_version
 
 
 def layout_version() -> str:
@@ -167,13 +175,13 @@ class Group:
 
 
 def detect_new_classes(model, detector: Detector, class_ids: list[int], images, *,
-                       method: str = DEFAULT_METHOD) -> list[Group]:
+                       method: str = DEFAULT_METHOD, outputs: dict[str, np.ndarray] | None = None) -> list[Group]:
     """Group new images and flag groups that are probably a class the model lacks (by novelty ``method``); most
-    novel group first."""
+    novel group first. ``outputs``: the images' :func:`~core.analysis.novelty.layer_outputs`, if already computed."""
     get_method(method)  # an unknown method: ValueError listing the valid ones, before any work
     if len(images) == 0:
         raise ValueError("no images to group: upload some, or choose a split or the Extra bucket")
-    out = layer_outputs(model, images)
+    out = layer_outputs(model, images) if outputs is None else outputs
     scores = detector.scores(model, images, (method,), outputs=out)[method]
     groups = group_images(out["fc1"])
     probs = _softmax(out["logits"])
@@ -191,6 +199,42 @@ def detect_new_classes(model, detector: Detector, class_ids: list[int], images, 
                             int(values[counts.argmax()]), float(1 - (centres @ centre).max()),
                             novelty > detector.thresholds[method]))
     return sorted(result, key=lambda g: -g.novelty)
+
+
+@dataclass
+class Placement:
+    """New images placed into a map, with their groups."""
+
+    coords: np.ndarray    # (M, 2) positions in the map
+    groups: list[Group]   # most novel first; empty without a novelty detector
+
+
+def place_new_images(placer: Placer, model, images, *, class_ids: list[int], detector: Detector | None = None,
+                     method: str = DEFAULT_METHOD) -> Placement:
+    """Place new images into the map behind ``placer`` and, given a novelty ``detector``, group them and flag the
+    groups that are probably a new class (:func:`detect_new_classes`); one pass of the model serves both.
+
+    Parameters
+    ----------
+    images : sequence of M (H, W, 3) uint8 RGB images
+    class_ids : the model's classes in output order (a checkpoint's ``class_ids``)
+    detector : the model's novelty detector, or None (the images are placed, not grouped)
+    """
+    get_method(method)  # an unknown method: ValueError listing the valid ones, before any work
+    if len(images) == 0:
+        return Placement(np.zeros((0, 2), np.float32), [])
+    out = layer_outputs(model, images)
+    groups = detect_new_classes(model, detector, class_ids, images, method=method, outputs=out) if detector else []
+    return Placement(placer.place(out["pen"]), groups)
+
+
+def extra_bucket(info: DatasetInfo) -> tuple[list[np.ndarray], list[str]]:
+    """A workspace's Extra bucket (unlabelled images, :data:`core.data.workspaces.EXTRA`): its images (H, W, 3)
+    uint8 and their ids, in record order; empty for a built dataset."""
+    if info.kind != "workspace":
+        return [], []
+    extra = [r for r in workspaces.current_added(info) if r["split"] == workspaces.EXTRA]
+    return [load_image(info.image_path(r["file"])) for r in extra], [r["id"] for r in extra]
 
 
 def group_images(features: np.ndarray) -> list[list[int]]:

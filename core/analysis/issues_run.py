@@ -1,5 +1,6 @@
 """The ``issues`` run kind: data issues of a dataset split as a model sees it (mislabelled, leakage, outliers),
-kept in the run folder; :func:`latest_issues` finds the newest for the dataset's current version."""
+kept in the run folder; :func:`latest_issues` finds the newest for the dataset's current version, and
+:func:`issues_status` says where the runs of one (model, dataset, split) stand."""
 from __future__ import annotations
 
 import json
@@ -60,6 +61,26 @@ def latest_issues(model: str, dataset: str, split: str) -> dict | None:
                 and rec["inputs"].get("issues_version", data_issues.UNSTAMPED_VERSION) == methods:
             return rec
     return None
+
+
+@dataclass(frozen=True)
+class IssuesStatus:
+    """Where the issues runs of one (model, dataset, split) stand (run records, newest of each)."""
+
+    latest_done: dict | None   # the newest finished run still valid (:func:`latest_issues`)
+    active: dict | None        # a queued or running run
+    failed: dict | None        # the newest failed run, when it is newer than ``latest_done`` (its error is news)
+
+
+def issues_status(model: str, dataset: str, split: str) -> IssuesStatus:
+    """The latest valid result, the run in progress and a failure newer than the result, for one issues config."""
+    config = {"model": model, "dataset": dataset, "split": split}
+    active = next((r for r in runs.list_runs("issues", statuses=runs.ACTIVE) if r["config"] == config), None)
+    failed = next((r for r in runs.list_runs("issues", statuses=("failed",)) if r["config"] == config), None)
+    latest = latest_issues(model, dataset, split)
+    if failed is not None and latest is not None and failed["created"] <= latest["created"]:
+        failed = None
+    return IssuesStatus(latest, active, failed)
 
 
 def load_issues(run_id: str) -> data_issues.DataIssues:

@@ -3,7 +3,9 @@
 Each per-class metric is one record in a registry (:func:`register_metric` beside its function, read with
 :func:`list_metrics` / :func:`get_metric`): its name, label, function of the one-vs-rest counts, which direction is
 better, how it is shown and its help text. Reports, pages, the CLI and tests all read that one table; reports
-record its version (:func:`metrics_version`).
+record its version (:func:`metrics_version`). The overall metrics a report leads with (accuracy, macro F1, ...)
+are a second, ordered table of records (:func:`register_headline`, read with :func:`list_headlines` /
+:func:`get_headline`); it changes how reports are shown, not what they hold, so it has no part in that version.
 
 Degenerate cases give defined, finite values, never NaN or inf:
 
@@ -61,6 +63,24 @@ class Metric:
 
 #: The metrics (read it with list_metrics / get_metric; tests may put a toy record in its ``table``).
 REGISTRY: Registry[Metric] = Registry("metric")
+#: The per-class metric a chart of per-class values, or of their deltas, starts on.
+DEFAULT_CHART_METRIC = "f1"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One overall metric a report leads with: ``name`` is its key in :func:`overall_metrics`."""
+
+    name: str
+    label: str
+    help: str
+    #: shown for report B with its delta against report A when two reports are compared
+    compared: bool = False
+    version: int = 1
+
+
+#: The headline overall metrics, in the order a report shows them (read it with list_headlines / get_headline).
+HEADLINES: Registry[Headline] = Registry("headline metric")
 
 
 def register_metric(name: str, *, label: str, higher_is_better: bool, format: str, help: str,
@@ -83,6 +103,26 @@ def list_metrics() -> tuple[str, ...]:
 def get_metric(name: str) -> Metric:
     """The record of metric ``name``; ValueError listing the valid names for an unknown one."""
     return REGISTRY.get(name)
+
+
+def register_headline(name: str, *, label: str, help: str, compared: bool = False) -> Headline:
+    """Add overall metric ``name`` (a key of :func:`overall_metrics`) to the headline, after the ones before it."""
+    return HEADLINES.add(Headline(name, label, help, compared))
+
+
+def list_headlines(*, compared: bool | None = None) -> tuple[str, ...]:
+    """Names of the headline overall metrics in display order; ``compared=True``: only those shown in comparisons."""
+    return tuple(n for n in HEADLINES.names() if compared is None or HEADLINES.get(n).compared == compared)
+
+
+def get_headline(name: str) -> Headline:
+    """The record of headline metric ``name``; ValueError listing the valid names for an unknown one."""
+    return HEADLINES.get(name)
+
+
+def list_compared() -> tuple[str, ...]:
+    """Names of the per-class metrics marked ``compared`` (report A against report B), in report order."""
+    return tuple(n for n in list_metrics() if get_metric(n).compared)
 
 
 def metrics_version() -> str:
@@ -168,6 +208,15 @@ def mcc(c: Counts) -> np.ndarray:
     num = c.tp.astype(np.float64) * c.tn - c.fp.astype(np.float64) * c.fn
     den = np.sqrt((c.tp + c.fp).astype(np.float64) * (c.tp + c.fn) * (c.tn + c.fp) * (c.tn + c.fn))
     return _div(num, den)
+
+
+register_headline("accuracy", label="Accuracy", compared=True, help="Share of all images classified correctly.")
+register_headline("macro_f1", label="Macro F1", compared=True,
+                  help="F1 averaged over the classes, each class counting once whatever its size.")
+register_headline("macro_precision", label="Macro precision", help="Precision averaged over the classes.")
+register_headline("macro_recall", label="Macro recall", help="Recall averaged over the classes.")
+register_headline("mcc", label="Matthews corr.",
+                  help="Multiclass Matthews correlation, -1 to 1: agreement between prediction and truth.")
 
 
 def format_value(name: str, value: float) -> str:

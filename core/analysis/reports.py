@@ -63,6 +63,18 @@ def save_report(report_id: str, summary: dict, preds: Predictions, *, model: str
     return record
 
 
+def restamp_model_version(report_id: str, model_version: str) -> None:
+    """Name a new version of the report's model file, for a rewrite that kept its weights and classes (``evaluate
+    --record`` stores the result in the checkpoint): the report still explains with that file. File, then record."""
+    path = report_dir(report_id) / "report.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"report {report_id!r} cannot be read ({e})") from None
+    atomic_write_bytes(path, json.dumps({**summary, "model_version": model_version}).encode())
+    store.modify("reports", lambda rec: {**rec, "model_version": model_version}, key="id", value=report_id)
+
+
 def list_reports() -> list[dict]:
     """Report records, newest first."""
     return sorted(store.all_records("reports"), key=lambda r: r["created"], reverse=True)

@@ -1,10 +1,11 @@
 """The one shape of progress and cancel shared by every long function (training, inference, anchors, builds).
 
 A long function takes ``progress: ProgressFn | None`` and ``should_stop: StopFn | None`` keyword arguments. It
-calls ``progress(fraction, message)`` with ``fraction`` in [0, 1]; ``entry`` carries a record worth keeping, such
-as one epoch of a training history, or, when it has ``"batch": True``, a live point of a training curve that is
-drawn while the run lasts but not kept in the history (see :func:`is_batch_point`) and raises :class:`Cancelled` as soon as ``should_stop()`` turns true. A run
-(:mod:`core.runs`) hands both to its worker; the CLI prints; tests pass nothing.
+calls ``progress(fraction, message, entry)`` with ``fraction`` in [0, 1], and raises :class:`Cancelled` as soon
+as ``should_stop()`` turns true. ``entry`` (optional) carries a record worth keeping, such as one epoch of a
+training history; an entry with ``"batch": True`` is a live curve point instead, drawn while the run lasts but not
+kept in its history (:func:`is_batch_point`). A run (:mod:`core.runs`) hands both to its worker; the CLI prints;
+tests pass nothing.
 """
 from __future__ import annotations
 

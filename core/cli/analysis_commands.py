@@ -47,6 +47,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         ckpt["metrics"].update({"test_acc": summary["accuracy"], "test_macro_f1": summary["macro_f1"],
                                 "test_set": test_set, "test_n": summary["n"]})
         models.save_checkpoint(ckpt, path)
+        if "report" in summary:  # same weights, new file: the report keeps explaining with it
+            reports.restamp_model_version(summary["report"], registry.file_version(path))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -1,5 +1,5 @@
 """``python -m core classes ...`` and ``images ...``: a workspace's classes and images (adding images is an import
-run, like the app's)."""
+run, like the app's; its flags take their defaults and help from :class:`core.curation.importing.ImportSettings`)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from core import runs
+from core.cli.config_flags import add_config_flags
 from core.curation import importing
 from core.curation.import_run import ImportRun
 from core.data import augment, datasets, workspace_changes, workspaces
@@ -50,22 +51,23 @@ def _class_arg(text: str) -> int:
 
 
 def _default_model() -> str:
-    names = [m.name for m in registry.list_models()]
-    if not names:
+    name = importing.default_segregation_model([m.name for m in registry.list_models()])
+    if name is None:
         raise ValueError("smart segregation needs a model for its features and none is registered; give --model "
                          "or use --to test")
-    return "benchmark" if "benchmark" in names else names[0]
+    return name
 
 
 def _add_images(args: argparse.Namespace) -> int:
     if args.class_id is None:
         raise ValueError("images add needs --class ID (or --class extra)")
-    to = args.to or (workspaces.EXTRA if args.class_id == workspaces.EXTRA_CLASS else "trainval")
+    # no --to: the Extra bucket for class 'extra', else the settings' default destination
+    to = {"to": args.to} if args.to else {"to": workspaces.EXTRA} if args.class_id == workspaces.EXTRA_CLASS else {}
     settings = importing.ImportSettings(dataset=args.dataset, class_id=args.class_id, variants=args.variants,
-                                        groups=tuple(g for g in (args.augment or "").split(",") if g), to=to,
+                                        groups=tuple(g for g in (args.augment or "").split(",") if g), **to,
                                         val_ratio=args.val_ratio, seed=args.seed, on_leak=args.on_leak)
     cfg = ImportRun(settings, paths=tuple(str(Path(p).absolute()) for p in args.items),
-                    model=args.model or (_default_model() if to == "trainval" else None))
+                    model=args.model or (_default_model() if settings.to == "trainval" else None))
     run = runs.wait(runs.start("import", cfg), timeout=24 * 3600)
     if run["status"] != "done":
         raise ValueError(run.get("error") or run["message"])
@@ -124,12 +126,10 @@ PATH: image files, folders (walked) or zip archives. Augmentation groups: {', '.
     i.add_argument("--dataset", required=True, help="the workspace")
     i.add_argument("--class", dest="class_id", type=_class_arg, help="add: class id, or 'extra' (unlabelled)")
     i.add_argument("--augment", help=f"add: augmentation groups, comma-separated ({', '.join(augment.list_groups())})")
-    i.add_argument("--variants", type=int, default=0, help="add: augmented copies per upload (default 0)")
     i.add_argument("--to", help="add: trainval (smart segregation, default) or test; move: train, val or test")
-    i.add_argument("--val-ratio", type=float, default=0.2, help="add: val share of train + val (default 0.2)")
-    i.add_argument("--model", help="add: model whose features drive smart segregation (default: benchmark)")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--on-leak", choices=importing.LEAK_ACTIONS, default="report",
-                   help="add: near-duplicates of images in other splits: report them, or skip those uploads")
+    add_config_flags(i, importing.ImportSettings, only=("variants", "val_ratio", "seed", "on_leak"),
+                     help_prefix="add: ")
+    i.add_argument("--model", help="add: model whose features drive smart segregation (default: "
+                   f"{importing.SEGREGATION_MODEL})")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_images)

@@ -14,6 +14,7 @@ import textwrap
 
 from core import runs
 from core.base.progress import is_batch_point
+from core.cli.config_flags import add_config_flags
 from core.data import datasets
 from core.learning import distributed, models, registry, training
 from core.learning.train_run import TrainRun
@@ -71,24 +72,6 @@ def _train_main(args: argparse.Namespace, progress) -> int:
     print(json.dumps({"run": run_id, "saved": out or str(registry.get_model(r["model"]).path),
                       **{k: v for k, v in r.items() if k != "model"}}))
     return 0
-
-
-def add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> None:
-    """One flag per field of a config dataclass: name, type, default, choices and help from the field."""
-    for f in dataclasses.fields(config_type):
-        meta = f.metadata
-        flags = [meta.get("flag", "--" + f.name.replace("_", "-"))]
-        if "--" + f.name.replace("_", "-") not in flags:
-            flags.append("--" + f.name.replace("_", "-"))
-        kw = {"dest": f.name, "help": f"{meta.get('help', '')} (default: %(default)s)"}
-        if f.type == "bool":
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default, **kw)
-        elif f.type.startswith("tuple"):
-            parser.add_argument(*flags, action="append", default=[], metavar=meta.get("metavar"),
-                                **{**kw, "help": meta.get("help", "")})
-        else:
-            py_type = {"int": int, "float": float, "str": str, "int | None": int}[f.type]
-            parser.add_argument(*flags, type=py_type, default=f.default, choices=meta.get("choices"), **kw)
 
 
 def add_commands(sub) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from core import runs
 from core.base import config
 from core.curation import importing
-from core.data import datasets, uploads
+from core.data import augment, datasets, uploads
 from core.learning import registry
 from core.learning.models import load_checkpoint, model_from_checkpoint
 
@@ -37,7 +37,8 @@ class ImportRun:
         if self.settings.to == "trainval" and not self.model:
             raise ValueError("smart segregation into train and val needs a model for its features; choose one")
         return {"dataset": datasets.dataset_input(info),
-                "model": registry.model_input(self.model) if self.model else None}
+                "model": registry.model_input(self.model) if self.model else None,
+                "augment_version": augment.groups_version()}  # the groups that made the variants
 
     def title(self) -> str:
         return f"add {len(self.paths)} upload(s) to {self.settings.dataset}"

@@ -1,5 +1,5 @@
-"""Curation: adding images to a workspace (variants, duplicates and leakage, smart segregation), browsing what
-users added, editing it.
+"""Curation: adding images to a workspace (variants, duplicates and leakage, smart segregation). Browsing and
+editing what users added: :mod:`core.curation.added`.
 
 An import takes decoded uploads (:mod:`core.data.uploads`) and settings, and produces one workspace change:
 
@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from core.data import augment, datasets, workspace_changes, workspaces
-from core.data.images import load_image, pixel_hash
+from core.data.images import pixel_hash
 from core.learning.inference import embed
 from core.base.progress import ProgressFn, StopFn, check, silent
 from core.data.duplicates import NEAR_DUPLICATE, descriptors
@@ -47,20 +47,31 @@ VARIANT_P = 0.8
 MAX_VARIANTS = 20
 #: Draws per variant before an unchanged copy is accepted (each group can be skipped with 1 - VARIANT_P).
 VARIANT_TRIES = 5
+#: The model whose penultimate features drive smart segregation unless another is chosen (the shipped benchmark).
+SEGREGATION_MODEL = "benchmark"
+
+
+def _setting(default, help: str, **cli):
+    """A settings field with its help text (and CLI hints: ``choices``) in its metadata."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
 class ImportSettings:
-    """What to do with a batch of uploads."""
+    """What to do with a batch of uploads, every setting defined once: the Add images form and the CLI's
+    ``images add`` flags take their defaults and help from these fields."""
 
-    dataset: str
-    class_id: int                     # workspaces.EXTRA_CLASS for the Extra bucket
-    groups: tuple[str, ...] = ()      # augmentation groups of the variants
-    variants: int = 0                 # augmented copies per upload, besides the upload itself
-    to: str = "trainval"              # "trainval" (smart segregation), "test" or "extra"
-    val_ratio: float = 0.2            # share of val in train + val
-    seed: int = 0
-    on_leak: str = "report"           # near-duplicates in other splits: "report" them or "skip" those uploads
+    dataset: str = field(metadata={"help": "the workspace"})
+    class_id: int = field(metadata={"help": "class id, or workspaces.EXTRA_CLASS for the Extra bucket (unlabelled)"})
+    groups: tuple[str, ...] = _setting((), "augmentation groups of the variants (combined, in a random order per "
+                                       "variant)")
+    variants: int = _setting(0, "augmented copies per upload, besides the upload itself")
+    to: str = _setting("trainval", "trainval (smart segregation into train and val), test or extra",
+                       choices=DESTINATIONS)
+    val_ratio: float = _setting(0.2, "share of val in train + val")
+    seed: int = _setting(0, "seed of the variants and of smart segregation")
+    on_leak: str = _setting("report", "near-duplicates of images in other splits: report them, or skip those "
+                            "uploads", choices=LEAK_ACTIONS)
 
     def validate(self) -> None:
         if self.to not in DESTINATIONS:
@@ -100,6 +111,13 @@ class ImportPlan:
     records: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)   # {"file", "error"}
     leaks: list[dict] = field(default_factory=list)    # {"file", "split", "near", "near_split", "similarity"}
+
+
+def default_segregation_model(names: Sequence[str]) -> str | None:
+    """The model smart segregation uses unless another is chosen: :data:`SEGREGATION_MODEL` when it is among the
+    registered ``names``, else the first of them; None when there are none."""
+    names = list(names)
+    return SEGREGATION_MODEL if SEGREGATION_MODEL in names else (names[0] if names else None)
 
 
 def variants(upload: Upload, *, groups: Sequence[str], n: int, seed: int) -> list[tuple[np.ndarray, dict]]:
@@ -325,77 +343,3 @@ def preview(uploads: Sequence[Upload], settings: ImportSettings, *, limit: int =
     good = [u for u in uploads if u.ok][:limit]
     return [(u.name, [u.image] + [im for im, _ in variants(u, groups=settings.groups, n=settings.variants,
                                                              seed=settings.seed)]) for u in good]
-
-
-# -- what users added ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AddedPage:
-    records: list[dict]   # full records (provenance) with current split and class, newest first
-    total: int            # records matching the filter
-    page: int             # 1-based, clamped
-    pages: int
-
-
-def list_added(records: Sequence[dict], *, class_id: int | None = None, split: str | None = None,
-               batch: str | None = None, augmented: bool | None = None, page: int = 1,
-               page_size: int = 48) -> AddedPage:
-    """One page of added-image records (from :func:`core.data.workspaces.current_added`), filtered, newest first."""
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
-    rows = [r for r in records if (class_id is None or r["class_id"] == class_id)
-            and (split is None or r["split"] == split) and (batch is None or r.get("batch") == batch)
-            and (augmented is None or is_augmented(r) == augmented)]
-    rows.sort(key=lambda r: r["seq"], reverse=True)
-    pages = max(1, math.ceil(len(rows) / page_size))
-    page = min(max(1, int(page)), pages)
-    return AddedPage(rows[(page - 1) * page_size: page * page_size], len(rows), page, pages)
-
-
-def is_augmented(record: dict) -> bool:
-    """Whether an added image is a variant (made by augmentation) rather than an upload or its edit."""
-    recipe = record.get("recipe") or {}
-    return "groups" in recipe
-
-
-ROTATIONS = (0, 90, 180, 270)
-FLIPS = (None, "horizontal", "vertical")
-
-
-def apply_edit(image: np.ndarray, *, crop: tuple[int, int, int, int] | None = None, rotate: int = 0,
-               flip: str | None = None) -> np.ndarray:
-    """Crop (left, top, right, bottom in pixels, right/bottom exclusive), then rotate counter-clockwise by a
-    multiple of 90 degrees, then flip. The preview and the saved image both come from here."""
-    h, w = image.shape[:2]
-    if crop is not None:
-        left, top, right, bottom = (int(v) for v in crop)
-        if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-            raise ValueError(f"crop {crop} does not fit the {w}x{h} image; use 0 <= left < right <= {w}, "
-                             f"0 <= top < bottom <= {h}")
-        image = image[top:bottom, left:right]
-    if rotate not in ROTATIONS:
-        raise ValueError(f"rotate must be one of {ROTATIONS}, got {rotate}")
-    if flip not in FLIPS:
-        raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
-    image = np.rot90(image, rotate // 90)
-    if flip == "horizontal":
-        image = image[:, ::-1]
-    elif flip == "vertical":
-        image = image[::-1]
-    return np.ascontiguousarray(image)
-
-
-def edit_image(dataset: str, image_id: str, *, crop: tuple[int, int, int, int] | None = None, rotate: int = 0,
-               flip: str | None = None) -> str:
-    """Save an edited copy of an added image as a new version (its ``parent`` is the old one, which goes to the
-    trash; undo brings it back). Returns the new image's id."""
-    info = datasets.get_dataset(dataset)
-    rec = next((r for r in workspaces.current_added(info) if r["id"] == image_id), None) \
-        if info.kind == "workspace" else None
-    if rec is None:
-        raise ValueError(f"no added image {image_id!r} in {dataset!r}")
-    edited = apply_edit(load_image(info.image_path(rec["file"])), crop=crop, rotate=rotate, flip=flip)
-    edit = {"crop": list(crop) if crop else None, "rotate": rotate, "flip": flip}
-    return workspace_changes.replace_image(dataset, image_id, edited, record={
-        "upload": rec.get("upload", rec["source"]), "upload_sha256": rec.get("upload_sha256"),
-        "batch": rec.get("batch"), "recipe": {"edit": edit}, "pixel_sha": pixel_hash(edited)})

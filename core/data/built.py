@@ -199,6 +199,11 @@ def list_built() -> list[DatasetInfo]:
     return out
 
 
+def list_infos(known: list[DatasetInfo]) -> list[DatasetInfo]:
+    """The built datasets, as a source of the catalog (:mod:`core.data.datasets`); they need nothing ``known``."""
+    return list_built()
+
+
 def get_built(name: str) -> DatasetInfo | None:
     return next((d for d in list_built() if d.name == name), None)
 

@@ -7,8 +7,9 @@ Two kinds of source implement :class:`DatasetSource` (module-level ``read_rows``
 - **workspaces** (:mod:`core.data.workspaces`) are what users change: derived from a built dataset, copy-on-write.
 
 Every dataset state has a version (``DatasetInfo.fingerprint``: the content hash of a built dataset, the
-overlay's fingerprint of a workspace), recorded by models and reports. Everything outside ``core.data`` reads
-datasets through this module (:func:`list_datasets`, :func:`get_dataset`, :func:`read_index`, :func:`load_split`).
+overlay's fingerprint of a workspace), recorded by models and reports. Everything outside ``core.data`` finds and
+reads datasets through this module (:func:`list_datasets`, :func:`get_dataset`, :func:`read_index`,
+:func:`load_split`); changing a workspace goes through :mod:`core.data.workspace_changes`.
 """
 from __future__ import annotations
 
@@ -26,20 +27,26 @@ __all__ = ["SPLITS", "DatasetInfo", "SplitArrays", "DatasetSource", "list_datase
 class DatasetSource(Protocol):
     """What each kind of dataset provides (implemented as module functions by ``built`` and ``workspaces``)."""
 
+    def list_infos(self, known: list[DatasetInfo]) -> list[DatasetInfo]:
+        """This kind's datasets; ``known``: those the sources before it listed (a workspace needs its base)."""
+
     def read_rows(self, info: DatasetInfo, split: str | None = None) -> list[dict]: ...
 
     def load_split(self, info: DatasetInfo, split: str) -> SplitArrays: ...
 
 
-#: The source of each kind of dataset (``DatasetInfo.kind``).
+#: The source of each kind of dataset (``DatasetInfo.kind``), in listing order: a name taken by an earlier source
+#: hides a later one's.
 SOURCES: dict[str, DatasetSource] = {"built": built, "workspace": workspaces}
 
 
 def list_datasets() -> list[DatasetInfo]:
     """Every dataset: built ones, then workspaces."""
-    found = built.list_built()
-    names = {d.name for d in found}
-    return found + [w for w in workspaces.list_workspaces(found) if w.name not in names]
+    found: list[DatasetInfo] = []
+    for source in SOURCES.values():
+        names = {d.name for d in found}
+        found += [d for d in source.list_infos(found) if d.name not in names]
+    return found
 
 
 def get_dataset(name: str) -> DatasetInfo:

@@ -78,6 +78,11 @@ def list_workspaces(built: list[ds.DatasetInfo] | None = None) -> list[ds.Datase
     return out
 
 
+def list_infos(known: list[ds.DatasetInfo]) -> list[ds.DatasetInfo]:
+    """The workspaces, as a source of the catalog (:mod:`core.data.datasets`); ``known`` holds their bases."""
+    return list_workspaces([d for d in known if d.kind == "built"])
+
+
 def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None) -> ds.DatasetInfo:
     """The dataset description of a workspace folder (reads only the small header)."""
     head = read_header(Path(path))

@@ -136,7 +136,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         history=loop.history, metrics={"best_val_acc": loop.best_score, "best_epoch": loop.best_epoch,
                                        "train_seconds": round(seconds, 1), "precision": precision,
                                        **({"classes_without_train_images": data.missing} if data.missing else {})},
-        config={**asdict(cfg), "architecture": architecture})
+        config={**asdict(cfg), "architecture": architecture, "augment_version": augment.groups_version()})
     return TrainResult(ckpt, loop.history, seconds)
 
 
