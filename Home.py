@@ -63,7 +63,7 @@ def home() -> None:
             run_status(run)
 
 
-#: Streamlit's own sidebar menu, in two sections.
+#: The pages in two sections: routed by st.navigation, listed in the sidebar by :func:`sidebar_menu`.
 PAGES = {
     "Data": [
         st.Page(home, title="Home", icon=":material/home:", default=True),
@@ -80,9 +80,22 @@ PAGES = {
     ],
 }
 
-# The router runs first, before the heavy imports below: until st.navigation has run once in a process, Streamlit
-# treats the pages/ folder in its legacy way (file names in the menu); this keeps that window to the first moment.
-current = st.navigation(PAGES)
+
+
+def sidebar_menu(pages: dict[str, list]) -> None:
+    """The page menu, drawn with the first run. Streamlit's own menu is off (``client.showSidebarNavigation``):
+    while a ``pages/`` folder exists, each server process starts in Streamlit's legacy mode until st.navigation
+    has run once, and its menu listed the raw page file names ("add classes", "evaluate") on a cold start."""
+    with st.sidebar:
+        for section, entries in pages.items():
+            st.caption(section.upper())
+            for entry in entries:
+                st.page_link(entry)
+
+
+# The router runs first, before the heavy imports below, so a first visit is routed at once.
+current = st.navigation(PAGES, position="hidden")
+sidebar_menu(PAGES)
 keep_navigation_over_timers()  # after the router: notes the page this run shows
 
 import pandas as pd  # noqa: E402

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from browser_support import (PROJECT, SHOTS, browser, choose, options, shown_sidebar, sidebar_seen,  # noqa: F401
+from browser_support import (SHOTS, browser, choose, options, shown_sidebar, sidebar_seen,  # noqa: F401 (fixture)
                              start_scratch_training, streamlit_server, wait_for_app, wait_for_sidebar, watch_sidebar)
 
 pytestmark = pytest.mark.browser
@@ -63,9 +63,8 @@ def test_home_cold_start_menu_and_start_here(browser, app):
 
 def test_a_first_visit_straight_to_a_page_url_runs_it_under_the_router(browser, tmp_path):
     """A fresh server whose first visitor opens /evaluate: Home.py takes over and routes it (its page config, the
-    titled menu), so the page does not stay in Streamlit's legacy pages-folder mode (the page alone, file names in
-    the menu). Streamlit starts every process in that mode while a pages/ folder exists, so on this one path the
-    file names show for the moment before ``ui.nav.ensure_router`` hands over; they must then be gone."""
+    titled menu), never Streamlit's legacy pages-folder mode (the page alone, file names in the menu), even for the
+    moment before ``ui.nav.ensure_router`` hands the visit to the router."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(tmp_path) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -74,9 +73,7 @@ def test_a_first_visit_straight_to_a_page_url_runs_it_under_the_router(browser, 
         page.get_by_role("heading", name="Evaluate models").wait_for(timeout=120_000)
         wait_for_sidebar(page, MENU)
         wait_for_app(page, timeout=120_000)
-        assert shown_sidebar(page) == MENU
-        legacy = {p.stem.replace("_", " ") for p in (PROJECT / "pages").glob("*.py")} | {"Home"}
-        assert sidebar_seen(page) - MENU <= legacy  # nothing but that first moment's file names
+        assert shown_sidebar(page) == MENU and sidebar_seen(page) == MENU
         assert page.title() == "Traffic-sign workbench"  # Home.py's st.set_page_config ran: Home.py routed
         assert page.url.endswith("/evaluate") and page.get_by_test_id("stException").count() == 0
         page.screenshot(path=str(SHOTS / "first_visit_evaluate.png"))
