@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.nav import keep_navigation_over_timers
+from ui.nav import keep_navigation_over_timers, start_session
 
 st.set_page_config(page_title="Traffic-sign workbench", page_icon=":material/traffic:", layout="wide")
+start_session()  # secrets (the Cloud's TSW_DEMO) and this browser session's demo identity, before anything reads them
 
 
 def home() -> None:
     st.title("Traffic-sign model workbench")
+    if demo.enabled():
+        st.info(f"**This is a public demo**, shared with other visitors: {demo.caps_summary()}.",
+                icon=":material/public:")
     st.markdown(
         "Explore a traffic-sign dataset, find out **why** the model fails, add classes and images, retrain cheaply "
         "(incremental and transfer learning with in-model augmentation), evaluate with per-class metrics and "
@@ -102,7 +106,7 @@ import pandas as pd  # noqa: E402
 
 import core.kinds  # noqa: E402,F401  (registers every run kind: pages start them by name)
 from core import runs  # noqa: E402
-from core.base import config  # noqa: E402
+from core.base import config, demo  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.learning import registry  # noqa: E402
 from ui.cache import recover_runs  # noqa: E402

@@ -89,6 +89,7 @@ if len(good) > PREVIEW_UPLOADS:
 if st.button(f"Add {len(good) * (1 + settings.variants)} image(s) to {info.name}", type="primary",
              key="add_go", disabled=not good):
     try:
+        settings.check_target()  # a refused target costs no upload quota (demo mode)
         paths = stage_uploads([(f.name, f.getvalue()) for f in files])
         st.session_state.add_run = runs.start("import", ImportRun(settings, paths=tuple(paths), model=model,
                                                                   staged=True))

@@ -97,9 +97,13 @@ def manage(rid: str) -> None:
                 st.error(str(e))
         sure = st.checkbox("Yes, delete this report and its files", key=f"eval_sure_{rid}")
         if st.button("Delete report", key="eval_delete", disabled=not sure):
-            reports.delete_report(rid)
-            st.session_state.pop("eval_report", None)
-            st.rerun()
+            try:
+                reports.delete_report(rid)
+            except ValueError as e:  # demo mode: another session's or a shared report
+                st.error(str(e))
+            else:
+                st.session_state.pop("eval_report", None)
+                st.rerun()
 
 
 ids = [r["id"] for r in records]

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.learning import registry, training
 from core import runs
+from core.base import demo
 from core.learning.train_run import TrainRun, saved_epochs
 from core.analysis.curves import live_frames
 from core.learning.distributed import PRECISIONS
@@ -37,7 +38,8 @@ with right:
     with st.form("improve_form"):
         name = st.text_input("New model name", value="my-model", key="improve_name")
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 300, DEFAULTS.epochs, key="improve_epochs", help=HELP["epochs"])
+        epochs = c1.number_input("Epochs", 1, demo.DEMO_MAX_EPOCHS if demo.enabled() else 300, DEFAULTS.epochs,
+                                 key="improve_epochs", help=HELP["epochs"])
         lr = c2.number_input("Learning rate", 1e-5, 0.5, DEFAULTS.lr, format="%.5f", key="improve_lr",
                              help=HELP["lr"])
         augment = st.checkbox("In-model augmentation (recommended)", value=DEFAULTS.augment, key="improve_augment",

@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+#: Runs in threads of the test process, where a test can patch what they call; tests that start a real server,
+#: and tests/test_workers.py, use the product's default (worker processes).
+os.environ.setdefault("TSW_RUN_WORKERS", "thread")
+#: Under pytest-xdist (pytest.ini runs two workers) each worker computes with its share of the cores, and so do the
+#: processes it starts (the CLI, servers): more torch threads than cores only makes everyone wait.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                     // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # browser_support
 
 import core.kinds  # noqa: E402,F401  (every run kind registered, as in the app and the CLI)

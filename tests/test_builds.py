@@ -301,9 +301,8 @@ def test_cli_datasets_list_json(data_root):
                                   [""] * n, np.full((n, 2), 16, np.int32))
     built.write_dataset("CliSet", {"train": split, "test": split}, classes={0: "x", 1: "y"}, source="s",
                            recipe="r")
-    env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
-    out = subprocess.run([sys.executable, "-m", "core", "datasets", "list", "--json"], cwd=PROJECT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    from cli_support import run_cli
+    out = run_cli("datasets", "list", "--json", root=data_root)
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     assert isinstance(listed, list)

@@ -15,15 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_support import run_cli
 from core.learning import models
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-
-def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TSW_DATA_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from core.cli.config_flags import add_config_flags
 from core.cli.main import build_parser
 from core.curation.import_run import ImportRun, stage_uploads
 from core.data.images import encode_png
+from cli_support import run_cli  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = "Sample48"
@@ -301,9 +302,7 @@ def test_an_import_run_stages_uploads_inside_the_data_root_and_removes_them(ws, 
 
 
 def _cli(*args: str, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TSW_DATA_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_cli(*args, root=root)
 
 
 def test_cli_classes_and_images_commands_as_documented(data_root, tmp_path):

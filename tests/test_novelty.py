@@ -129,10 +129,9 @@ def test_cli_novelty_prints_the_documented_json(tmp_path, data_root):
     sample = datasets.load_split("Sample48", "test")
     np.savez(tmp_path / "known.npz", images=sample.images[sample.labels < 43][:40])
     np.savez(tmp_path / "novel.npz", images=noise(20))
-    env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
-    out = subprocess.run([sys.executable, "-m", "core", "novelty", "--model", "benchmark", "--known-npz",
-                          str(tmp_path / "known.npz"), "--novel-npz", str(tmp_path / "novel.npz"), "--json"],
-                         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    from cli_support import run_cli
+    out = run_cli("novelty", "--model", "benchmark", "--known-npz", tmp_path / "known.npz", "--novel-npz",
+                  tmp_path / "novel.npz", "--json", root=data_root)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert set(res["methods"]) == set(novelty.list_methods())

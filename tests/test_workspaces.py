@@ -21,6 +21,7 @@ from core.analysis.anchor_run import AnchorRun
 from core.analysis.evaluate_run import EvaluateRun
 from core.learning.train_run import TrainRun
 from conftest import smooth_images
+from cli_support import run_cli  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = "Sample48"
@@ -297,9 +298,7 @@ def test_reading_a_changed_split_is_cached_per_version(main_ws):
 
 
 def _cli(*args: str, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TSW_DATA_ROOT=str(root), NO_ALBUMENTATIONS_UPDATE="1")
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_cli(*args, root=root)
 
 
 def test_cli_derive_list_delete(data_root):

@@ -1,10 +1,43 @@
-"""Routing helpers: keep Home.py's router in charge, and rerun a page without undoing the user's navigation."""
+"""Routing helpers: keep Home.py's router in charge, rerun a page without undoing the user's navigation, and name
+the browser session for demo mode (:func:`start_session`)."""
 from __future__ import annotations
+
+import contextlib
+import secrets
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+from core.base import demo
+
+#: The st.session_state key of this browser session's demo-mode identity.
+SESSION_KEY = "_workbench_demo_session"
+
+
+def start_session() -> None:
+    """Load the app's secrets and name this browser session for demo mode; Home.py calls it first on every run.
+
+    Streamlit copies root-level secrets into ``os.environ`` when it loads them, which is how the Cloud
+    deployment's secret ``TSW_DEMO = "1"`` reaches :func:`core.base.demo.enabled`; a missing or unreadable secrets
+    file is fine (demo mode then follows the environment). The session id is random, kept in ``st.session_state``
+    (stable for the browser session) and set as the demo session of this script run; fragment reruns, which do
+    not run Home.py, find it through the resolver.
+    """
+    with contextlib.suppress(Exception):  # no secrets file (the usual case locally), or a broken one
+        st.secrets.load_if_toml_exists()
+    if SESSION_KEY not in st.session_state:
+        st.session_state[SESSION_KEY] = secrets.token_hex(8)
+    demo.set_session(st.session_state[SESSION_KEY])
+    demo.set_session_resolver(_session_of_this_script)
+
+
+def _session_of_this_script() -> str | None:
+    """The demo session of the script run on this thread; None on any other thread (a run's worker)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    return st.session_state.get(SESSION_KEY)
 
 
 def ensure_router() -> None:
@@ -17,6 +50,7 @@ def ensure_router() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+    start_session()  # Home.py did already, unless this page runs alone
 
 
 def navigation_pending() -> bool:

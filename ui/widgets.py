@@ -11,6 +11,7 @@ from core.analysis import explain, novelty
 from core.data import datasets, workspaces
 from core.learning import registry
 from core.data.images import resize_to_input
+from core.base import demo
 from core.base.progress import describe_seconds
 from core.analysis.curves import history_frames
 
@@ -46,8 +47,10 @@ def pick_workspace(key: str) -> datasets.DatasetInfo | None:
         names = [d.name for d in built]
         default = names.index("Testing") if "Testing" in names else 0
         base = c1.selectbox("Base dataset", names, index=default, key=f"{key}_base")
-        name = c2.text_input("Workspace name", value=workspaces.DEFAULT_NAME if workspaces.DEFAULT_NAME not in
-                             {w.name for w in spaces} else "", key=f"{key}_new")
+        suggested = workspaces.DEFAULT_NAME if workspaces.DEFAULT_NAME not in {w.name for w in spaces} else ""
+        if demo.enabled():  # other sessions' workspaces are hidden, but their names are taken
+            suggested = workspaces.free_name()
+        name = c2.text_input("Workspace name", value=suggested, key=f"{key}_new")
         if c3.button("Create", key=f"{key}_create", type="primary" if not spaces else "secondary"):
             try:
                 made = workspaces.derive(base, name.strip())
@@ -150,6 +153,9 @@ def run_status(job: dict) -> None:
     msg = job.get("message") or ""
     fraction = float(job.get("progress") or 0.0)
     text = f"{icon} {job['title']} \u2014 {status}" + (f": {msg}" if msg and msg != status else "")
+    if status == "queued" and job.get("queue_position"):
+        place, of = job["queue_position"]
+        text += f" \u00b7 {place} of {of} in line"
     if status == "running":
         text += f" \u00b7 {fraction:.0%}" + (f" \u00b7 {describe_seconds(job['seconds_left'])} left"
                                              if job.get("seconds_left") is not None else "")

@@ -7,6 +7,9 @@ changed since (a workspace edited, a dataset rebuilt or deleted) is **stale**: i
 images are not shown, because the files it names may now hold other images or none. A report made with another
 metric set (:func:`core.analysis.metrics.metrics_version`) has its metrics computed again from its predictions
 when it is loaded.
+
+In demo mode (:mod:`core.base.demo`) a report made in a demo session records the session, and only that session
+may rename or delete it (:func:`check_writable`); reports made outside a session are shared and read-only there.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.base import config, store
+from core.base import config, demo, store
 from core.data import datasets
 from core.analysis import metrics
 from core.analysis.evaluation import Predictions, summarise
@@ -58,7 +61,8 @@ def save_report(report_id: str, summary: dict, preds: Predictions, *, model: str
     atomic_write_bytes(out / "predictions.npz", buf.getvalue())
     atomic_write_bytes(out / "report.json", json.dumps(summary).encode())
     record = {"id": report_id, **{k: summary[k] for k in ("model", "model_version", "dataset", "dataset_version",
-                                                         "split", "accuracy", "macro_f1", "n", "created")}}
+                                                         "split", "accuracy", "macro_f1", "n", "created")},
+              **demo.owner_fields()}
     store.upsert("reports", record, key="id")
     return record
 
@@ -66,6 +70,7 @@ def save_report(report_id: str, summary: dict, preds: Predictions, *, model: str
 def restamp_model_version(report_id: str, model_version: str) -> None:
     """Name a new version of the report's model file, for a rewrite that kept its weights and classes (``evaluate
     --record`` stores the result in the checkpoint): the report still explains with that file. File, then record."""
+    check_writable(report_id)
     path = report_dir(report_id) / "report.json"
     try:
         summary = json.loads(path.read_text())
@@ -121,6 +126,7 @@ def rename_report(report_id: str, name: str) -> str:
     name = " ".join(str(name or "").split())
     if not name or len(name) > 80:
         raise ValueError(f"report name {name!r}: use 1-80 characters")
+    check_writable(report_id)
     if not store.update("reports", {"name": name}, key="id", value=report_id):
         raise ValueError(f"no report {report_id!r}")
     return name
@@ -128,9 +134,20 @@ def rename_report(report_id: str, name: str) -> str:
 
 def delete_report(report_id: str) -> None:
     """Remove a report: its record first (it leaves every list at once), then its files."""
+    check_writable(report_id)
     if not store.remove("reports", key="id", value=report_id):
         raise ValueError(f"no report {report_id!r}")
     shutil.rmtree(report_dir(report_id), ignore_errors=True)
+
+
+def check_writable(report_id: str) -> None:
+    """DemoRefused (demo mode) unless this session made the report; an unknown id passes (the caller says so)."""
+    if not demo.enabled():
+        return
+    record = store.get("reports", key="id", value=report_id)
+    if record is not None:
+        demo.check_writable(record.get(demo.SESSION_FIELD), what=f"report {report_id!r}",
+                            fix="evaluate a model yourself to get a report of your own")
 
 
 def report_label(record: dict) -> str:

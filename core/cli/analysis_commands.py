@@ -33,6 +33,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("--record keeps the accuracy on the whole split; drop --classes model")
         if not Path(args.model).is_file():
             raise ValueError("--record needs --model to be a checkpoint path")
+        registry.check_file_writable(args.model)  # demo mode: never a shipped or another session's model
     if args.npz:
         if args.dataset:
             raise ValueError("give --dataset NAME (with --split) or --npz FILE, not both")

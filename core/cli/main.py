@@ -1,5 +1,5 @@
 """Command line: ``python -m core datasets build|list|import|derive|delete``, ``classes``, ``images``, ``train``,
-``evaluate``, ``novelty``, ``robustness``, ``predict``, ``runs list``, ``models list``.
+``evaluate``, ``novelty``, ``robustness``, ``predict``, ``runs list``, ``models list|delete``.
 
 Run ``python -m core <command> --help`` for each command's options. The ``train`` flags are generated from the
 fields of :class:`core.learning.training.TrainConfig`, so every setting is reachable here with the same default
@@ -35,6 +35,16 @@ def _list_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _list_models(args)
+    if not args.name:
+        raise ValueError("models delete needs a NAME (a trained model; shipped models are read-only)")
+    registry.delete_model(args.name)
+    print(f"deleted model {args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status", nargs="+", help="only runs with these statuses (queued, running, done, failed, ...)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_list_runs)
-    m = sub.add_parser("models", help="list the registered models (shipped and trained)")
-    m.add_argument("action", choices=["list"])
+    m = sub.add_parser("models", help="list the registered models (shipped and trained), or delete a trained one")
+    m.add_argument("action", choices=["list", "delete"])
+    m.add_argument("name", nargs="?", help="delete: the model")
     m.add_argument("--json", action="store_true")
-    m.set_defaults(func=_list_models)
+    m.set_defaults(func=_models)
     return p
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from core import runs
 from core.base import config
 from core.curation import importing
-from core.data import augment, datasets, uploads
+from core.data import augment, datasets, quotas, uploads
 from core.learning import registry
 from core.learning.models import load_checkpoint, model_from_checkpoint
 
@@ -53,7 +53,10 @@ class ImportRun:
 
 
 def stage_uploads(items: list[tuple[str, bytes]]) -> list[str]:
-    """Keep the app's uploads under the data root for an import run (``ImportRun(staged=True)`` removes them)."""
+    """Keep the app's uploads under the data root for an import run (``ImportRun(staged=True)`` removes them).
+    In demo mode they count against the session's upload quota first (a zip by its expanded size): a batch that
+    would pass it, or full workspaces, are refused before anything is written (:func:`quotas.charge_uploads`)."""
+    quotas.charge_uploads(items)
     folder = _staging() / uuid.uuid4().hex
     paths = []
     for k, (name, data) in enumerate(items):

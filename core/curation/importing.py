@@ -91,7 +91,8 @@ class ImportSettings:
 
 
     def check_target(self) -> datasets.DatasetInfo:
-        """Validate, and check that the dataset is a workspace holding the class; returns the workspace."""
+        """Validate, and check that the dataset is a workspace holding the class that this session may change;
+        returns the workspace."""
         self.validate()
         info = datasets.get_dataset(self.dataset)
         if info.kind != "workspace":
@@ -99,6 +100,7 @@ class ImportSettings:
                              f"from it (python -m core datasets derive --from {info.name} --name Main)")
         if self.class_id != workspaces.EXTRA_CLASS and self.class_id not in info.classes:
             raise ValueError(f"workspace {info.name!r} has no class {self.class_id}; add it first")
+        workspaces.require_writable(info.name)  # demo mode: only the session that made it
         return info
 
 

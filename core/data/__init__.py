@@ -1,7 +1,7 @@
 """Data: the one image loader and preprocessing (images), immutable built datasets (built), user-changed workspaces
 (workspaces: reading and versions; workspace_changes: the change transaction, undo, classes), the catalog that
 resolves a dataset name to either (datasets), importers and builds of the full datasets, augmentation groups, safe
-upload reading, near-duplicate descriptors, and browsing.
+upload reading, demo mode's upload and workspace-disk quotas (quotas), near-duplicate descriptors, and browsing.
 
 May import: ``core.base``, ``core.runs`` (to register its run kinds).
 """

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import runs
+from core.base import demo
 from core.data import builds
 
 
@@ -16,6 +17,7 @@ class BuildRun:
     seed: int = 0
 
     def check(self) -> dict:
+        demo.refuse_shared_write("building the standard datasets")
         unknown = sorted(set(self.names) - set(builds.STANDARD_DATASETS))
         if unknown:
             raise ValueError(f"unknown datasets {unknown}; valid: {', '.join(builds.STANDARD_DATASETS)}")

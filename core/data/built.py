@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.base import config
+from core.base import config, demo
 from core.data.images import encode_png, load_image, resize_to_input
 from core.base.files import atomic_write_bytes
 
@@ -95,8 +95,10 @@ def write_dataset(name: str, splits: dict[str, SplitToWrite], *, classes: dict[i
     """Write a dataset atomically (temp folder, then rename). Returns its folder.
 
     Byte-identical output for identical input: deterministic PNG encoding, sorted metadata, no timestamps.
+    Refused in demo mode: built datasets are shared by every session.
     """
     check_name(name)
+    demo.refuse_shared_write(f"building dataset {name!r}")
     root = Path(root) if root else config.datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{name}-"))

@@ -18,9 +18,10 @@ import numpy as np
 
 from core.base.files import file_lock
 from core.data import built as ds
+from core.data import quotas
 from core.data.images import encode_png
-from core.data.workspaces import (ADDED_DIR, EXTRA, EXTRA_CLASS, added_records, is_workspace, read_header, read_info,
-                                  read_json, read_rows, require_workspace, workspace_dir, write_version)
+from core.data.workspaces import (ADDED_DIR, EXTRA, EXTRA_CLASS, added_records, read_header, read_info, read_json,
+                                  read_rows, require_writable, workspace_dir, write_version)
 
 #: Changes that ``undo`` can take back, newest last.
 UNDO_DEPTH = 20
@@ -104,8 +105,9 @@ class Change:
 def change(name: str, what: str = "") -> Iterator[Change]:
     """Change workspace ``name`` as one step: yields a :class:`Change`; commits a new version at the end, or
     nothing at all if the block raises. Holds the workspace's lock (threads and processes). A change that says
-    ``what`` it does can be taken back with :func:`undo`."""
-    require_workspace(name)
+    ``what`` it does can be taken back with :func:`undo`. In demo mode only the session that made the workspace
+    may change it (:func:`core.data.workspaces.require_writable`)."""
+    require_writable(name)
     path = workspace_dir(name)
     with file_lock(path / ".lock"):
         head = read_header(path)
@@ -139,7 +141,11 @@ def add_class(name: str, class_name: str, *, pictogram: np.ndarray | None = None
     """Add a class (next free id) to workspace ``name``, optionally with a reference image shown as its
     pictogram; returns its id."""
     class_name = _check_class_name(class_name)
-    picture = _write_image(workspace_dir(name), pictogram)[0] if pictogram is not None and is_workspace(name) else None
+    require_writable(name)
+    picture = None
+    if pictogram is not None:
+        quotas.check_workspaces_disk(_png_bound(pictogram), what=f"the pictogram of {class_name!r}")
+        picture = _write_image(workspace_dir(name), pictogram)[0]
     with change(name, f"add class {class_name!r}") as ch:
         cid = _new_class(ch, name, class_name)
         if picture:
@@ -221,7 +227,9 @@ def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence
     bad = sorted(set(splits) - set(valid))
     if bad:
         raise ValueError(f"unknown split {bad[0]!r} for class {class_id}; valid: {', '.join(valid)}")
-    require_workspace(name)
+    require_writable(name)
+    quotas.check_workspaces_disk(sum(_png_bound(im) for im in images),
+                                 what=f"adding {len(images)} image(s) to workspace {name!r}")
     path = workspace_dir(name)
     files = [_write_image(path, im) for im in images]
     os.sync()  # the images are on disk before the overlay that names them (one sync, not one per file)
@@ -238,6 +246,8 @@ def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence
 def replace_image(name: str, image_id: str, image: np.ndarray, *, record: dict) -> str:
     """Replace added image ``image_id`` by ``image`` (an edit): the new one keeps its split and class, records
     ``parent`` = the old id; the old one goes to the trash. One change; returns the new id."""
+    require_writable(name)
+    quotas.check_workspaces_disk(_png_bound(image), what=f"the edited image {image_id}")
     rel, sha = _write_image(workspace_dir(name), image)
     os.sync()
     with change(name, f"edit image {image_id}") as ch:
@@ -303,6 +313,12 @@ def _check_class_name(class_name: str) -> str:
     if not text or len(text) > 80 or any(ord(c) < 32 for c in text):
         raise ValueError(f"class name {class_name!r}: use 1-80 printable characters")
     return text
+
+
+def _png_bound(image: np.ndarray) -> int:
+    """Bytes the PNG of ``image`` takes at most (raw pixels plus PNG and deflate overhead): demo mode checks its
+    disk cap against this before writing."""
+    return int(image.nbytes * 1.01) + image.shape[0] + 1024
 
 
 def _write_image(path: Path, image: np.ndarray) -> tuple[str, str]:

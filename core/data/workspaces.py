@@ -27,6 +27,11 @@ This module reads workspaces, creates (:func:`derive`) and deletes them, and wri
 (:func:`write_version`); changing one (images added, moved, deleted; classes; undo) is
 :mod:`core.data.workspace_changes`.
 
+In demo mode (:mod:`core.base.demo`) a workspace derived in a demo session records the session in its header
+(``session``); a session lists only its own workspaces and shared ones, changes or deletes only its own
+(:func:`require_writable`), and its workspaces are swept :data:`core.base.demo.DEMO_WORKSPACE_TTL_S` after their
+creation (:func:`sweep_expired`, at most once a minute from :func:`list_workspaces` and on every :func:`derive`).
+
 Reading a split reuses the base's decoded cache (rows the overlay does not touch come straight from it) and
 caches the assembled arrays per version, so it is as fast as reading the base.
 """
@@ -41,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.base import config
-from core.base.files import atomic_write_bytes, atomic_write_json
+from core.base import config, demo
+from core.base.files import atomic_write_bytes, atomic_write_json, file_lock
 from core.data import built as ds
+from core.data import quotas
 from core.data.images import load_image, resize_to_input
 
 HEADER = "workspace.json"
@@ -56,6 +62,9 @@ EXTRA_CLASS = -1
 FORMAT = 1
 #: The published system's "Main dataset" (its hardest set plus everything added in the UI) is a workspace.
 DEFAULT_NAME = "Main"
+#: Seconds between two sweeps of expired demo workspaces triggered by listing them.
+SWEEP_INTERVAL_S = 60.0
+_last_sweep: float | None = None
 
 
 def workspace_dir(name: str) -> Path:
@@ -68,13 +77,17 @@ def is_workspace(name: str) -> bool:
 
 def list_workspaces(built: list[ds.DatasetInfo] | None = None) -> list[ds.DatasetInfo]:
     """Every workspace; ``built`` (the built datasets, when the caller has them) saves reading them again."""
+    if demo.enabled() and (_last_sweep is None or time.monotonic() - _last_sweep > SWEEP_INTERVAL_S):
+        sweep_expired()
     root = config.workspaces_dir()
     bases = {d.name: d for d in (built if built is not None else ds.list_built())}
     out = []
     for p in sorted(root.iterdir()) if root.is_dir() else []:
         if (p / HEADER).is_file() and not p.name.startswith("."):
             with contextlib.suppress(ValueError):
-                out.append(read_info(p, bases=bases))
+                head = read_header(p)
+                if demo.visible(head.get(demo.SESSION_FIELD)):  # demo mode: a session's own and shared ones
+                    out.append(read_info(p, bases=bases, head=head))
     return out
 
 
@@ -83,9 +96,10 @@ def list_infos(known: list[ds.DatasetInfo]) -> list[ds.DatasetInfo]:
     return list_workspaces([d for d in known if d.kind == "built"])
 
 
-def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None) -> ds.DatasetInfo:
-    """The dataset description of a workspace folder (reads only the small header)."""
-    head = read_header(Path(path))
+def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None,
+              head: dict | None = None) -> ds.DatasetInfo:
+    """The dataset description of a workspace folder (reads only the small header, unless given ``head``)."""
+    head = head if head is not None else read_header(Path(path))
     base = bases[head["base"]] if bases and head["base"] in bases else _base_info(head["base"])
     version = head["version"]
     if base.fingerprint != head["base_version"]:  # the base was rebuilt with other images: another state
@@ -98,8 +112,12 @@ def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None) -> 
 
 
 def derive(base: str, name: str) -> ds.DatasetInfo:
-    """Create workspace ``name`` from built dataset ``base`` (nothing copied). Raises ValueError, writes nothing."""
+    """Create workspace ``name`` from built dataset ``base`` (nothing copied). Raises ValueError, writes nothing.
+    In a demo session the workspace records the session (private to it, swept after the demo's time limit)."""
     ds.check_name(name)
+    if demo.enabled():
+        sweep_expired()
+        quotas.check_workspaces_disk(0, what=f"creating workspace {name!r}")
     built = ds.list_built()
     if name in {d.name for d in built} or workspace_dir(name).exists():
         raise ValueError(f"a dataset named {name!r} exists already; choose another name")
@@ -112,7 +130,8 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
     tmp.mkdir(parents=True)
     try:
         head = {"format": FORMAT, "name": name, "base": base, "base_version": info.fingerprint,
-                "created": time.time(), "classes": {str(k): v for k, v in info.classes.items()}, "seq": 0,
+                "created": time.time(), **demo.owner_fields(),  # a demo session's: private, swept
+                "classes": {str(k): v for k, v in info.classes.items()}, "seq": 0,
                 "segments": [], "counts": {s: {str(k): v for k, v in info.counts.get(s, {}).items()}
                                            for s in ds.SPLITS}}
         write_version(tmp, head, {"base": {}, "added": {}}, [])
@@ -124,15 +143,55 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
 
 
 def delete(name: str) -> None:
-    """Delete workspace ``name`` with everything added to it. Built datasets cannot be deleted."""
+    """Delete workspace ``name`` with everything added to it. Built datasets cannot be deleted, nor (in demo
+    mode) another session's workspace or a shared one."""
     if not is_workspace(name):
         info = _known_built(name)  # raises for an unknown name
         raise ValueError(f"{info.name!r} is a built dataset, and built datasets never change; only workspaces "
                          f"can be deleted: {', '.join(w.name for w in list_workspaces()) or 'none yet'}")
+    require_writable(name)
+    _remove(name)
+
+
+def _remove(name: str) -> None:
     trash = config.workspaces_dir() / f".deleted-{name}-{time.time_ns()}"
-    workspace_dir(name).rename(trash)  # one atomic step: the workspace is gone, then its files
+    with file_lock(workspace_dir(name) / ".lock"):  # a change in progress ends first
+        workspace_dir(name).rename(trash)  # one atomic step: the workspace is gone, then its files
     shutil.rmtree(trash, ignore_errors=True)
     _drop_caches(name)
+
+
+def sweep_expired(*, now: float | None = None) -> list[str]:
+    """Delete the workspaces made in demo sessions (those whose header records a session) that are older than
+    :data:`core.base.demo.DEMO_WORKSPACE_TTL_S`; every other workspace is left alone. Returns the names swept."""
+    global _last_sweep
+    _last_sweep = time.monotonic()
+    now = time.time() if now is None else now
+    root = config.workspaces_dir()
+    swept = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if p.name.startswith(".") or not (p / HEADER).is_file():
+            continue
+        try:
+            head = read_header(p)
+        except ValueError:
+            continue
+        if head.get(demo.SESSION_FIELD) and now - float(head.get("created", now)) > demo.DEMO_WORKSPACE_TTL_S:
+            with contextlib.suppress(OSError):  # another process swept it first
+                _remove(p.name)
+                swept.append(p.name)
+    return swept
+
+
+def free_name(stem: str = DEFAULT_NAME) -> str:
+    """``stem`` if no dataset or workspace (a hidden one of another demo session included) has that name, else
+    the first free ``stem-2``, ``stem-3``, ..."""
+    taken = {d.name for d in ds.list_built()}
+    k, name = 1, stem
+    while name in taken or workspace_dir(name).exists():
+        k += 1
+        name = f"{stem}-{k}"
+    return name
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
@@ -275,6 +334,15 @@ def require_workspace(name: str) -> None:
         _known_built(name)  # raises for an unknown name
         raise ValueError(f"{name!r} is a built dataset and never changes; derive a workspace from it first "
                          f"(python -m core datasets derive --from {name} --name {DEFAULT_NAME})")
+
+
+def require_writable(name: str) -> None:
+    """:func:`require_workspace`, then (demo mode) DemoRefused unless this session may change it: its own
+    workspace, never another session's or a shared one."""
+    require_workspace(name)
+    owner = read_header(workspace_dir(name)).get(demo.SESSION_FIELD)
+    demo.check_writable(owner, what=f"workspace {name!r}",
+                        fix="create a workspace of your own (Add new classes or Add new images: Create a workspace)")
 
 
 def _known_built(name: str) -> ds.DatasetInfo:

@@ -1,4 +1,9 @@
-"""The model registry: shipped models in ``artifacts/`` plus trained ones under the data root, recorded in the store."""
+"""The model registry: shipped models in ``artifacts/`` plus trained ones under the data root, recorded in the store.
+
+Shipped models are read-only: :func:`delete_model` refuses them. In demo mode (:mod:`core.base.demo`) a model
+trained in a demo session records the session, and only that session may overwrite or delete it
+(:func:`check_writable`); models made outside a session are shared and read-only there too.
+"""
 from __future__ import annotations
 
 import functools
@@ -8,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.base import config, store
+from core.base import config, demo, store
 from core.learning.models import load_checkpoint, save_checkpoint
 
 
@@ -27,6 +32,7 @@ class ModelInfo:
     shipped: bool
     history: tuple = ()
     class_ids: tuple = ()  # the model's outputs, in order
+    session: str | None = None  # the demo session that trained it (None: shared)
 
     def label(self) -> str:
         acc = self.metrics.get("test_acc") or self.metrics.get("best_val_acc")
@@ -43,9 +49,10 @@ def _record(name: str, path: Path, ckpt: dict, shipped: bool) -> dict:
 
 
 def _info(rec: dict) -> ModelInfo:
-    fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__ if k not in ("path", "history", "class_ids")}
+    fields = {k: rec[k] for k in ModelInfo.__dataclass_fields__
+              if k not in ("path", "history", "class_ids", demo.SESSION_FIELD)}
     return ModelInfo(**fields, path=Path(rec["path"]), history=tuple(rec.get("history") or ()),
-                     class_ids=tuple(rec.get("class_ids") or ()))
+                     class_ids=tuple(rec.get("class_ids") or ()), session=rec.get(demo.SESSION_FIELD))
 
 
 def file_version(path: str | os.PathLike) -> str:
@@ -70,15 +77,53 @@ def check_name(name: str) -> str:
 
 
 def register(name: str, ckpt: dict, *, overwrite: bool = False) -> ModelInfo:
-    """Save a trained checkpoint atomically under the data root and record it in the store."""
+    """Save a trained checkpoint atomically under the data root and record it in the store (with the demo
+    session that made it, in demo mode). ``overwrite`` replaces a model of that name, if it may be changed."""
     check_name(name)
-    if not overwrite and any(m.name == name for m in list_models()):
+    existing = next((m for m in list_models() if m.name == name), None)
+    if existing is not None and not overwrite:
         raise ValueError(f"a model named {name!r} exists already; choose another name")
+    if existing is not None:
+        check_writable(existing)
     path = config.models_dir() / f"{name}.pt"
     save_checkpoint(ckpt, path)
-    rec = _record(name, path, ckpt, shipped=False)
+    rec = {**_record(name, path, ckpt, shipped=False), **demo.owner_fields()}
     store.upsert("models", rec, key="name")
     return _info(rec)
+
+
+def check_writable(model: ModelInfo) -> None:
+    """DemoRefused (demo mode) unless this session may overwrite or delete ``model``: one it trained itself,
+    never a shipped model, another session's or a shared one."""
+    what = f"{'shipped ' if model.shipped else ''}model {model.name!r}"
+    demo.check_writable(None if model.shipped else model.session, what=what,
+                        fix="train a model of your own under a new name (Improve model)")
+
+
+def check_file_writable(path: str | os.PathLike) -> None:
+    """DemoRefused (demo mode) before rewriting a checkpoint file in place (``evaluate --record``, ``train
+    --out``): a shipped model's file, or a registered model's this session may not change."""
+    if not demo.enabled():
+        return
+    path = Path(path).resolve()
+    for m in list_models():
+        if m.path.resolve() == path:
+            check_writable(m)
+    if config.ARTIFACTS_DIR.resolve() in path.parents:
+        demo.check_writable(None, what=f"{path.name} in the shipped models' folder",
+                            fix="write the checkpoint elsewhere")
+
+
+def delete_model(name: str) -> None:
+    """Delete a trained model: its store record first (it leaves every picker at once), then its file. Shipped
+    models are part of the project and never deleted; in demo mode a session deletes only models it trained."""
+    model = get_model(name)
+    if model.shipped:
+        error = demo.DemoRefused if demo.enabled() else ValueError
+        raise error(f"model {name!r} is shipped with the project (artifacts/) and read-only; it cannot be deleted")
+    check_writable(model)
+    store.remove("models", key="name", value=name)
+    model.path.unlink(missing_ok=True)
 
 
 def list_models() -> list[ModelInfo]:

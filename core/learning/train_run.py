@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from core import runs
+from core.base import demo
 from core.base.files import atomic_write_bytes, atomic_write_json
 from core.data import datasets
 from core.learning import registry, training
@@ -42,11 +43,15 @@ class TrainRun:
                 raise ValueError(f"a model named {self.name!r} exists already; choose another name")
         elif not Path(self.out).parent.is_dir():
             raise ValueError(f"--out {self.out}: folder {Path(self.out).parent} does not exist")
+        else:
+            registry.check_file_writable(self.out)  # demo mode: never over a shipped or another session's model
         if self.train.mode != "scratch" and not self.base:
             raise ValueError(f"mode {self.train.mode!r} needs a base model")
         info = datasets.get_dataset(self.dataset)
-        if info.split_size("train") == 0:
+        n_train = info.split_size("train")
+        if n_train == 0:
             raise ValueError(f"dataset {self.dataset} has no training images")
+        demo.check_train_images(min(n_train, self.train.max_train_images or n_train), dataset=self.dataset)
         return {"dataset": datasets.dataset_input(info),
                 "base": registry.model_input(self.base) if self.base else None,
                 "teachers": [registry.model_input(t) for t in self.train.teachers]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from core.base import demo
 from core.data import augment
 from core.data.datasets import DatasetInfo
 from core.learning import distributed
@@ -84,6 +85,7 @@ class TrainConfig:
             raise ValueError(f"unknown architecture {self.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        demo.check_epochs(self.epochs)  # demo mode's cap; nothing locally
         if not 0 < self.lr < 1:
             raise ValueError(f"learning rate must lie in (0, 1), got {self.lr}")
         if self.batch_size < 1:

@@ -3,7 +3,9 @@ limit, cancel it, recover and resume it. It knows no domain: kinds register them
 (:mod:`core.runs.registration`) next to the code they run.
 
 ``start(kind, cfg)`` validates the config, registers the record and starts a worker thread that never touches
-streamlit. Per-kind limits (5 evaluations at once) queue the rest. A run left ``queued``/``running`` by a process
+streamlit; the thread waits its turn in the FIFO queue (:mod:`core.runs.queue`: per-kind limits, 5 evaluations
+at once, the rest queued with a visible place in line) and then runs the work in a worker process of lower
+priority (:mod:`core.runs.workers`), so heavy runs never starve the pages. A run left ``queued``/``running`` by a process
 that is gone (the record's ``owner`` names host, pid and the process's start time, so the app and the CLI can
 share one store) is marked ``interrupted`` by :func:`recover_interrupted`. A kind with :class:`Resume` hooks (a
 training saves its state after every epoch) can be continued under the same id with :func:`resume`.
@@ -12,22 +14,28 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import asdict
 from typing import Callable
 
-from core.base import store
-from core.base.progress import Cancelled, ProgressFn
+from core.base import demo, store
+from core.base.run_history import prune_runs
+from core.base.progress import ProgressFn
 from core.runs.context import RunContext, cancel_events
+from core.runs import workers
 from core.runs.owner import OWNER, owner_alive
+from core.runs.queue import QUEUE
 from core.runs.records import ACTIVE, RECORD_VERSION, get, set_fields
 from core.runs.registration import KINDS, concurrency_limit, config_from_json, find_kind, get_kind
 
 Runner = Callable[[RunContext, dict], dict]
 
-_semaphores: dict[str, threading.Semaphore] = {}
 _threads: dict[str, threading.Thread] = {}
+#: The public demo (:mod:`core.base.demo`): runs of all sessions that work at once (the rest queue, with their
+#: place in line shown), runs queued or running in all (more are refused), and per session.
+DEMO_RUNS_AT_ONCE = 2
+DEMO_ACTIVE_RUNS = 6
+DEMO_SESSION_ACTIVE_RUNS = 3
 _guard = threading.Lock()
 
 
@@ -45,60 +53,76 @@ def start(kind: str, cfg, *, foreground: bool = False, echo: ProgressFn | None =
         raise ValueError(f"a {kind} run takes a {spec.config.__name__}, got {type(cfg).__name__}")
     inputs = cfg.check()
     return submit(kind, asdict(cfg), lambda ctx, _: spec.runner(ctx, cfg), title=cfg.title(), inputs=inputs,
-                  foreground=foreground, echo=echo)
+                  foreground=foreground, echo=echo, _registered=True)
 
 
 def submit(kind: str, cfg: dict, runner: Runner, *, title: str = "", inputs: dict | None = None,
-           foreground: bool = False, echo: ProgressFn | None = None) -> str:
+           foreground: bool = False, echo: ProgressFn | None = None, _registered: bool = False) -> str:
     """Register a run of any runner and start its worker thread; returns the run id. :func:`start` is the
     checked way in for registered kinds; this is for work that is its own config (tests, tools)."""
     run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    now = time.time()
-    store.insert("runs", {"id": run_id, "kind": kind, "version": RECORD_VERSION, "title": title or kind,
-                          "config": cfg, "inputs": inputs or {}, "status": "queued", "progress": 0.0,
-                          "message": "queued", "result": None, "error": None, "history": [], "created": now,
-                          "updated": now, "owner": OWNER})
-    _launch(RunContext(run_id, echo=echo), kind, cfg, runner, foreground)
+    with _guard:  # the demo's counts and the new record in one step: two clicks cannot both take the last place
+        session = _check_demo_caps()
+        now = time.time()
+        store.insert("runs", {"id": run_id, "kind": kind, "version": RECORD_VERSION, "title": title or kind,
+                              "config": cfg, "inputs": inputs or {}, "status": "queued", "progress": 0.0,
+                              "message": "queued", "result": None, "error": None, "history": [], "created": now,
+                              "updated": now, "owner": OWNER, **({demo.SESSION_FIELD: session} if session else {})})
+    if demo.enabled():
+        prune_runs(keep=demo.DEMO_MAX_RUN_RECORDS)
+    _launch(RunContext(run_id, echo=echo), kind, cfg, runner, foreground, _registered)
     return run_id
 
 
-def _launch(ctx: RunContext, kind: str, cfg: dict, runner: Runner, foreground: bool) -> None:
+def _check_demo_caps() -> str | None:
+    """In demo mode, refuse (:class:`core.base.demo.DemoRefused`) a run past the caps on active runs, in all and
+    for this session; returns the session to record on the run (None outside demo mode or a session)."""
+    if not demo.enabled():
+        return None
+    session = demo.current_session()
+    active = [r for r in store.all_records("runs") if r["status"] in ACTIVE and owner_alive(r.get("owner"))]
+    if len(active) >= DEMO_ACTIVE_RUNS:
+        raise demo.DemoRefused(f"this public demo has {len(active)} runs queued or running, its limit; nothing "
+                               "was started: try again when one of them finishes")
+    mine = [r for r in active if session and r.get(demo.SESSION_FIELD) == session]
+    if len(mine) >= DEMO_SESSION_ACTIVE_RUNS:
+        raise demo.DemoRefused(f"you have {len(mine)} runs queued or running, this public demo's limit per "
+                               "session; nothing was started: wait for one to finish, or cancel one")
+    return session
+
+
+def _launch(ctx: RunContext, kind: str, cfg: dict, runner: Runner, foreground: bool, registered: bool) -> None:
     with _guard:
-        sem = _semaphores.setdefault(kind, threading.Semaphore(concurrency_limit(kind)))
         cancel_events[ctx.run_id] = threading.Event()
+        QUEUE.global_limit = DEMO_RUNS_AT_ONCE if demo.enabled() else None
     if foreground:
-        _work(ctx, cfg, runner, sem)
+        _work(ctx, kind, cfg, runner, in_process=False)
         return
-    t = threading.Thread(target=_work, args=(ctx, cfg, runner, sem), name=f"run-{ctx.run_id}", daemon=True)
+    in_process = registered and workers.mode() == "process"  # a registered kind's work: a worker process
+    t = threading.Thread(target=_work, args=(ctx, kind, cfg, runner, in_process), name=f"run-{ctx.run_id}",
+                         daemon=True)
     _threads[ctx.run_id] = t
     t.start()
 
 
-def _work(ctx: RunContext, cfg: dict, runner: Runner, sem: threading.Semaphore) -> None:
+def _work(ctx: RunContext, kind: str, cfg: dict, runner: Runner, in_process: bool) -> None:
+    """Wait in the queue, then run the work here or in a worker process (registered kinds, see
+    :mod:`core.runs.workers`)."""
     run_id = ctx.run_id
     acquired = False
     try:
-        while not (acquired := sem.acquire(timeout=0.2)):
-            if ctx.should_stop():
-                break
-        if ctx.should_stop():
+        acquired = QUEUE.acquire(run_id, kind, concurrency_limit(kind), ctx.should_stop)
+        if not acquired:
             set_fields(run_id, status="cancelled", message="cancelled before it started")
             return
-        set_fields(run_id, status="running", message="started", started=time.time())
-        result = runner(ctx, cfg)
-        set_fields(run_id, status="done", progress=1.0, message="done", result=result, finished=time.time())
-    except Cancelled:
-        set_fields(run_id, status="cancelled", message="cancelled; no model or report was saved",
-                   finished=time.time())
-    except KeyboardInterrupt:  # Ctrl-C in the CLI: resumable like a crash
-        set_fields(run_id, status="interrupted", message="interrupted (Ctrl-C)", finished=time.time())
-        raise
-    except Exception as e:  # a crash marks the run failed with its message
-        set_fields(run_id, status="failed", message=f"failed: {e}", error=f"{type(e).__name__}: {e}",
-                   traceback=traceback.format_exc(limit=8), finished=time.time())
+        if in_process:
+            workers.run_in_process(ctx, kind, get_kind(kind).runner.__module__, cfg,
+                                   workers.worker_threads(QUEUE.running()))
+        else:
+            workers.execute(ctx, lambda c: runner(c, cfg))
     finally:
         if acquired:
-            sem.release()
+            QUEUE.release(kind)
         cancel_events.pop(run_id, None)
 
 
@@ -174,7 +198,7 @@ def resume(run_id: str, *, foreground: bool = False, echo: ProgressFn | None = N
     store.modify("runs", claim, key="id", value=run_id)
     ctx = RunContext(run_id, resuming=True, echo=echo)
     ctx._points = list(point.curve)  # the curve so far stays
-    _launch(ctx, rec["kind"], rec["config"], lambda ctx, _: spec.runner(ctx, cfg), foreground)
+    _launch(ctx, rec["kind"], rec["config"], lambda ctx, _: spec.runner(ctx, cfg), foreground, True)
     return run_id
 
 

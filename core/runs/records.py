@@ -14,6 +14,7 @@ from typing import Any
 
 from core.base import store
 from core.runs.context import run_dir
+from core.runs.queue import position
 
 #: Version of the run record's shape; records of older versions are still listed.
 RECORD_VERSION = 2
@@ -40,7 +41,11 @@ def list_runs(kind: str | None = None, *, statuses: tuple[str, ...] | None = Non
 
 
 def _with_progress(rec: dict) -> dict:
-    """An active run's record with its latest progress tick from the run folder, and its time left."""
+    """An active run's record with its latest progress tick from the run folder and its time left, or, while it
+    waits in this process's queue, its place in line (``queue_position``: ``[place, of]``)."""
+    if rec["status"] == "queued":
+        place = position(rec["id"])
+        rec["queue_position"] = list(place) if place else None
     if rec["status"] == "running":
         try:
             tick = json.loads((run_dir(rec["id"]) / "progress.json").read_text(encoding="utf-8"))

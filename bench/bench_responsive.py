@@ -1,0 +1,141 @@
+"""Pages under load: while five evaluations and a training run, how long does each page take to answer a click?
+
+    python bench/bench_responsive.py [--modes thread,process] [--images 6000] [--epochs 30]
+
+For each mode (``thread``: every run in a thread of the app's process, as before issue 24; ``process``: the
+default, each run in a worker process of lower priority with bounded torch threads), side by side in one
+invocation: a real ``streamlit run`` over a fresh data root holding a synthetic dataset of ``--images`` images and a
+10-class model; from headless Chromium, five evaluations (Evaluate models) and a scratch training of the
+embedded sample (Improve model) are started; then, while they run, every page of the sidebar is visited twice.
+Per visit it prints the seconds from the click on the sidebar link to the page's title (the click answered) and
+to the end of the page's script (rendered), and how many runs were active. Goal: every click answered within
+3 s on 2 cores. Numbers are for comparison between the modes on the same machine, not absolutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(PROJECT / "tests"))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from browser_support import (CHROMIUM, CHROMIUM_ARGS, choose, options, start_scratch_training,  # noqa: E402
+                             streamlit_server, wait_for_app)
+
+#: Sidebar label -> the page's title.
+PAGES = [("Home", "Traffic-sign model workbench"), ("Explore dataset", "Explore dataset"),
+         ("Visualise classes", "Visualise classes"), ("Add new classes", "Add new classes"),
+         ("Add new images", "Add new images"), ("Added images", "Added images"),
+         ("Evaluate models", "Evaluate models"), ("Improve model", "Improve model"),
+         ("Make prediction", "Make prediction")]
+GOAL_S = 3.0
+
+
+def make_root(root: Path, images: int) -> None:
+    """A data root with a synthetic ``Load`` dataset (``images`` test images) and a 10-class model ``ten``."""
+    os.environ["TSW_DATA_ROOT"] = str(root)
+    import torch
+
+    from core.data.built import SplitToWrite, write_dataset
+    from core.learning import models, registry
+    rng = np.random.default_rng(0)
+    labels = np.arange(images) % 10
+    write_dataset("Load", {"test": SplitToWrite(list(rng.integers(0, 255, (images, 32, 32, 3), dtype=np.uint8)),
+                                                labels, [f"t{i:05d}.png" for i in range(images)],
+                                                ["synthetic"] * images, [""] * images, np.full((images, 2), 32))},
+                  classes={i: f"class {i}" for i in range(10)}, source="synthetic", recipe="responsiveness bench")
+    torch.manual_seed(0)
+    registry.register("ten", models.make_checkpoint(
+        models.build_model("published", 10), architecture="published", class_ids=list(range(10)),
+        class_names=[f"class {i}" for i in range(10)], dataset="Load", dataset_fingerprint="x", parent=None,
+        mode="scratch", epochs=1, history=[], metrics={}, config={}))
+
+
+def visit(page, label: str, title: str) -> tuple[float, float]:
+    """(seconds to the page's title, seconds to the end of its script) after a click on its sidebar link."""
+    t0 = time.perf_counter()
+    page.get_by_test_id("stSidebar").get_by_role("link", name=label, exact=True).click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=300_000)
+    answered = time.perf_counter() - t0
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=300_000)
+    return answered, time.perf_counter() - t0
+
+
+def load_and_visit(url: str, epochs: int) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    from core import runs
+    out = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "/evaluate")
+        page.get_by_role("heading", name="Evaluate models").wait_for(timeout=120_000)
+        wait_for_app(page)
+        choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("ten")))
+        choose(page, "Dataset", "Load")
+        for k in range(5):
+            page.get_by_role("button", name="Run evaluation").click()
+            deadline = time.monotonic() + 300
+            while len(runs.list_runs("evaluate")) < k + 1:
+                assert time.monotonic() < deadline, "an evaluation click started nothing"
+                time.sleep(0.1)
+            wait_for_app(page)
+        visit(page, "Improve model", "Improve model")
+        start_scratch_training(page, "bench-train", epochs)
+        for _ in range(2):
+            for label, title in PAGES:
+                active = len(runs.list_runs(statuses=runs.ACTIVE))
+                answered, rendered = visit(page, label, title)
+                out.append({"page": label, "answered_s": round(answered, 2), "rendered_s": round(rendered, 2),
+                            "active_runs": active})
+                print(f"  {label:18s} answered {answered:5.2f} s  rendered {rendered:5.2f} s  ({active} runs active)",
+                      flush=True)
+        browser.close()
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    loaded = [r for r in rows if r["active_runs"] >= 3] or rows
+    ans = [r["answered_s"] for r in loaded]
+    ren = [r["rendered_s"] for r in loaded]
+    return {"visits": len(loaded), "answered_median_s": round(statistics.median(ans), 2),
+            "answered_max_s": max(ans), "rendered_median_s": round(statistics.median(ren), 2),
+            "rendered_max_s": max(ren), "within_goal": sum(a <= GOAL_S for a in ans)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modes", default="thread,process")
+    ap.add_argument("--images", type=int, default=6000, help="test images per evaluation (longer load)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    results = {}
+    for mode in args.modes.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"bench-responsive-{mode}-") as tmp:
+            root = Path(tmp)
+            make_root(root, args.images)
+            print(f"mode {mode}: five evaluations of {args.images} images and a {args.epochs}-epoch training",
+                  flush=True)
+            with streamlit_server(root, workers=mode) as url:
+                rows = load_and_visit(url, args.epochs)
+            results[mode] = {"summary": summary(rows), "visits": rows}
+            print(f"mode {mode}: {json.dumps(results[mode]['summary'])}", flush=True)
+    print(json.dumps({m: r["summary"] for m, r in results.items()}, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
