@@ -339,3 +339,19 @@ def test_add_classes_page_shows_the_refusal_of_a_shared_workspace(router_mode, m
     assert any("workspace 'Shared' is shared in this public demo and read-only" in e.value for e in at.error), \
         [e.value for e in at.error]
     assert "Renamed" not in workspaces.read_header(workspaces.workspace_dir("Shared"))["classes"].values()
+
+
+def test_a_workspace_name_taken_meanwhile_by_another_session_gets_the_next_free_one(router_mode, monkeypatch):
+    """Two visitors open Add new classes at once, both offered "Main"; the second to click Create gets "Main-2",
+    not an error about a workspace it cannot see (found by bench/soak_demo.py)."""
+    monkeypatch.setenv(demo.ENV, "1")
+    at = AppTest.from_file(HOME, default_timeout=120).run()
+    at.switch_page("pages/add_classes.py").run()
+    assert at.text_input(key="classes_ws_new").value == "Main"
+    with demo.session_scope("someone-else"):
+        workspaces.derive(SAMPLE, "Main")
+    next(b for b in at.button if b.label == "Create").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    mine = [w.name for w in workspaces.list_workspaces()]  # as seen from outside any session: both
+    assert sorted(mine) == ["Main", "Main-2"]
+    assert workspaces.read_header(workspaces.workspace_dir("Main-2"))[demo.SESSION_FIELD] not in (None, "someone-else")

@@ -22,6 +22,7 @@ from core.analysis.evaluate_run import EvaluateRun
 from core.learning.train_run import TrainRun
 from conftest import smooth_images
 from cli_support import run_cli  # noqa: E402
+from tests.run_support import finished
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = "Sample48"
@@ -257,13 +258,13 @@ def _tiny_model(name: str) -> None:
 def test_train_and_evaluate_on_a_workspace_record_its_version_and_a_changed_workspace_makes_the_report_stale(main_ws):
     version = main_ws.fingerprint
     cfg = training.TrainConfig(epochs=1, batch_size=64, augment=False, max_train_images=128)
-    train_run = runs.wait(runs.start("train", TrainRun(cfg, dataset="Main", name="ws-model")), timeout=300)
+    train_run = finished(runs.start("train", TrainRun(cfg, dataset="Main", name="ws-model")))
     assert train_run["status"] == "done", train_run.get("error")
     assert train_run["inputs"]["dataset"] == {"name": "Main", "version": version}
     ckpt = models.load_checkpoint(registry.get_model("ws-model").path)
     assert ckpt["dataset"] == "Main" and ckpt["dataset_fingerprint"] == version
 
-    ev = runs.wait(runs.start("evaluate", EvaluateRun(model="ws-model", dataset="Main", split="test")), timeout=300)
+    ev = finished(runs.start("evaluate", EvaluateRun(model="ws-model", dataset="Main", split="test")))
     assert ev["status"] == "done", ev.get("error")
     assert ev["inputs"]["model"]["sha256"] == registry.file_version(registry.get_model("ws-model").path)
     rep = reports.load_report(ev["id"])
@@ -317,3 +318,25 @@ def test_cli_derive_list_delete(data_root):
     assert _cli("datasets", "delete", "Main", root=data_root).returncode == 0
     assert "Main" not in {d["name"] for d in json.loads(_cli("datasets", "list", "--json", root=data_root).stdout)}
     store.all_records("runs")  # the store is still readable
+
+
+def test_two_requests_deriving_one_name_at_once_make_one_workspace_and_a_clear_refusal():
+    """Found by the demo soak (bench/soak_demo.py): two sessions creating "Main-2" at the same moment."""
+    import threading
+    start, outcomes = threading.Barrier(4), []
+
+    def derive():
+        start.wait()
+        try:
+            outcomes.append(workspaces.derive("Sample48", "Twin").name)
+        except workspaces.NameTaken as e:
+            outcomes.append(str(e))
+    threads = [threading.Thread(target=derive) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count("Twin") == 1, outcomes
+    assert all("exists already" in o for o in outcomes if o != "Twin")
+    assert [w.name for w in workspaces.list_workspaces()] == ["Twin"]
+    assert not [p.name for p in config.workspaces_dir().iterdir() if p.name.startswith(".new-")]

@@ -36,6 +36,20 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset",
     return next(d for d in infos if d.name == name)
 
 
+def _derive(base: str, name: str, *, mine: set[str]) -> datasets.DatasetInfo:
+    """A new workspace ``name``; in demo mode, where other sessions' names are hidden, the next free name when
+    another session took this one (before or while this one is made)."""
+    for _ in range(5):
+        if demo.enabled() and name not in mine:
+            name = workspaces.free_name(name)
+        try:
+            return workspaces.derive(base, name)
+        except workspaces.NameTaken:
+            if not demo.enabled() or name in mine:
+                raise
+    return workspaces.derive(base, workspaces.free_name(name))
+
+
 def pick_workspace(key: str) -> datasets.DatasetInfo | None:
     """Choose a workspace (what users change), or create one from a built dataset in one click."""
     spaces = workspaces.list_workspaces()
@@ -53,7 +67,7 @@ def pick_workspace(key: str) -> datasets.DatasetInfo | None:
         name = c2.text_input("Workspace name", value=suggested, key=f"{key}_new")
         if c3.button("Create", key=f"{key}_create", type="primary" if not spaces else "secondary"):
             try:
-                made = workspaces.derive(base, name.strip())
+                made = _derive(base, name.strip(), mine={w.name for w in spaces})
                 st.session_state[key] = made.name
                 st.rerun()
             except ValueError as e:

@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,6 +112,10 @@ def read_info(path: Path, *, bases: dict[str, ds.DatasetInfo] | None = None,
         embedded=False, kind="workspace", base=head["base"], base_path=base.path)
 
 
+class NameTaken(ValueError):
+    """The name asked for a new workspace is taken (by a dataset, or a workspace made meanwhile)."""
+
+
 def derive(base: str, name: str) -> ds.DatasetInfo:
     """Create workspace ``name`` from built dataset ``base`` (nothing copied). Raises ValueError, writes nothing.
     In a demo session the workspace records the session (private to it, swept after the demo's time limit)."""
@@ -120,14 +125,14 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
         quotas.check_workspaces_disk(0, what=f"creating workspace {name!r}")
     built = ds.list_built()
     if name in {d.name for d in built} or workspace_dir(name).exists():
-        raise ValueError(f"a dataset named {name!r} exists already; choose another name")
+        raise NameTaken(f"a dataset named {name!r} exists already; choose another name")
     if is_workspace(base):
         raise ValueError(f"{base!r} is a workspace; derive from a built dataset: "
                          f"{', '.join(d.name for d in built)}")
     info = _known_built(base)
-    tmp = config.workspaces_dir() / f".new-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    config.workspaces_dir().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".new-{name}-", dir=config.workspaces_dir()))  # own, even at the same time
+    tmp.chmod(0o755)
     try:
         head = {"format": FORMAT, "name": name, "base": base, "base_version": info.fingerprint,
                 "created": time.time(), **demo.owner_fields(),  # a demo session's: private, swept
@@ -135,7 +140,12 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
                 "segments": [], "counts": {s: {str(k): v for k, v in info.counts.get(s, {}).items()}
                                            for s in ds.SPLITS}}
         write_version(tmp, head, {"base": {}, "added": {}}, [])
-        tmp.rename(workspace_dir(name))
+        try:
+            tmp.rename(workspace_dir(name))  # atomic; refused if another request made it meanwhile
+        except OSError as e:
+            if workspace_dir(name).exists():
+                raise NameTaken(f"a dataset named {name!r} exists already; choose another name") from e
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
