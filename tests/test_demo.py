@@ -355,3 +355,23 @@ def test_a_workspace_name_taken_meanwhile_by_another_session_gets_the_next_free_
     mine = [w.name for w in workspaces.list_workspaces()]  # as seen from outside any session: both
     assert sorted(mine) == ["Main", "Main-2"]
     assert workspaces.read_header(workspaces.workspace_dir("Main-2"))[demo.SESSION_FIELD] not in (None, "someone-else")
+
+
+def test_a_seventh_run_is_refused_on_the_evaluate_page_with_nothing_started(router_mode, monkeypatch):
+    """Six runs queued or running (of other sessions): the Evaluate page's seventh is refused with the reason."""
+    import time as _time
+
+    from core import runs
+    monkeypatch.setenv(demo.ENV, "1")
+    for k in range(6):
+        store.insert("runs", {"id": f"busy-{k}", "kind": "evaluate", "title": "busy", "config": {}, "inputs": {},
+                              "status": "running", "progress": 0.0, "message": "", "history": [],
+                              "created": _time.time(), "updated": _time.time(), "owner": runs.OWNER,
+                              demo.SESSION_FIELD: f"visitor-{k}"})
+    at = AppTest.from_file(HOME, default_timeout=120).run()
+    at.switch_page("pages/evaluate.py").run()
+    at.selectbox(key="eval_dataset").set_value("Sample48").run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert any("6 runs queued or running" in e.value for e in at.error), [e.value for e in at.error]
+    assert len(store.all_records("runs")) == 6

@@ -154,3 +154,18 @@ def test_a_queued_run_shows_its_place_in_line(probe_kind, tmp_path):
         runs.cancel(run_id)
     assert [runs.wait(r, timeout=120)["status"] for r in ids] == ["cancelled"] * 3
     assert not (tmp_path / "pid2").exists()  # it never started
+
+
+def test_the_run_status_line_shows_a_queued_runs_place_in_line():
+    from streamlit.testing.v1 import AppTest
+
+    def app():
+        import sys
+        sys.path.insert(0, ".")
+        from ui.widgets import run_status
+        run_status({"status": "queued", "title": "evaluate benchmark", "message": "queued", "progress": 0.0,
+                    "queue_position": [2, 3]})
+
+    at = AppTest.from_function(app, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert "2 of 3 in line" in at.get("progress")[0].proto.text

@@ -47,8 +47,11 @@ def explain_one(report: reports.Report, index: int) -> None:
         c1.image(image, width=160, caption=f"true {report.predictions.y_true[index]}, predicted {pred}")
     threshold = c2.slider("Anchor precision threshold", 0.80, 0.99, 0.95, 0.01, key="eval_anchor_thr")
     if c2.button("Run Anchors", key="eval_anchor_run"):
-        st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
-            "anchor", AnchorRun(report=report.id, index=index, threshold=threshold))
+        try:
+            st.session_state[f"anchor-{report.id}-{index}"] = runs.start(
+                "anchor", AnchorRun(report=report.id, index=index, threshold=threshold))
+        except ValueError as e:  # the public demo's run caps, or a report that changed
+            c2.error(str(e))
     job_id = st.session_state.get(f"anchor-{report.id}-{index}")
     if job_id:
         with c2:
