@@ -7,8 +7,8 @@ One ``streamlit run`` with ``TSW_DEMO=1`` over a fresh data root; ``--sessions``
 in its own thread, each with its own workspace (demo workspaces are private to their session). Each session
 loops until the time is up: add two new images to its workspace (Add new images), train a 1-epoch model from
 scratch on the embedded sample (Improve model), evaluate the shipped benchmark on the sample (Evaluate models),
-predict an uploaded photo (Make prediction). The server's memory (its own RSS, and with its worker processes) is
-sampled every 5 s. At the end it checks, and prints:
+predict an uploaded photo (Make prediction). The server's memory (its own RSS; and with its worker processes, as
+the sum of their proportional set sizes, shared pages counted once) is sampled every 5 s. At the end it checks, and prints:
 
 - no exception: no Streamlit exception box on any page, no traceback in the server's log;
 - memory flat after warm-up: the server's RSS over the last ``--window`` minutes against the window after the
@@ -134,14 +134,20 @@ class Session:
         page.get_by_text(re.compile(r"1 image\(s\) predicted")).wait_for(timeout=RUN_MS)
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmRSS:", where: str = "status") -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{where}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared with other processes (a worker forked from the server of preloaded
+    modules shares torch's) counted in shares, so a sum over processes is the memory they really take."""
+    return _rss_mb(pid, "Pss:", "smaps_rollup")
 
 
 def _server_pid(port: str) -> int:
@@ -177,7 +183,7 @@ def sample_memory(pid: int, t0: float, stop: threading.Event, curve: list) -> No
     while not stop.is_set():
         own = _rss_mb(pid)
         curve.append({"t_s": round(time.monotonic() - t0, 1), "server_mb": round(own, 1),
-                      "with_workers_mb": round(own + sum(_rss_mb(c) for c in _descendants(pid)), 1)})
+                      "with_workers_mb": round(_pss_mb(pid) + sum(_pss_mb(c) for c in _descendants(pid)), 1)})
         stop.wait(5.0)
 
 

@@ -7,8 +7,13 @@ import re
 import numpy as np
 import pytest
 
-from browser_support import (SHOTS, browser, choose, options, shown_sidebar, sidebar_seen,  # noqa: F401 (fixture)
-                             start_scratch_training, streamlit_server, wait_for_app, wait_for_sidebar, watch_sidebar)
+from playwright.sync_api import expect
+
+from browser_support import (SHOTS, act, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
+                             selected, shown_sidebar, sidebar_seen, start_scratch_training, streamlit_server, visit,
+                             wait_for_app, wait_for_count, wait_for_sidebar, wait_for_toast, watch_sidebar,
+                             watch_toasts)
+from waits import RUN_MS
 
 pytestmark = pytest.mark.browser
 
@@ -34,6 +39,8 @@ MENU = {"Home", "Explore dataset", "Visualise classes", "Add new classes", "Add 
 #: Home's "Start here" links and the heading of the page each opens.
 START_HERE = [("Explore dataset", "Explore dataset"), ("Evaluate models", "Evaluate models"),
               ("Add new classes", "Add new classes")]
+#: Home's heading.
+HOME = "Traffic-sign model workbench"
 
 
 def test_home_cold_start_menu_and_start_here(browser, app):
@@ -41,22 +48,19 @@ def test_home_cold_start_menu_and_start_here(browser, app):
     file names, and each "Start here" link opens its page."""
     url, _ = app
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = new_page(browser)
     watch_sidebar(page)
     page.goto(url)
     wait_for_sidebar(page, MENU)  # however long the cold start takes
-    page.get_by_text("Start here").wait_for(timeout=120_000)
-    wait_for_app(page, timeout=120_000)
+    page.get_by_text("Start here").wait_for()
+    wait_for_app(page)
     assert sidebar_seen(page) == MENU  # everything ever listed was a title
-    page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+    screenshot(page, SHOTS / "home.png")
     for label, heading in START_HERE:
-        page.get_by_test_id("stMain").get_by_role("link", name=label).click()
-        page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
-        wait_for_app(page, timeout=120_000)
+        visit(page, page.get_by_test_id("stMain").get_by_role("link", name=label), heading)
         assert page.get_by_test_id("stException").count() == 0, heading
-        page.get_by_test_id("stSidebar").get_by_role("link", name="Home").click()
-        page.get_by_text("Start here").wait_for(timeout=60_000)
-        wait_for_app(page, timeout=120_000)
+        visit(page, page.get_by_test_id("stSidebar").get_by_role("link", name="Home"), HOME)
+        page.get_by_text("Start here").wait_for()
     assert sidebar_seen(page) == MENU
     page.close()
 
@@ -67,60 +71,59 @@ def test_a_first_visit_straight_to_a_page_url_runs_it_under_the_router(browser, 
     moment before ``ui.nav.ensure_router`` hands the visit to the router."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(tmp_path) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = new_page(browser)
         watch_sidebar(page)
         page.goto(url + "/evaluate")
-        page.get_by_role("heading", name="Evaluate models").wait_for(timeout=120_000)
+        page.get_by_role("heading", name="Evaluate models").wait_for()
         wait_for_sidebar(page, MENU)
-        wait_for_app(page, timeout=120_000)
+        wait_for_app(page)
         assert shown_sidebar(page) == MENU and sidebar_seen(page) == MENU
         assert page.title() == "Traffic-sign workbench"  # Home.py's st.set_page_config ran: Home.py routed
         assert page.url.endswith("/evaluate") and page.get_by_test_id("stException").count() == 0
-        page.screenshot(path=str(SHOTS / "first_visit_evaluate.png"))
+        screenshot(page, SHOTS / "first_visit_evaluate.png", full_page=False)
         page.close()
 
 
 def test_explore_pages_through_a_class(browser, app):
     url, _ = app
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = new_page(browser)
     page.goto(url + "/explore")
-    page.get_by_role("heading", name="Explore dataset").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Explore dataset").wait_for()
     wait_for_app(page)
     choose(page, "Dataset", "Paging")
     choose(page, "Class", "14: Stop")
     choose(page, "Per page", "12")
-    page.get_by_text(re.compile(r"Page\s*1\s*/\s*3")).wait_for(timeout=60_000)
-    assert page.get_by_test_id("stImage").count() >= 12
-    page.get_by_role("button", name=re.compile("Next")).click()
-    page.get_by_text(re.compile(r"Page\s*2\s*/\s*3")).wait_for(timeout=60_000)
-    page.get_by_role("button", name=re.compile("Next")).click()
-    page.get_by_text(re.compile(r"Page\s*3\s*/\s*3")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"Page\s*1\s*/\s*3")).wait_for()
+    wait_for_count(page.get_by_test_id("stImage"), 12)
+    act(page, page.get_by_role("button", name=re.compile("Next")).click)
+    page.get_by_text(re.compile(r"Page\s*2\s*/\s*3")).wait_for()
+    act(page, page.get_by_role("button", name=re.compile("Next")).click)
+    page.get_by_text(re.compile(r"Page\s*3\s*/\s*3")).wait_for()
     wait_for_app(page)
-    assert page.get_by_role("button", name=re.compile("Next")).is_disabled()
-    assert page.get_by_text("img_24").first.is_visible() or page.get_by_text(re.compile("img_2[4-9]")).count() > 0
-    page.screenshot(path=str(SHOTS / "explore_paging.png"), full_page=True)
+    expect(page.get_by_role("button", name=re.compile("Next"))).to_be_disabled()
+    page.get_by_text(re.compile("img_2[4-9]")).first.wait_for(state="attached")  # the last page's images
+    screenshot(page, SHOTS / "explore_paging.png")
     assert page.get_by_test_id("stException").count() == 0
     page.close()
 
 
 def test_explore_embedded_sample_shows_details_and_chart(browser, app):
     url, _ = app
-    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page = new_page(browser, height=1600)
     page.goto(url + "/explore")
-    page.get_by_role("heading", name="Explore dataset").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Explore dataset").wait_for()
     wait_for_app(page)
     choose(page, "Dataset", "Sample48 (embedded sample)")
     choose(page, "Class", "14: Stop")
-    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
-    page.screenshot(path=str(SHOTS / "explore_sample.png"), full_page=True)
+    page.get_by_test_id("stPlotlyChart").first.wait_for()
+    screenshot(page, SHOTS / "explore_sample.png")
     # Clicking a thumbnail's caption opens the image's details in a dialog.
-    page.locator(".st-key-explore_thumb-2 button").first.click()
+    act(page, page.locator(".st-key-explore_thumb-2 button").first.click)
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("reference pictogram").wait_for(timeout=60_000)
-    assert "14: Stop" in dialog.inner_text()
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SHOTS / "explore_details_dialog.png"))
+    dialog.get_by_text("reference pictogram").wait_for()
+    expect(dialog).to_contain_text("14: Stop")
+    screenshot(page, SHOTS / "explore_details_dialog.png", full_page=False)
     assert page.get_by_test_id("stException").count() == 0
     page.close()
 
@@ -128,21 +131,21 @@ def test_explore_embedded_sample_shows_details_and_chart(browser, app):
 def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
     url, root = app
     monkeypatch.setenv("TSW_DATA_ROOT", str(root))
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page = new_page(browser, height=1400)
     page.goto(url + "/improve")
-    page.get_by_role("heading", name="Improve model").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Improve model").wait_for()
     wait_for_app(page)
     start_scratch_training(page, "browser-model", 1)
-    page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=180_000)
-    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"Model browser-model saved")).wait_for(timeout=RUN_MS)
+    page.get_by_test_id("stPlotlyChart").first.wait_for()
     # One epoch still draws a curve: the batch means as a line beside the epoch point.
     batches = """() => {
         const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
         const t = gd && gd._fullData && gd._fullData.find(d => d.name === 'batches');
         return t ? t.x.length : 0; }"""
-    page.wait_for_function(f"() => ({batches})() >= 2", timeout=60_000)
+    page.wait_for_function(f"() => ({batches})() >= 2")
     assert page.evaluate(batches) >= 2
-    page.screenshot(path=str(SHOTS / "improve_trained.png"), full_page=True)
+    screenshot(page, SHOTS / "improve_trained.png")
     assert page.get_by_test_id("stException").count() == 0
     from core.learning import registry
     assert "browser-model" in [m.name for m in registry.list_models()]
@@ -152,19 +155,20 @@ def test_improve_trains_a_model_and_shows_its_curves(browser, app, monkeypatch):
 def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     url, root = app
     monkeypatch.setenv("TSW_DATA_ROOT", str(root))
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page = new_page(browser, height=1400)
     page.goto(url + "/evaluate")
-    page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Evaluate models").wait_for()
     wait_for_app(page)
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith(SHIPPED)))
     choose(page, "Dataset", "Sample48 (embedded sample)")
     # The 43-class benchmark on a 48-class dataset: the page says so and offers the model's classes only.
-    page.get_by_text(re.compile(r"predicts 43 classes, Sample48 has 48")).wait_for(timeout=60_000)
-    page.get_by_text("only the model's classes").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"predicts 43 classes, Sample48 has 48")).wait_for()
+    page.get_by_text("only the model's classes").wait_for()
+    watch_toasts(page)
     page.get_by_role("button", name="Run evaluation").click()
     # The finished report is announced and opened at once.
-    page.get_by_test_id("stToast").filter(has_text="Report ready").wait_for(timeout=120_000)
-    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
+    wait_for_toast(page, "Report ready")
+    page.get_by_text("Confusion matrix").wait_for()
     wait_for_app(page)
     from core.analysis import reports
     latest = reports.load_report(reports.list_reports()[0]["id"])
@@ -176,46 +180,34 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     chart = page.locator(".st-key-eval_confusion")
     chart.scroll_into_view_if_needed()
     # Each non-empty cell is a square marker; find the one plotly drew for (true 14, predicted 14).
-    page.wait_for_function(f"() => ({CELL_INDEX})([14, 14]) >= 0", timeout=60_000)
-    chart.locator("g.points path.point").first.wait_for(timeout=60_000)
+    page.wait_for_function(f"() => ({CELL_INDEX})([14, 14]) >= 0")
+    chart.locator("g.points path.point").first.wait_for()
     point = chart.locator("g.points path.point").nth(cell_index(page, 14, 14))
     point.click(force=True)
-    page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for()
     wait_for_app(page)
     # Clicking a mistake's thumbnail opens it with its IG heat map and colour scale.
     page.get_by_text("Misclassified images").scroll_into_view_if_needed()
     page.locator(".st-key-wrong-0 button").first.click()
     dialog = page.get_by_role("dialog")
-    dialog.locator(".js-plotly-plot .colorbar").wait_for(timeout=60_000)
-    assert "Predicted" in dialog.inner_text()
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(SHOTS / "evaluate_thumbnail_dialog.png"))
+    dialog.locator(".js-plotly-plot .colorbar").wait_for(timeout=RUN_MS)
+    expect(dialog).to_contain_text("Predicted")
+    screenshot(page, SHOTS / "evaluate_thumbnail_dialog.png", full_page=False)
     page.keyboard.press("Escape")
-    dialog.wait_for(state="detached", timeout=60_000)
+    dialog.wait_for(state="detached")
     wait_for_app(page)
     # A misclassified image's Integrated Gradients on request; then run an Anchor job.
     page.get_by_text("Misclassified images").scroll_into_view_if_needed()
     page.get_by_role("button", name="Explain with Integrated Gradients").click()
-    page.locator(".st-key-eval_ig_fig .colorbar").wait_for(timeout=30_000)
+    page.locator(".st-key-eval_ig_fig .colorbar").wait_for(timeout=RUN_MS)
     page.get_by_role("button", name="Run Anchors").click()
-    page.get_by_text(re.compile(r"Anchor: precision \d")).wait_for(timeout=120_000)
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SHOTS / "evaluate_report.png"), full_page=True)
+    page.get_by_text(re.compile(r"Anchor: precision \d")).wait_for(timeout=RUN_MS)
+    screenshot(page, SHOTS / "evaluate_report.png")
     assert page.get_by_test_id("stException").count() == 0
     page.close()
 
 
 SHIPPED = "benchmark"
-
-
-def selected(page, label: str) -> str:
-    """The shown value of the selectbox labelled ``label``."""
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-    box.scroll_into_view_if_needed()
-    lines = [t.strip() for t in box.inner_text().splitlines() if t.strip()]
-    values = [t for t in lines if t != label] or [box.locator("input").first.input_value().strip()]
-    assert values[0], f"selectbox {label!r} shows no value: {lines}, {box.inner_html()[:1500]}"
-    return values[0]
 
 
 #: JS: the index of the confusion chart's marker for cell [true, predicted], from plotly's own data; -1 until drawn.
@@ -240,17 +232,15 @@ def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_p
     stop = sample.path / list_files(sample, "test", 14)[0]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page = new_page(browser, height=1400)
     page.goto(url + "/predict")
-    page.get_by_role("heading", name="Make prediction").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Make prediction").wait_for()
     wait_for_app(page)
     page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
-    page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=60_000)
-    page.locator(".st-key-predict_ig_0 .colorbar").wait_for(timeout=30_000)
-    page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for(timeout=30_000)
-    wait_for_app(page)
-    page.wait_for_timeout(1000)
-    page.screenshot(path=str(SHOTS / "predict.png"), full_page=True)
+    page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=RUN_MS)
+    page.locator(".st-key-predict_ig_0 .colorbar").wait_for(timeout=RUN_MS)
+    page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for()
+    screenshot(page, SHOTS / "predict.png")
     errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
     assert len(errors) == 1 and "broken.png" in errors[0], errors
     with page.expect_download() as download:

@@ -14,16 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import (SHOTS, browser, choose, options, start_scratch_training,  # noqa: F401 (fixture)
-                             streamlit_server, wait_for_app)
+from browser_support import (SHOTS, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
+                             start_scratch_training, streamlit_server, visit, wait_for_app)
 from conftest import smooth_images
+from waits import PAGE_S, RUN_S, SCALE, wait_until
 
 pytestmark = pytest.mark.browser
 PROJECT = Path(__file__).resolve().parent.parent
 #: The goal (issue 13): a page renders in under 2 s while the work runs; measured here, asserted only with
-#: TSW_STRICT_TIMING=1 (machines differ 2-3x in speed, and CI must not fail on a slow one); always under 10 s.
+#: TSW_STRICT_TIMING=1 (machines differ 2-3x in speed, and CI must not fail on a slow one); always under 10 s
+#: (times TSW_TEST_TIMEOUT_SCALE, on a machine that slow).
 RENDER_GOAL_S = 2.0
-RENDER_LIMIT_S = RENDER_GOAL_S if os.environ.get("TSW_STRICT_TIMING") else 10.0
+RENDER_LIMIT_S = RENDER_GOAL_S if os.environ.get("TSW_STRICT_TIMING") else 10.0 * SCALE
 #: Test datasets and their sizes: the CI version evaluates the small one, the slow (full) one the big one.
 SIZES = {"Small": 300, "Big": 2000}
 
@@ -53,18 +55,17 @@ def app(tmp_path_factory):
         yield url, root
 
 
-def _timed_visit(page, label: str, heading: str) -> float:
-    """Seconds from a click on the sidebar link to the page's script having finished."""
+def _timed_visit(page, label: str, heading: str) -> tuple[float, int]:
+    """Seconds from the first click on the sidebar link to the page's script having finished, and the clicks it
+    took (more than one: Streamlit dropped a click, see :func:`browser_support.visit`)."""
     t0 = time.perf_counter()
-    page.get_by_test_id("stSidebar").get_by_role("link", name=label).click()
     try:
-        page.get_by_role("heading", name=heading).wait_for(timeout=120_000)
+        clicks = visit(page, page.get_by_test_id("stSidebar").get_by_role("link", name=label), heading)
     except Exception:
         SHOTS.mkdir(parents=True, exist_ok=True)  # what the user saw instead, for whoever reads the failure
         page.screenshot(path=str(SHOTS / f"load-never-showed-{label.replace(' ', '-')}.png"), full_page=True)
         raise
-    wait_for_app(page, timeout=120_000)
-    return time.perf_counter() - t0 - 0.3  # wait_for_app's settling pause
+    return time.perf_counter() - t0, clicks
 
 
 @pytest.mark.parametrize("dataset, epochs", [pytest.param("Small", 2, id="ci"),
@@ -77,9 +78,9 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
     from core.data import datasets, workspaces
     from core.learning import registry
     from core import runs
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page = new_page(browser, height=1200)
     page.goto(url + "/evaluate")
-    page.get_by_role("heading", name="Evaluate models").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Evaluate models").wait_for()
     wait_for_app(page)
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("ten")))
     choose(page, "Dataset", dataset)
@@ -102,16 +103,12 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
 
     for k in range(6):  # each click registered in the store before the next (a success text may be the last one's)
         page.get_by_role("button", name="Run evaluation").click()
-        deadline = time.monotonic() + 30
-        while started() < k + 1:
-            assert time.monotonic() < deadline, f"click {k + 1} started no evaluation"
-            time.sleep(0.1)
+        wait_until(lambda: started() >= k + 1, timeout=PAGE_S, what=f"click {k + 1} starting an evaluation")
         wait_for_app(page)
 
     # A training from the app, and a CLI training plus a CLI import into a workspace, all at once.
-    page.get_by_test_id("stSidebar").get_by_role("link", name="Improve model").click()
-    page.get_by_role("heading", name="Improve model").wait_for(timeout=30_000)
-    wait_for_app(page)
+    improve_clicks = visit(page, page.get_by_test_id("stSidebar").get_by_role("link", name="Improve model"),
+                           "Improve model")
     start_scratch_training(page, f"from-app-{dataset}", epochs)
 
     added_before = len(workspaces.current_added(datasets.get_dataset("Main")))
@@ -129,22 +126,26 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # While all that runs: page renders, timed.
-    renders = []
+    renders, clicks = [], {"Improve model (before the renders)": improve_clicks}
     for label, heading in [("Home", "Traffic-sign model workbench"), ("Explore dataset", "Explore dataset"),
                            ("Evaluate models", "Evaluate models"), ("Make prediction", "Make prediction"),
                            ("Improve model", "Improve model")]:
         busy = runs.list_runs(statuses=runs.ACTIVE)
-        renders.append((label, _timed_visit(page, label, heading), len(busy)))
-    page.screenshot(path=str(SHOTS / "load_improve.png"), full_page=True)
+        seconds, clicks[label] = _timed_visit(page, label, heading)
+        renders.append((label, seconds, len(busy)))
+    screenshot(page, SHOTS / "load_improve.png")
 
-    assert cli_import.wait(300) == 0, cli_import.stderr[-2000:]
-    assert cli_train.wait(300) == 0, cli_train.stderr[-2000:]
-    deadline = time.monotonic() + 400
-    while runs.list_runs(statuses=runs.ACTIVE) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    for cli in (cli_import, cli_train):
+        _, err = cli.communicate(timeout=RUN_S)
+        assert cli.returncode == 0, err[-2000:]
+    wait_until(lambda: not runs.list_runs(statuses=runs.ACTIVE), what="every run ending")
     stop.set()
-    watcher.join(2)
-    print("renders (page, seconds, active runs):", renders, "most evaluations at once:", most[0])
+    watcher.join(PAGE_S)
+    # The store's own account as well: each evaluation's [started, finished] interval, at most five overlapping.
+    most[0] = max(most[0], _most_at_once([r for r in runs.list_runs("evaluate") if r["config"]["dataset"] == dataset]))
+    lost = {label: n - 1 for label, n in clicks.items() if n > 1}
+    print("renders (page, seconds, active runs):", renders, "most evaluations at once:", most[0],
+          "clicks Streamlit dropped:", lost or "none")
 
     evals = [r for r in runs.list_runs("evaluate") if r["config"]["dataset"] == dataset]
     assert len(evals) == 6 and all(r["status"] == "done" for r in evals), [r["status"] for r in evals]
@@ -156,7 +157,20 @@ def test_six_evaluations_a_training_and_a_cli_import_at_once(browser, app, tmp_p
     assert set(names) <= {m.name for m in registry.list_models()}
     assert len(workspaces.current_added(datasets.get_dataset("Main"))) == added_before + 20
     assert any(n > 0 for _, _, n in renders), "the renders were not timed under load"
-    (SHOTS / "load_renders.json").write_text(json.dumps({"renders": renders, "most_evaluations": most[0]}))
+    (SHOTS / "load_renders.json").write_text(json.dumps({"renders": renders, "most_evaluations": most[0],
+                                                         "dropped_clicks": lost}))
     slow = [(label, round(s, 2)) for label, s, _ in renders if s > RENDER_LIMIT_S]
     assert not slow, f"pages over {RENDER_LIMIT_S} s under load: {slow} (all: {renders})"
     page.close()
+
+
+def _most_at_once(records: list[dict]) -> int:
+    """The most runs of ``records`` between their ``started`` and ``finished`` stamps at any one moment."""
+    edges = sorted([(r["started"], 1) for r in records if r.get("started") and r.get("finished")]
+                   + [(r["finished"], -1) for r in records if r.get("started") and r.get("finished")],
+                   key=lambda e: (e[0], e[1]))  # an end before a start at the same instant: not overlapping
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import star_sign
-from browser_support import SHOTS, browser, choose, options, streamlit_server, wait_for_app  # noqa: F401 (fixture)
+from browser_support import (SHOTS, act, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
+                             settle, streamlit_server, wait_for_app, wait_for_count)
+from waits import RUN_MS
 
 pytestmark = pytest.mark.browser
 
@@ -24,15 +26,14 @@ def app(tmp_path_factory):
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SHOTS / f"curation_{name}.png"), full_page=True)
+    screenshot(page, SHOTS / f"curation_{name}.png")
     assert page.get_by_test_id("stException").count() == 0
 
 
 def open_page(browser, url: str, path: str, heading: str, height: int = 1400):
-    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page = new_page(browser, height=height)
     page.goto(url + path)
-    page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+    page.get_by_role("heading", name=heading).wait_for()
     wait_for_app(page)
     return page
 
@@ -51,13 +52,12 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
 
     # 1. A workspace in one click, then a new class.
     page = open_page(browser, url, "/add_classes", "Add new classes")
-    page.get_by_text("Create a workspace above").wait_for(timeout=20_000)
-    page.get_by_role("button", name="Create").click()
-    wait_for_app(page)
-    page.get_by_role("heading", name="New class", exact=True).wait_for(timeout=20_000)
+    page.get_by_text("Create a workspace above").wait_for()
+    act(page, page.get_by_role("button", name="Create").click)
+    page.get_by_role("heading", name="New class", exact=True).wait_for()
     page.get_by_label("Class name", exact=True).first.fill("Purple star")
     page.get_by_role("button", name="Add class").click()
-    page.get_by_text("Added class 48: Purple star").wait_for(timeout=20_000)
+    page.get_by_text("Added class 48: Purple star").wait_for()
     wait_for_app(page)
     shot(page, "1_class")
     page.close()
@@ -65,21 +65,19 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     # 2. Upload 3 files (one bad) with 2 augmentation groups; preview; add to train/val at 80/20.
     page = open_page(browser, url, "/add_images", "Add new images", 1600)
     page.locator("input[type='file']").set_input_files(files + [str(bad)])
-    page.get_by_text(re.compile(r"Preview: 2 upload\(s\)")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"Preview: 2 upload\(s\)")).wait_for(timeout=RUN_MS)
     for group in ("Shift & rotate", "Brightness & contrast"):
         page.get_by_test_id("stMultiSelect").click()
-        page.get_by_role("option", name=group, exact=True).click()
-        wait_for_app(page)
+        act(page, page.get_by_role("option", name=group, exact=True).click, what=f"the run after picking {group}")
     page.keyboard.press("Escape")
     page.get_by_role("spinbutton", name="Variants per image").fill("8")
-    page.keyboard.press("Enter")
-    wait_for_app(page)
-    page.get_by_text(re.compile(r"Preview: 2 upload\(s\) x 9 = 18 image\(s\)")).wait_for(timeout=30_000)
-    assert page.get_by_text(re.compile("broken.jpg: ")).count() >= 1
-    assert page.get_by_test_id("stImage").count() >= 18
+    act(page, lambda: page.keyboard.press("Enter"), what="the run after 8 variants")
+    page.get_by_text(re.compile(r"Preview: 2 upload\(s\) x 9 = 18 image\(s\)")).wait_for(timeout=RUN_MS)
+    wait_for_count(page.get_by_text(re.compile("broken.jpg: ")), 1)
+    wait_for_count(page.get_by_test_id("stImage"), 18, timeout=RUN_MS)  # the previews come in as they are made
     shot(page, "2_preview")
     page.get_by_role("button", name=re.compile(r"Add 18 image\(s\) to Main")).click()
-    page.get_by_text(re.compile(r"Added 18 image\(s\)")).wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"Added 18 image\(s\)")).wait_for(timeout=RUN_MS)
     wait_for_app(page)
     shot(page, "3_added")
     page.close()
@@ -89,30 +87,30 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
 
     # 3. Added images: move one to test, crop one, delete one, undo the delete.
     page = open_page(browser, url, "/added_images", "Added images", 1800)
-    page.get_by_text(re.compile(r"18 of 18 added images")).wait_for(timeout=20_000)
-    page.get_by_test_id("stCheckbox").first.click()
-    wait_for_app(page)
+    page.get_by_text(re.compile(r"18 of 18 added images")).wait_for()
+    act(page, page.get_by_test_id("stCheckbox").first.click)
     choose(page, "Move to", "test")
     page.get_by_role("button", name="Move", exact=True).click()
-    page.get_by_text(re.compile(r"Moved 1 image\(s\) to test")).wait_for(timeout=20_000)
+    page.get_by_text(re.compile(r"Moved 1 image\(s\) to test")).wait_for()
     wait_for_app(page)
     slider = page.get_by_test_id("stSlider").first.get_by_role("slider").first
     slider.focus()
-    for _ in range(8):
-        page.keyboard.press("ArrowRight")
-    wait_for_app(page)
+
+    def crop() -> None:
+        for _ in range(8):
+            page.keyboard.press("ArrowRight")
+    act(page, crop, what="the run after moving the crop slider")  # the slider sends its value once it rests
     page.get_by_role("button", name="Save as a new version").click()
-    page.get_by_text(re.compile(r"Saved as a\d+ \(parent a\d+\)")).wait_for(timeout=20_000)
+    page.get_by_text(re.compile(r"Saved as a\d+ \(parent a\d+\)")).wait_for()
     wait_for_app(page)
-    page.get_by_test_id("stCheckbox").nth(2).click()
-    wait_for_app(page)
+    act(page, page.get_by_test_id("stCheckbox").nth(2).click)
     page.get_by_role("button", name="Delete", exact=True).click()
-    page.get_by_text(re.compile(r"to the trash")).wait_for(timeout=20_000)
+    page.get_by_text(re.compile(r"to the trash")).wait_for()
     wait_for_app(page)
     shot(page, "4_deleted")
     assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 17
     page.get_by_role("button", name=re.compile(r"Undo: delete 1 image")).click()
-    page.get_by_text(re.compile(r"Undone: delete 1 image")).wait_for(timeout=20_000)
+    page.get_by_text(re.compile(r"Undone: delete 1 image")).wait_for()
     wait_for_app(page)
     shot(page, "5_undone")
     page.close()
@@ -126,7 +124,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     choose(page, "Class", "48: Purple star")
     info = datasets.get_dataset("Main")
     n_train = info.counts["train"][48]
-    page.get_by_text(re.compile(rf"{n_train} images")).first.wait_for(timeout=20_000)
+    page.get_by_text(re.compile(rf"{n_train} images")).first.wait_for()
     shot(page, "6_explore")
     page.close()
 
@@ -137,7 +135,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     page.get_by_label("New model name").fill("main-inc")
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill("4")  # 1 on the new rows, 3 on all
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"Model main-inc saved")).wait_for(timeout=300_000)
+    page.get_by_text(re.compile(r"Model main-inc saved")).wait_for(timeout=RUN_MS)
     wait_for_app(page)
     shot(page, "7_trained")
     page.close()
@@ -148,7 +146,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     page = open_page(browser, url, "/predict", "Make prediction")
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("main-inc")))
     page.locator("input[type='file']").set_input_files([str(unseen)])
-    page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*Purple star")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*Purple star")).wait_for(timeout=RUN_MS)
     shot(page, "8_predicted")
     page.close()
 
@@ -170,23 +168,23 @@ def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monk
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("benchmark (")))
     choose(page, "Dataset", "Sample48 (embedded sample)")
     page.get_by_role("button", name="Compute map").click()
-    page.get_by_text("Colour by").wait_for(timeout=120_000)
+    page.get_by_text("Colour by").wait_for(timeout=RUN_MS)
     wait_for_app(page)
-    page.get_by_test_id("stRadioGroup").last.get_by_text("upload", exact=True).click()
-    wait_for_app(page)
+    act(page, page.get_by_test_id("stRadioGroup").last.get_by_text("upload", exact=True).click)
     page.locator("input[type='file']").set_input_files(files)
-    page.get_by_text(re.compile(r"likely a new class")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"likely a new class")).first.wait_for(timeout=RUN_MS)
     wait_for_app(page)
     groups = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"Group \d")).all_inner_texts()
     assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
     chart = page.locator(".st-key-vis_map .js-plotly-plot")
     chart.scroll_into_view_if_needed()
+    settle(page)  # the map drawn and at rest: drag on it
     box = chart.locator(".nsewdrag").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8, steps=10)
     page.mouse.up()
-    page.get_by_text(re.compile(r"\d+ selected")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"\d+ selected")).wait_for()
     wait_for_app(page)
     shot(page, "9_visualise")
     page.close()

@@ -26,6 +26,8 @@ from core.cli.main import build_parser
 from core.curation.import_run import ImportRun, stage_uploads
 from core.data.images import encode_png
 from cli_support import run_cli  # noqa: E402
+from tests.run_support import finished
+from waits import PAGE_S
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = "Sample48"
@@ -291,7 +293,7 @@ def test_an_import_run_stages_uploads_inside_the_data_root_and_removes_them(ws, 
     assert all(Path(p).resolve().is_relative_to(data_root.resolve()) for p in paths)
     assert Path(paths[0]).name == "escape.png"
     cfg = ImportRun(settings(ws, to="test"), paths=tuple(paths), staged=True)
-    run = runs.wait(runs.start("import", cfg), timeout=120)
+    run = finished(runs.start("import", cfg))
     assert run["status"] == "done", run.get("error")
     assert run["result"]["added"] == 1 and run["result"]["errors"][0]["file"] == "bad.png"
     assert not any(Path(p).exists() for p in paths)
@@ -362,7 +364,7 @@ batch = [u for k, im in enumerate(smooth_images(3, 40, seed=30)) for u in upload
 curation.import_images(batch, curation.ImportSettings(dataset="Main", class_id={ws}, to="test"))
 """
     env = dict(os.environ, TSW_DATA_ROOT=str(data_root), NO_ALBUMENTATIONS_UPDATE="1")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=PAGE_S)
     assert out.returncode == -9, out.stderr
     info = datasets.get_dataset("Main")
     assert info.fingerprint == v0 and workspaces.current_added(info) == []

@@ -14,6 +14,7 @@ from core.base.registries import set_version
 from core.data import datasets
 from core.learning import models
 from core.data.built import SplitToWrite, write_dataset
+from tests.run_support import finished
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 
@@ -78,7 +79,7 @@ def test_bad_requests_are_refused(shipped):
 
 def test_an_issues_run_is_reused_while_its_method_sets_stay_and_not_once_they_change(monkeypatch):
     planted()
-    run = runs.wait(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")), timeout=300)
+    run = finished(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")))
     assert run["status"] == "done", run.get("error")
     assert run["inputs"]["issues_version"] == data_issues.issues_version()
     assert latest_issues("benchmark", "Planted", "test")["id"] == run["id"]
@@ -96,7 +97,7 @@ def test_an_issues_run_recorded_before_the_version_counts_as_the_unstamped_one()
         ("finders", 1), ("near_duplicate", 0.97), ("limit", 48), ("outlier_method", "fused"),
         ("novelty", novelty.UNSTAMPED_VERSION)])
     planted()
-    run = runs.wait(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")), timeout=300)
+    run = finished(runs.start("issues", IssuesRun(model="benchmark", dataset="Planted", split="test")))
 
     def unstamp(doc: dict) -> dict:
         doc["inputs"].pop("issues_version")

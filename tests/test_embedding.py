@@ -14,6 +14,7 @@ from core.data import datasets, workspace_changes, workspaces
 from core.learning import models
 from core import runs
 from core.analysis.embed_run import EmbedRun
+from tests.run_support import finished
 
 BENCHMARK = config.ARTIFACTS_DIR / "benchmark.pt"
 
@@ -116,14 +117,14 @@ def test_the_extra_bucket_gives_its_images_with_their_ids():
 
 def test_an_embed_run_computes_once_and_caches_by_model_and_dataset_version():
     cfg = EmbedRun(model="benchmark", dataset="Sample48", split="val", size=100)
-    run = runs.wait(runs.start("embed", cfg), timeout=300)
+    run = finished(runs.start("embed", cfg))
     assert run["status"] == "done", run.get("error")
     path = Path(run["result"]["file"])
     assert path == embedding.map_path(cfg.key()) and path.is_file()
     assert run["result"]["dataset_version"] == datasets.get_dataset("Sample48").fingerprint
     assert len(embedding.Map.load(path).files) == 100
     stamp = path.stat().st_mtime_ns
-    assert runs.wait(runs.start("embed", cfg), timeout=60)["status"] == "done"
+    assert finished(runs.start("embed", cfg))["status"] == "done"
     assert path.stat().st_mtime_ns == stamp  # cached: not recomputed
     with pytest.raises(ValueError, match="map size"):
         runs.start("embed", EmbedRun(model="benchmark", dataset="Sample48", size=3))
@@ -131,12 +132,12 @@ def test_an_embed_run_computes_once_and_caches_by_model_and_dataset_version():
 
 def test_a_changed_layout_lays_the_map_out_again_and_an_unchanged_one_reuses_it(monkeypatch):
     cfg = EmbedRun(model="benchmark", dataset="Sample48", split="val", size=60)
-    first = Path(runs.wait(runs.start("embed", cfg), timeout=300)["result"]["file"])
+    first = Path(finished(runs.start("embed", cfg))["result"]["file"])
     stamp = first.stat().st_mtime_ns
-    assert Path(runs.wait(runs.start("embed", cfg), timeout=60)["result"]["file"]) == first
+    assert Path(finished(runs.start("embed", cfg))["result"]["file"]) == first
     assert first.stat().st_mtime_ns == stamp  # the same layout: reused
     monkeypatch.setitem(embedding.LAYOUT, "version", embedding.LAYOUT["version"] + 1)
-    run = runs.wait(runs.start("embed", cfg), timeout=300)
+    run = finished(runs.start("embed", cfg))
     second = Path(run["result"]["file"])
     assert run["status"] == "done" and second != first and second.is_file()
     assert run["result"]["layout"] == embedding.layout_version() == embedding.Map.load(second).key["layout"]

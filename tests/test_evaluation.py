@@ -7,6 +7,7 @@ from core.learning import models, registry
 from core import runs
 from core.analysis.anchor_run import AnchorRun
 from core.analysis.evaluate_run import EvaluateRun
+from tests.run_support import finished
 
 
 def _register(name="m48", n=48, seed=0):
@@ -31,7 +32,7 @@ def _max_overlap(records):
 def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
     _register()
     ids = [runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="train")) for _ in range(6)]
-    done = [runs.wait(i, timeout=300) for i in ids]
+    done = [finished(i) for i in ids]
     assert [d["status"] for d in done] == ["done"] * 6, [d.get("error") for d in done]
     assert _max_overlap(done) == 5
     listed = {r["id"] for r in reports.list_reports()}
@@ -46,8 +47,8 @@ def test_six_real_evaluations_run_five_at_a_time_and_keep_their_reports():
 def test_report_helpers_cells_mistakes_and_comparison():
     _register("a", seed=0)
     _register("b", seed=1)
-    ra = runs.wait(runs.start("evaluate", EvaluateRun(model="a", dataset="Sample48", split="test")), timeout=120)
-    rb = runs.wait(runs.start("evaluate", EvaluateRun(model="b", dataset="Sample48", split="test")), timeout=120)
+    ra = finished(runs.start("evaluate", EvaluateRun(model="a", dataset="Sample48", split="test")))
+    rb = finished(runs.start("evaluate", EvaluateRun(model="b", dataset="Sample48", split="test")))
     a, b = reports.load_report(ra["id"]), reports.load_report(rb["id"])
     p = a.predictions
     t, q = int(p.y_true[0]), int(p.y_pred[0])
@@ -77,24 +78,24 @@ def test_report_helpers_cells_mistakes_and_comparison():
 
 def test_a_43_class_model_on_48_classes_counts_new_classes_as_errors():
     _register("m43", n=43)
-    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m43", dataset="Sample48", split="test",
-                                                        classes="all")), timeout=120)
+    job = finished(runs.start("evaluate", EvaluateRun(model="m43", dataset="Sample48", split="test",
+                                                        classes="all")))
     rep = reports.load_report(job["id"])
     assert rep.summary["labels"] == list(range(48)) and rep.summary["classes"] == "all"
     for cid in range(43, 48):
         assert rep.summary["per_class"][str(cid)]["recall"] == 0.0
     # by default only the images of the model's classes are evaluated
-    own = reports.load_report(runs.wait(runs.start("evaluate", EvaluateRun(
-        model="m43", dataset="Sample48", split="test")), timeout=120)["id"])
+    own = reports.load_report(finished(runs.start("evaluate", EvaluateRun(
+        model="m43", dataset="Sample48", split="test")))["id"])
     assert own.summary["labels"] == list(range(43)) and own.summary["n"] == rep.summary["n"] - 5 * 6
     assert "one was limited to its model's classes" in reports.comparison_warning(rep, own)
 
 
 def test_anchor_job_on_a_report_image():
     _register()
-    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
+    job = finished(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")))
     aid = runs.start("anchor", AnchorRun(report=job["id"], index=0, threshold=0.9))
-    done = runs.wait(aid, timeout=300)
+    done = finished(aid)
     assert done["status"] == "done", done.get("error")
     r = done["result"]
     assert 0 <= r["coverage"] <= 1 and 0 <= r["precision"] <= 1
@@ -107,7 +108,7 @@ def test_anchor_job_on_a_report_image():
 def test_anchor_job_refuses_a_report_whose_model_file_changed():
     """Anchors explain a report's image with the model version that made the report, or not at all."""
     _register()
-    job = runs.wait(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")), timeout=120)
+    job = finished(runs.start("evaluate", EvaluateRun(model="m48", dataset="Sample48", split="test")))
     torch.manual_seed(1)
     retrained = {**models.load_checkpoint(registry.model_path("m48")),
                  "weights": models.build_model("published", 48).state_dict()}

@@ -24,6 +24,8 @@ from core.data import datasets, workspaces
 from core.learning import models, registry
 from core import runs
 from core.learning.train_run import RESUME_FILE
+from tests.run_support import finished
+from waits import RUN_S
 
 PROJECT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.faults
@@ -39,16 +41,16 @@ def _spawn(args: list[str], root: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _kill_when(proc: subprocess.Popen, ready, *, timeout: float = 120.0) -> None:
+def _kill_when(proc: subprocess.Popen, ready, *, timeout: float = RUN_S) -> None:
     """SIGKILL ``proc`` as soon as ``ready()`` is true (polled every 20 ms)."""
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
             raise AssertionError(f"the process ended before the kill: {proc.stderr.read()[-2000:]}")
-        assert time.monotonic() < deadline, "the moment to kill never came"
+        assert time.monotonic() < deadline, f"the moment to kill never came in {timeout:.0f} s"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
+    assert proc.wait(RUN_S) == -signal.SIGKILL
 
 
 def _only_run(kind: str) -> dict | None:
@@ -86,7 +88,7 @@ def test_kill_9_the_cli_during_a_training_epoch_then_resume_gives_the_same_model
     assert not list(config.models_dir().glob("killed*"))   # nor a file of one
 
     out = subprocess.run([sys.executable, "-m", "core", "train", "--resume-run", run["id"], "--quiet"],
-                         cwd=PROJECT, env=_env(data_root), capture_output=True, text=True, timeout=300)
+                         cwd=PROJECT, env=_env(data_root), capture_output=True, text=True, timeout=RUN_S)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["run"] == run["id"]
     done = runs.get(run["id"])
@@ -94,7 +96,7 @@ def test_kill_9_the_cli_during_a_training_epoch_then_resume_gives_the_same_model
     assert [h["epoch"] for h in done["history"]] == [1, 2, 3, 4, 5, 6]
 
     whole = subprocess.run([sys.executable, *TRAIN, "--name", "whole"], cwd=PROJECT, env=_env(data_root),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=RUN_S)
     assert whole.returncode == 0, whole.stderr[-2000:]
     a = models.load_checkpoint(registry.get_model("killed").path)["weights"]
     b = models.load_checkpoint(registry.get_model("whole").path)["weights"]
@@ -131,7 +133,7 @@ def test_kill_9_during_an_evaluation_registers_no_report_and_the_store_still_rea
     with pytest.raises(ValueError):
         reports.load_report(run["id"])
     assert not runs.resumable(runs.get(run["id"]))          # evaluations start again instead
-    again = runs.wait(runs.start("evaluate", {"model": "ten", "dataset": "Big", "split": "test"}), timeout=300)
+    again = finished(runs.start("evaluate", {"model": "ten", "dataset": "Big", "split": "test"}))
     assert again["status"] == "done" and [r["id"] for r in reports.list_reports()] == [again["id"]]
 
 
@@ -142,10 +144,12 @@ def test_kill_9_during_store_writes_leaves_a_valid_store_with_every_finished_wri
               "    print(i, flush=True)\n")
     proc = _spawn(["-c", writer], data_root)
     lines: list[str] = []
-    while len(lines) < 40:  # let it write a while, then kill it mid-stream
-        lines.append(proc.stdout.readline())
+    while len(lines) < 40:  # let it write a while (40 acknowledged writes, however long they take), then kill it
+        line = proc.stdout.readline()
+        assert line, f"the writer ended after {len(lines)} writes: {proc.stderr.read()[-2000:]}"
+        lines.append(line)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    proc.wait(RUN_S)
     recs = store.all_records("runs")                       # still valid JSON
     ids = sorted(r["id"] for r in recs)
     assert len(ids) >= 40 and ids == [f"r{i:06d}" for i in range(len(ids))]  # every acknowledged write, in order

@@ -12,7 +12,8 @@ from core.learning import models, registry
 from core import runs
 from core.analysis.evaluate_run import EvaluateRun
 from core.learning.train_run import RESUME_FILE, saved_epochs
-from tests.run_support import cancelled_training
+from tests.run_support import cancelled_training, finished
+from waits import PAGE_S
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 
@@ -35,7 +36,7 @@ def router_mode(monkeypatch):
 
 
 def app() -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=120)
+    at = AppTest.from_file(HOME, default_timeout=PAGE_S)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -115,7 +116,7 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
     assert not at.exception, at.exception
     assert any("Started training run" in s.value for s in at.success), [e.value for e in at.error]
     job_id = at.session_state["improve_job"]
-    assert runs.wait(job_id, timeout=120)["status"] == "done"
+    assert finished(job_id)["status"] == "done"
     assert "apptest-model" in [m.name for m in registry.list_models()]
     at.run()
     assert any("apptest-model" in s.value for s in at.success)
@@ -133,7 +134,7 @@ def test_improve_distils_from_chosen_teachers():
     at.number_input(key="improve_outlier").set_value(0.5)
     at.button[0].click().run()
     assert not at.exception, at.exception
-    job = runs.wait(at.session_state["improve_job"], timeout=120)
+    job = finished(at.session_state["improve_job"])
     assert job["status"] == "done", job.get("error")
     ckpt = models.load_checkpoint(registry.get_model("apptest-student").path)
     assert list(ckpt["config"]["teachers"]) == ["published43"] and ckpt["config"]["outlier_weight"] == 0.5
@@ -144,7 +145,7 @@ def test_improve_warns_about_classes_the_dataset_could_not_teach():
     result = {"model": "partial", "seconds": 3.0, "best_val_acc": 0.5, "best_epoch": 1,
               "classes_without_train_images": [48, 49]}
     job_id = runs.submit("train", {}, lambda ctx, cfg: result, title="train partial (resume) on Sample48")
-    assert runs.wait(job_id, timeout=30)["status"] == "done"
+    assert finished(job_id)["status"] == "done"
     at = open_page("pages/improve.py")
     assert any("no train images for classes [48, 49]" in w.value for w in at.warning), [w.value for w in at.warning]
 
@@ -191,7 +192,7 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     at.button(key="eval_run").click().run()
     assert not at.exception, at.exception
     job_id = at.session_state["eval_report"]
-    assert runs.wait(job_id, timeout=120)["status"] == "done"
+    assert finished(job_id)["status"] == "done"
     at.run()
     assert not at.exception, at.exception
     assert any("Report ready" in t.value for t in at.toast)  # announced once, then opened
@@ -227,8 +228,8 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
 
 def test_misclassified_filters_by_confidence_and_sorts():
     _register_small_model("sorter")
-    rid = runs.wait(runs.start("evaluate", EvaluateRun(model="sorter", dataset="Sample48", split="test")),
-                    timeout=120)["result"]["report"]
+    rid = finished(runs.start("evaluate", EvaluateRun(model="sorter", dataset="Sample48",
+                                                      split="test")))["result"]["report"]
     report = reports.load_report(rid)
     p = report.predictions
     everything = reports.misclassified(report)
@@ -246,8 +247,7 @@ def test_misclassified_filters_by_confidence_and_sorts():
 def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
     from core.analysis import reports
     _register_small_model("one")
-    rid = runs.wait(runs.start("evaluate", EvaluateRun(model="one", dataset="Sample48", split="val")),
-                    timeout=120)["id"]
+    rid = finished(runs.start("evaluate", EvaluateRun(model="one", dataset="Sample48", split="val")))["id"]
     at = open_page("pages/evaluate.py")
     box = at.selectbox(key="eval_open")
     assert "one on Sample48/val" in box.options[0] and " \u00b7 20" in box.options[0]  # creation time in the label
@@ -317,7 +317,7 @@ def test_evaluate_compares_two_reports_per_class():
     _register_small_model("one")
     _register_small_model("two")
     for m in ("one", "two"):
-        runs.wait(runs.start("evaluate", EvaluateRun(model=m, dataset="Sample48", split="test")), timeout=120)
+        finished(runs.start("evaluate", EvaluateRun(model=m, dataset="Sample48", split="test")))
     at = open_page("pages/evaluate.py")
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
@@ -328,7 +328,7 @@ def test_evaluate_compares_two_reports_per_class():
 def test_explaining_a_report_of_a_deleted_model_gives_the_explain_entry_message():
     from ui.cache import report_explanation
     _register_small_model("gone")
-    run = runs.wait(runs.start("evaluate", EvaluateRun(model="gone", dataset="Sample48", split="test")), timeout=120)
+    run = finished(runs.start("evaluate", EvaluateRun(model="gone", dataset="Sample48", split="test")))
     registry.get_model("gone").path.unlink()  # unregistered too: list_models skips a missing file
     with pytest.raises(ValueError, match="model 'gone' of report .* no longer exists"):
         report_explanation(reports.load_report(run["result"]["report"]), 0)
@@ -351,7 +351,7 @@ def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_ima
     from core.data import workspace_changes, workspaces
     workspaces.derive("Sample48", "Main")
     _register_small_model("m")
-    run = runs.wait(runs.start("evaluate", EvaluateRun(model="m", dataset="Main", split="test")), timeout=120)
+    run = finished(runs.start("evaluate", EvaluateRun(model="m", dataset="Main", split="test")))
     assert run["status"] == "done", run.get("error")
     at = open_page("pages/evaluate.py")
     assert not any("Stale report" in w.value for w in at.warning)
@@ -428,7 +428,7 @@ def test_add_images_previews_variants_and_adds_them_as_a_run():
     assert len(at.get("imgs")) + len(at.image) >= 1  # the preview grid
     at.button(key="add_go").click().run()
     assert not at.exception, at.exception
-    run = runs.wait(at.session_state["add_run"], timeout=120)
+    run = finished(at.session_state["add_run"])
     assert run["status"] == "done", run.get("error")
     assert run["result"]["added"] == 6 and run["result"]["by_split"]["test"] == 6
     assert datasets.get_dataset("Main").counts["test"][cid] == 6
@@ -496,7 +496,7 @@ def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     assert any("No map yet" in i.value for i in at.info)
     at.button(key="vis_compute").click().run()
     assert not at.exception, at.exception
-    runs.wait(at.session_state["vis_run"], timeout=300)
+    finished(at.session_state["vis_run"])
     at.run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1
@@ -523,7 +523,7 @@ def test_visualise_creates_a_class_from_an_extra_bucket_group_in_one_undoable_ch
     at.selectbox(key="vis_dataset").set_value("Main")
     at.selectbox(key="vis_split").set_value("val").run()
     at.button(key="vis_compute").click().run()
-    runs.wait(at.session_state["vis_run"], timeout=300)
+    finished(at.session_state["vis_run"])
     at.run()
     at.radio(key="vis_source").set_value("Extra bucket").run()
     assert not at.exception, at.exception
@@ -550,7 +550,7 @@ def test_explore_data_issues_tab_ranks_planted_issues():
     at.button(key="issues_go").click().run()
     assert not at.exception, at.exception
     (run,) = runs.list_runs("issues")  # found as a run, not in the page's script
-    assert runs.wait(run["id"], timeout=120)["status"] == "done"
+    assert finished(run["id"])["status"] == "done"
     at.run()
     assert not at.exception, at.exception
     labels = [t.label for t in at.tabs]
@@ -571,7 +571,7 @@ def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():
     assert at.radio(key="eval_classes").value == "model"
     at.selectbox(key="eval_split").set_value("test")
     at.button(key="eval_run").click().run()
-    run = runs.wait(at.session_state["eval_report"], timeout=120)
+    run = finished(at.session_state["eval_report"])
     assert run["config"]["classes"] == "model"
     at.run()
     assert not at.exception, at.exception
@@ -592,7 +592,7 @@ def test_improve_warns_when_an_incremental_run_would_only_train_the_new_rows():
     at.button[[b.label for b in at.button].index("Start training")].click().run()
     assert not at.exception, at.exception
     assert any("only phase 1 runs" in w.value for w in at.warning)
-    run = runs.wait(at.session_state["improve_job"], timeout=300)
+    run = finished(at.session_state["improve_job"])
     assert run["status"] == "done", run.get("error")
     assert [h["phase"] for h in run["history"]] == ["new_rows"]
 
@@ -613,7 +613,7 @@ def test_improve_resumes_a_stopped_training_from_its_last_epoch():
     assert saved >= 1 and button.label == f"Resume after epoch {saved}"
     button.click().run()
     assert not at.exception, at.exception
-    rec = runs.wait(run_id, timeout=180)
+    rec = finished(run_id)
     assert rec["status"] == "done" and rec["resumed"] == 1, rec.get("error")
     assert [h["epoch"] for h in rec["history"]] == list(range(1, 9))
     assert "resumed-model" in [m.name for m in registry.list_models()]
@@ -624,7 +624,7 @@ def test_improve_resumes_a_stopped_training_from_its_last_epoch():
 
 def test_resume_refuses_what_cannot_be_resumed():
     _register_small_model("m")
-    ev = runs.wait(runs.start("evaluate", EvaluateRun(model="m", dataset="Sample48", split="val")), timeout=120)
+    ev = finished(runs.start("evaluate", EvaluateRun(model="m", dataset="Sample48", split="val")))
     with pytest.raises(ValueError, match="only training runs can be resumed"):
         runs.resume(ev["id"])
     with pytest.raises(ValueError, match="no run 'nope'"):

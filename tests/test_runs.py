@@ -18,7 +18,8 @@ from core import runs
 from core.analysis.anchor_run import AnchorRun
 from core.analysis.evaluate_run import EvaluateRun
 from core.data.build_run import BuildRun
-from tests.run_support import cancelled_training
+from tests.run_support import cancelled_training, finished
+from waits import PAGE_S, RUN_S, wait_until
 
 
 def _ok(ctx, cfg):
@@ -29,7 +30,7 @@ def _ok(ctx, cfg):
 
 def test_job_runs_to_done_with_result_progress_and_history():
     job_id = runs.submit("test", {"x": 21}, _ok, title="double")
-    job = runs.wait(job_id, timeout=10)
+    job = finished(job_id)
     assert job["status"] == "done" and job["result"] == {"answer": 42}
     assert job["progress"] == 1.0 and [h["i"] for h in job["history"]] == [0, 1, 2]
     assert job["title"] == "double"
@@ -39,7 +40,7 @@ def test_crash_marks_the_job_failed_with_its_message():
     def boom(ctx, cfg):
         raise RuntimeError("disk on fire")
 
-    job = runs.wait(runs.submit("test", {}, boom), timeout=10)
+    job = finished(runs.submit("test", {}, boom))
     assert job["status"] == "failed" and "disk on fire" in job["error"]
 
 
@@ -53,17 +54,18 @@ def test_cancel_stops_a_running_job():
             time.sleep(0.01)
 
     job_id = runs.submit("test-slow", {}, slow)
-    assert started.wait(5)
+    assert started.wait(PAGE_S)
     assert runs.cancel(job_id)
-    assert runs.wait(job_id, timeout=10)["status"] == "cancelled"
+    assert finished(job_id)["status"] == "cancelled"
 
 
 def test_cancel_of_a_queued_job_never_runs_it():
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
     ran = []
 
     def blocker(ctx, cfg):
-        gate.wait(10)
+        started.set()
+        gate.wait(RUN_S)  # until the test lets it go (set in the finally below, whatever happens)
         return {}
 
     def second(ctx, cfg):
@@ -72,12 +74,14 @@ def test_cancel_of_a_queued_job_never_runs_it():
 
     first = runs.submit("serial", {}, blocker)
     queued = runs.submit("serial", {}, second)  # kinds without a limit run one at a time
-    time.sleep(0.3)
-    assert runs.get(queued)["status"] == "queued"
-    runs.cancel(queued)
-    assert runs.wait(queued, timeout=5)["status"] == "cancelled"
-    gate.set()
-    assert runs.wait(first, timeout=5)["status"] == "done"
+    try:
+        assert started.wait(PAGE_S)  # the first holds the kind's one slot: the second can only wait
+        assert runs.get(queued)["status"] == "queued"
+        runs.cancel(queued)
+        assert finished(queued)["status"] == "cancelled"
+    finally:
+        gate.set()
+    assert finished(first)["status"] == "done"
     assert ran == []
 
 
@@ -90,20 +94,22 @@ def test_at_most_five_evaluations_run_at_once_and_the_rest_queue():
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
-        gate.wait(10)
+        gate.wait(RUN_S)  # until the test lets them go (set in the finally below, whatever happens)
         with lock:
             state["now"] -= 1
         return {}
 
     ids = [runs.submit("evaluate", {"i": i}, work) for i in range(7)]
-    deadline = time.monotonic() + 10
-    while state["now"] < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    statuses = [runs.get(i)["status"] for i in ids]
-    assert statuses.count("running") == 5 and statuses.count("queued") == 2
-    gate.set()
-    assert all(runs.wait(i, timeout=10)["status"] == "done" for i in ids)
+    try:
+        # Five in their work, all five recorded as running; a sixth starting at any moment before the gate opens
+        # would show in state["max"] below, so no pause is needed to give it the chance.
+        wait_until(lambda: state["now"] >= 5, what="five evaluations at work")
+        statuses = wait_until(lambda: (s := [runs.get(i)["status"] for i in ids]).count("running") >= 5 and s,
+                              what="five evaluations recorded as running")
+        assert statuses.count("running") == 5 and statuses.count("queued") == 2, statuses
+    finally:
+        gate.set()
+    assert all(finished(i)["status"] == "done" for i in ids)
     assert state["max"] == 5
 
 
@@ -118,9 +124,9 @@ def test_jobs_left_running_by_another_process_become_interrupted():
 
 
 def test_list_jobs_filters_and_sorts_newest_first():
-    a = runs.wait(runs.submit("k1", {"x": 1}, _ok), timeout=10)
-    time.sleep(0.01)
-    b = runs.wait(runs.submit("k2", {"x": 1}, _ok), timeout=10)
+    a = finished(runs.submit("k1", {"x": 1}, _ok))
+    wait_until(lambda: time.time() > a["created"], what="the clock to pass the first run's creation")  # distinct
+    b = finished(runs.submit("k2", {"x": 1}, _ok))
     assert [j["id"] for j in runs.list_runs()][:2] == [b["id"], a["id"]]
     assert [j["id"] for j in runs.list_runs("k1")] == [a["id"]]
     assert {a["id"], b["id"]}.isdisjoint(j["id"] for j in runs.list_runs(statuses=("failed", "queued")))
@@ -132,19 +138,20 @@ def test_progress_ticks_go_to_the_run_folder_not_the_store():
     def work(ctx, cfg):
         ctx.progress(0.5, "halfway")
         started.set()
-        release.wait(10)
+        release.wait(RUN_S)  # until the test lets it go (set in the finally below, whatever happens)
         return {}
 
     run_id = runs.submit("tick", {}, work)
-    assert started.wait(5)
-    time.sleep(0.3)
-    table = store.table_path("runs").read_bytes()
-    rec = runs.get(run_id)
-    assert rec["progress"] == 0.5 and rec["message"] == "halfway" and rec["status"] == "running"
-    assert (runs.run_dir(run_id) / "progress.json").is_file()
-    assert b"halfway" not in table  # the store was not rewritten for the tick
-    release.set()
-    assert runs.wait(run_id, timeout=10)["status"] == "done"
+    try:
+        assert started.wait(PAGE_S)  # ctx.progress returned: the tick is written (or would have been, to the store)
+        table = store.table_path("runs").read_bytes()
+        rec = runs.get(run_id)
+        assert rec["progress"] == 0.5 and rec["message"] == "halfway" and rec["status"] == "running"
+        assert (runs.run_dir(run_id) / "progress.json").is_file()
+        assert b"halfway" not in table  # the store was not rewritten for the tick
+    finally:
+        release.set()
+    assert finished(run_id)["status"] == "done"
 
 
 def test_start_refuses_unknown_kinds_and_configs_and_registers_nothing():
@@ -168,7 +175,7 @@ def test_a_run_record_carries_its_version_config_and_input_fingerprints():
         dataset="Sample48", dataset_fingerprint="x", parent=None, mode="scratch", epochs=1, history=[],
         metrics={}, config={}))
     run_id = runs.start("evaluate", {"model": "m48", "dataset": "Sample48", "split": "val"})
-    rec = runs.wait(run_id, timeout=120)
+    rec = finished(run_id)
     assert rec["status"] == "done" and rec["version"] == runs.RECORD_VERSION
     assert rec["config"] == {"model": "m48", "dataset": "Sample48", "split": "val", "classes": "model"}
     assert rec["inputs"]["dataset"] == {"name": "Sample48", "version": datasets.get_dataset("Sample48").fingerprint}
@@ -189,7 +196,7 @@ def test_training_and_evaluation_are_pure_computation_without_runs_or_the_store(
     import sys
     code = ("import sys, core.learning.training, core.analysis.evaluation; "
             "print(sorted(m for m in ('core.runs', 'core.base.store', 'tinydb', 'streamlit') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_S,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -214,7 +221,7 @@ def test_batch_points_feed_the_live_curve_not_the_history():
         return {}
 
     run_id = runs.submit("curve", {}, work)
-    rec = runs.wait(run_id, timeout=10)
+    rec = finished(run_id)
     assert rec["history"] == [{"epoch": 1, "loss": 0.4}]
     points = runs.curve_points(run_id)
     assert [p["epoch"] for p in points] == [0.2, 0.4, 0.6, 0.8, 1.0] and "batch" not in points[0]
@@ -225,19 +232,27 @@ def test_a_running_record_says_how_long_it_has_left():
     started, release = threading.Event(), threading.Event()
 
     def work(ctx, cfg):
-        time.sleep(2.1)
+        time.sleep(2.1)  # the work itself: an estimate needs 2 s of it
         ctx.progress(0.5, "halfway")
         started.set()
-        release.wait(10)
+        release.wait(RUN_S)  # until the test lets it go (set in the finally below, whatever happens)
         return {}
 
     run_id = runs.submit("eta", {}, work)
-    assert started.wait(10)
-    time.sleep(0.3)
-    left = runs.get(run_id)["seconds_left"]
-    assert 1.5 < left < 10.0  # ~2.1 s (more on a slow machine) for the first half: about as long again
-    release.set()
-    runs.wait(run_id, timeout=10)
+    try:
+        assert started.wait(PAGE_S)
+        before = time.time()
+        rec = runs.get(run_id)
+        after = time.time()
+    finally:
+        release.set()
+    # Half done after `elapsed` seconds: about as long again. `elapsed` is at least the 2.1 s of work, more on a slow
+    # or busy machine, so the bounds come from the clock around the read, not from a guess at the machine's speed.
+    left = rec["seconds_left"]
+    assert left is not None and before - rec["started"] - 0.01 <= left <= after - rec["started"] + 0.01, \
+        (left, before - rec["started"], after - rec["started"])
+    assert left > 1.5
+    finished(run_id)
 
 
 def test_two_resumes_of_one_run_cannot_both_win(monkeypatch):
@@ -246,7 +261,7 @@ def test_two_resumes_of_one_run_cannot_both_win(monkeypatch):
     with pytest.raises(ValueError, match="already|still"):
         runs.resume(run_id)
     runs.cancel(run_id)
-    runs.wait(run_id, timeout=60)
+    finished(run_id)
 
 
 @dataclass(frozen=True)
@@ -278,10 +293,10 @@ def own_kinds(monkeypatch):
 def test_a_kind_registered_outside_the_engine_runs_like_the_built_in_ones(own_kinds):
     runs.register_kind("toy", Toy, _run_toy, limit=2)
     assert runs.kind_names()[-1] == "toy" and runs.get_kind("toy").limit == 2
-    rec = runs.wait(runs.start("toy", Toy(21, ("a",))), timeout=10)
+    rec = finished(runs.start("toy", Toy(21, ("a",))))
     assert rec["status"] == "done" and rec["result"] == {"double": 42, "words": ["a"]}
     assert rec["title"] == "toy 21" and rec["inputs"] == {"n": 21} and rec["history"] == [{"step": 1}]
-    from_json = runs.wait(runs.start("toy", {"n": 2, "words": ["x", "y"]}), timeout=10)
+    from_json = finished(runs.start("toy", {"n": 2, "words": ["x", "y"]}))
     assert runs.config_from_json("toy", from_json["config"]) == Toy(2, ("x", "y"))
     with pytest.raises(ValueError, match="n must be >= 0"):
         runs.start("toy", Toy(-1))
@@ -338,10 +353,10 @@ def _steps_point(rec: dict, cfg: Steps, inputs: dict) -> runs.ResumePoint:
 def test_the_engine_resumes_any_kind_that_registers_resume_hooks(own_kinds):
     runs.register_kind("steps", Steps, _run_steps, resume=runs.Resume(
         "counting", lambda rec: (runs.run_dir(rec["id"]) / "count.json").is_file(), _steps_point))
-    rec = runs.wait(runs.start("steps", Steps(5)), timeout=10)
+    rec = finished(runs.start("steps", Steps(5)))
     assert rec["status"] == "failed" and runs.resumable(rec)
     runs.resume(rec["id"])
-    rec = runs.wait(rec["id"], timeout=10)
+    rec = finished(rec["id"])
     assert rec["status"] == "done" and rec["result"] == {"counted": 5, "resumed_from": 2} and rec["resumed"] == 1
     assert [h["step"] for h in rec["history"]] == [1, 2, 3, 4, 5]
     assert not runs.resumable(rec)
@@ -353,11 +368,11 @@ def test_the_engine_runs_a_kind_with_no_domain_module_loaded(data_root):
             "    def check(self):\n        return {}\n"
             "    def title(self):\n        return 'ping'\n"
             "runs.register_kind('ping', Ping, lambda ctx, cfg: {'pong': True})\n"
-            "rec = runs.wait(runs.start('ping', Ping()), timeout=30)\n"
+            f"rec = runs.wait(runs.start('ping', Ping()), timeout={RUN_S})\n"
             "domain = sorted(m for m in sys.modules if m.split('.')[:2] in (['core', 'data'], ['core', 'learning'],"
             " ['core', 'analysis'], ['core', 'curation']))\n"
             "print(rec['status'], rec['result'], domain, 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_S,
                          cwd=str(Path(__file__).resolve().parent.parent),
                          env=dict(os.environ, TSW_DATA_ROOT=str(data_root)))
     assert out.returncode == 0, out.stderr

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from core.base import config, files, store
+from waits import PAGE_S, RUN_S
 
 
 def _store_json(table: str = "models") -> dict:
@@ -132,7 +133,8 @@ def test_concurrent_modify_from_threads_loses_no_update():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=RUN_S)
+    assert not any(t.is_alive() for t in threads), f"writers still at work after {RUN_S:.0f} s"
     assert not errors
     assert store.get("runs", key="name", value="counter")["n"] == 200
     assert _store_json("runs")["runs"]["1"]["n"] == 200
@@ -194,8 +196,8 @@ def test_file_lock_is_reentrant_in_a_thread_and_excludes_other_threads(tmp_path)
         with files.file_lock(lock):  # nested in one thread: no deadlock
             t = threading.Thread(target=other)
             t.start()
-            t.join(0.3)
+            t.join(0.3)  # a chance for a broken lock to let it in (a correct one passes however long this is)
             assert t.is_alive() and order == []  # the other thread waits
             order.append("owner")
-    t.join(5)
+    t.join(PAGE_S)
     assert order == ["owner", "other"]

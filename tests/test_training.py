@@ -7,6 +7,8 @@ from core.learning import models, registry, training, training_config
 from core import runs
 from core.learning.train_run import TrainRun
 from core.base.progress import Cancelled
+from tests.run_support import finished
+from waits import wait_until
 
 SAMPLE = "Sample48"
 
@@ -164,7 +166,7 @@ def test_empty_train_split_is_refused(tmp_path):
 
 def test_training_job_registers_the_model_and_history():
     job_id = runs.start("train", TrainRun(_cfg(), dataset=SAMPLE, name="tiny"))
-    job = runs.wait(job_id, timeout=120)
+    job = finished(job_id)
     assert job["status"] == "done", job.get("error")
     assert len(job["history"]) == 1 and job["progress"] == 1.0
     points = runs.curve_points(job_id)  # a one-epoch run still draws a curve: ~10 points an epoch
@@ -177,11 +179,9 @@ def test_training_job_registers_the_model_and_history():
 
 def test_cancelled_training_job_registers_nothing():
     job_id = runs.start("train", TrainRun(_cfg(epochs=50), dataset=SAMPLE, name="never"))
-    deadline = __import__("time").monotonic() + 30
-    while runs.get(job_id)["status"] == "queued" and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.05)
-    runs.cancel(job_id)
-    job = runs.wait(job_id, timeout=60)
+    wait_until(lambda: runs.get(job_id)["status"] != "queued", what="the training leaving the queue")
+    runs.cancel(job_id)  # a running training
+    job = finished(job_id)
     assert job["status"] == "cancelled"
     assert "never" not in [m.name for m in registry.list_models()]
 
@@ -254,7 +254,7 @@ def test_teachers_must_share_the_model_classes(sample):
 def test_training_job_distils_from_registered_teachers():
     registry.register("teacher-a", _teacher48())
     job_id = runs.start("train", TrainRun(_cfg(teachers=("teacher-a",)), dataset=SAMPLE, name="student"))
-    job = runs.wait(job_id, timeout=300)
+    job = finished(job_id)
     assert job["status"] == "done", job.get("error")
     assert list(models.load_checkpoint(registry.get_model("student").path)["config"]["teachers"]) == ["teacher-a"]
     with pytest.raises(ValueError, match="no model named|unknown model|not found"):

@@ -36,7 +36,7 @@ from core.runs.registration import KINDS, config_from_json, get_kind
 MODE_ENV = "TSW_RUN_WORKERS"
 MODES = ("process", "thread")
 #: How much lower a worker process's CPU priority is than the app's (Unix ``nice``; 19 is the lowest).
-WORKER_NICE = 10
+WORKER_NICE = 5
 #: Environment variables a worker takes from its parent at the moment the run starts (the data root moves).
 _ENV_PREFIXES = ("TSW_", "NO_ALBUMENTATIONS")
 
