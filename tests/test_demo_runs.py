@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core import runs
+from waits import RUN_S
 from core.base import demo, store
 from core.runs import engine
 
@@ -19,7 +20,7 @@ def demo_on(monkeypatch):
     yield release
     release.set()  # every waiting run of the test ends
     for rec in runs.list_runs(statuses=runs.ACTIVE):
-        runs.wait(rec["id"], timeout=120)
+        runs.wait(rec["id"], timeout=RUN_S)
 
 
 def _waiting(release: threading.Event):
@@ -31,7 +32,7 @@ def _waiting(release: threading.Event):
     return work
 
 
-def _until(cond, what: str, ceiling: float = 120.0) -> None:
+def _until(cond, what: str, ceiling: float = RUN_S) -> None:
     deadline = time.monotonic() + ceiling
     while not cond():
         assert time.monotonic() < deadline, f"{what}: not within {ceiling:.0f} s"
@@ -66,7 +67,7 @@ def test_only_two_runs_work_at_once_and_the_rest_wait_in_one_line_with_their_pla
     _until(lambda: runs.get(ids[2])["status"] == "running", "the first in line started")
     assert runs.get(ids[3])["queue_position"] == [1, 1]
     demo_on.set()
-    done = [runs.wait(r, timeout=120) for r in ids[1:]]
+    done = [runs.wait(r, timeout=RUN_S) for r in ids[1:]]
     assert [r["result"]["session"] for r in done] == ["alice", "alice", "bob"]  # the work ran as its session
 
 
@@ -74,7 +75,7 @@ def test_the_run_history_is_bounded_in_demo_mode_and_active_runs_are_kept(demo_o
     monkeypatch.setattr(demo, "DEMO_MAX_RUN_RECORDS", 4)
     old = []
     for k in range(6):
-        old.append(runs.wait(runs.submit("demo-old", {}, lambda ctx, cfg: {}), timeout=60)["id"])
+        old.append(runs.wait(runs.submit("demo-old", {}, lambda ctx, cfg: {}), timeout=RUN_S)["id"])
         (runs.run_dir(old[-1])).mkdir(parents=True, exist_ok=True)
     # every submit pruned: the newest 4 finished ones remain, with their folders; older folders are gone
     assert {r["id"] for r in runs.list_runs()} == set(old[-4:])
@@ -90,5 +91,5 @@ def test_locally_without_the_flag_nothing_is_capped(monkeypatch):
     _until(lambda: all(runs.get(r)["status"] == "running" for r in ids), "all eight running at once")
     assert all(demo.SESSION_FIELD not in runs.get(r) for r in ids)
     release.set()
-    assert all(runs.wait(r, timeout=120)["status"] == "done" for r in ids)
+    assert all(runs.wait(r, timeout=RUN_S)["status"] == "done" for r in ids)
     assert len(runs.list_runs()) == 8

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core import runs
+from waits import RUN_S
 from core.runs import workers
 from core.runs.queue import Slots
 
@@ -30,7 +31,7 @@ def probe_kind(monkeypatch):
     return importlib.import_module("worker_kinds")
 
 
-def _wait_for(cond, what: str, ceiling: float = 120.0) -> None:
+def _wait_for(cond, what: str, ceiling: float = RUN_S) -> None:
     deadline = time.monotonic() + ceiling
     while not cond():
         assert time.monotonic() < deadline, f"{what}: not within {ceiling:.0f} s"
@@ -38,7 +39,7 @@ def _wait_for(cond, what: str, ceiling: float = 120.0) -> None:
 
 
 def test_a_registered_kind_runs_in_a_lower_priority_worker_process_with_bounded_threads(probe_kind, data_root):
-    rec = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=300)
+    rec = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=RUN_S)
     assert rec["status"] == "done", rec
     out = rec["result"]
     assert out["pid"] != os.getpid()  # not this process
@@ -49,10 +50,10 @@ def test_a_registered_kind_runs_in_a_lower_priority_worker_process_with_bounded_
 
 
 def test_the_data_root_of_the_moment_a_run_starts_travels_to_its_worker(probe_kind, tmp_path, monkeypatch):
-    first = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=300)
+    first = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=RUN_S)
     other = tmp_path / "other-root"
     monkeypatch.setenv("TSW_DATA_ROOT", str(other))
-    second = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=300)
+    second = runs.wait(runs.start("probe", probe_kind.Probe()), timeout=RUN_S)
     assert second["result"]["data_root"] == str(other.resolve()) != first["result"]["data_root"]
 
 
@@ -63,7 +64,7 @@ def test_cancel_reaches_the_worker_process_and_the_run_ends_cancelled(probe_kind
     assert runs.cancellable(run_id)
     _wait_for(lambda: runs.get(run_id)["progress"] == 0.5, "a progress tick from the worker")
     runs.cancel(run_id)
-    rec = runs.wait(run_id, timeout=120)
+    rec = runs.wait(run_id, timeout=RUN_S)
     assert rec["status"] == "cancelled" and "no model or report" in rec["message"]
     pid = int(pid_file.read_text())
     _wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
@@ -71,9 +72,9 @@ def test_cancel_reaches_the_worker_process_and_the_run_ends_cancelled(probe_kind
 
 
 def test_a_worker_that_dies_or_raises_marks_its_run_failed(probe_kind):
-    died = runs.wait(runs.start("probe", probe_kind.Probe("exit")), timeout=300)
+    died = runs.wait(runs.start("probe", probe_kind.Probe("exit")), timeout=RUN_S)
     assert died["status"] == "failed" and "exit code 7" in died["error"]
-    raised = runs.wait(runs.start("probe", probe_kind.Probe("fail")), timeout=300)
+    raised = runs.wait(runs.start("probe", probe_kind.Probe("fail")), timeout=RUN_S)
     assert raised["status"] == "failed" and raised["error"] == "RuntimeError: probe failed on purpose"
     assert "run_probe" in raised["traceback"]
 
@@ -86,10 +87,10 @@ def test_a_worker_stops_when_the_app_that_started_it_is_killed(tmp_path, data_ro
     env = dict(os.environ, TSW_RUN_WORKERS="process", TSW_DATA_ROOT=str(data_root))
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, env=env)
     try:
-        _wait_for(pid_file.is_file, "the worker started", 300)
+        _wait_for(pid_file.is_file, "the worker started")
         worker = int(pid_file.read_text())
         parent.send_signal(signal.SIGKILL)
-        parent.wait(60)
+        parent.wait(RUN_S)
         _wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the orphaned worker ended")
     finally:
         if parent.poll() is None:
@@ -119,7 +120,7 @@ def test_the_queue_is_first_come_first_served_within_each_limit_and_tells_a_plac
     slots.release("eval")
     _wait_for(lambda: started == ["b", "c"], "then c")
     for t in waiters:
-        t.join(10)
+        t.join(RUN_S)
     assert slots.position("c") is None and slots.running() == 2  # c and the training
 
 
@@ -133,7 +134,7 @@ def test_a_global_limit_queues_every_kind_in_one_line_and_a_cancelled_waiter_lea
     t.start()
     _wait_for(lambda: slots.position("b") == (1, 1), "b waits behind the global limit")
     stop.set()
-    t.join(30)
+    t.join(RUN_S)
     assert result == {"ok": False} and slots.position("b") is None and slots.running() == 1
 
 
@@ -152,7 +153,7 @@ def test_a_queued_run_shows_its_place_in_line(probe_kind, tmp_path):
     assert runs.get(ids[0]).get("queue_position") is None
     for run_id in ids:
         runs.cancel(run_id)
-    assert [runs.wait(r, timeout=120)["status"] for r in ids] == ["cancelled"] * 3
+    assert [runs.wait(r, timeout=RUN_S)["status"] for r in ids] == ["cancelled"] * 3
     assert not (tmp_path / "pid2").exists()  # it never started
 
 
@@ -166,6 +167,6 @@ def test_the_run_status_line_shows_a_queued_runs_place_in_line():
         run_status({"status": "queued", "title": "evaluate benchmark", "message": "queued", "progress": 0.0,
                     "queue_position": [2, 3]})
 
-    at = AppTest.from_function(app, default_timeout=60).run()
+    at = AppTest.from_function(app, default_timeout=RUN_S).run()
     assert not at.exception, at.exception
     assert "2 of 3 in line" in at.get("progress")[0].proto.text
