@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
@@ -30,7 +29,8 @@ sys.path.insert(0, str(PROJECT / "tests"))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from browser_support import (CHROMIUM, CHROMIUM_ARGS, act, choose, new_page, options,  # noqa: E402
-                             start_scratch_training, streamlit_server, visit, wait_for_app)
+                             start_scratch_training, streamlit_server, visit, wait_for_app,
+                             write_load_data)
 
 #: Sidebar label -> the page's title.
 PAGES = [("Home", "Traffic-sign model workbench"), ("Explore dataset", "Explore dataset"),
@@ -44,21 +44,7 @@ GOAL_S = 3.0
 def make_root(root: Path, images: int) -> None:
     """A data root with a synthetic ``Load`` dataset (``images`` test images) and a 10-class model ``ten``."""
     os.environ["TSW_DATA_ROOT"] = str(root)
-    import torch
-
-    from core.data.built import SplitToWrite, write_dataset
-    from core.learning import models, registry
-    rng = np.random.default_rng(0)
-    labels = np.arange(images) % 10
-    write_dataset("Load", {"test": SplitToWrite(list(rng.integers(0, 255, (images, 32, 32, 3), dtype=np.uint8)),
-                                                labels, [f"t{i:05d}.png" for i in range(images)],
-                                                ["synthetic"] * images, [""] * images, np.full((images, 2), 32))},
-                  classes={i: f"class {i}" for i in range(10)}, source="synthetic", recipe="responsiveness bench")
-    torch.manual_seed(0)
-    registry.register("ten", models.make_checkpoint(
-        models.build_model("published", 10), architecture="published", class_ids=list(range(10)),
-        class_names=[f"class {i}" for i in range(10)], dataset="Load", dataset_fingerprint="x", parent=None,
-        mode="scratch", epochs=1, history=[], metrics={}, config={}))
+    write_load_data({"Load": images}, recipe="responsiveness bench")
 
 
 #: JS: note when a heading with the page's title appears (the click answered), from the moment this is called.

@@ -375,3 +375,25 @@ def start_scratch_training(page, name: str, epochs: int, dataset: str = "Sample4
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill(str(epochs))
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile("Started training run")).wait_for()
+
+
+def write_load_data(sizes: dict[str, int], *, recipe: str) -> None:
+    """Synthetic test-only datasets of the given sizes (10 classes of 32 x 32 noise) and an untrained 10-class
+    model ``ten`` in the current data root: evaluations long enough to overlap (the load test and
+    bench/bench_responsive.py)."""
+    import numpy as np
+    import torch
+
+    from core.data.built import SplitToWrite, write_dataset
+    from core.learning import models, registry
+    rng = np.random.default_rng(0)
+    for name, n in sizes.items():
+        split = SplitToWrite(list(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)), np.arange(n) % 10,
+                             [f"t{i:05d}.png" for i in range(n)], ["synthetic"] * n, [""] * n, np.full((n, 2), 32))
+        write_dataset(name, {"test": split}, classes={i: f"class {i}" for i in range(10)}, source="synthetic",
+                      recipe=recipe)
+    torch.manual_seed(0)
+    registry.register("ten", models.make_checkpoint(
+        models.build_model("published", 10), architecture="published", class_ids=list(range(10)),
+        class_names=[f"class {i}" for i in range(10)], dataset=list(sizes)[-1], dataset_fingerprint="x",
+        parent=None, mode="scratch", epochs=1, history=[], metrics={}, config={}))

@@ -11,10 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from browser_support import (SHOTS, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
+from browser_support import (write_load_data, SHOTS, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
                              start_scratch_training, streamlit_server, visit, wait_for_app)
 from conftest import smooth_images
 from waits import PAGE_S, RUN_S, SCALE, wait_until
@@ -34,22 +33,8 @@ SIZES = {"Small": 300, "Big": 2000}
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("load-data")
     os.environ["TSW_DATA_ROOT"] = str(root)
-    import torch
     from core.data import workspaces
-    from core.learning import models, registry
-    from core.data.built import SplitToWrite, write_dataset
-    rng = np.random.default_rng(0)
-    for name, n in SIZES.items():  # Big: a few seconds an evaluation, so six of them overlap
-        labels = np.arange(n) % 10
-        write_dataset(name, {"test": SplitToWrite(list(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)), labels,
-                                                  [f"t{i:05d}.png" for i in range(n)], ["synthetic"] * n, [""] * n,
-                                                  np.full((n, 2), 32))},
-                      classes={i: f"class {i}" for i in range(10)}, source="synthetic", recipe="load test")
-    torch.manual_seed(0)
-    registry.register("ten", models.make_checkpoint(
-        models.build_model("published", 10), architecture="published", class_ids=list(range(10)),
-        class_names=[f"class {i}" for i in range(10)], dataset="Big", dataset_fingerprint="x", parent=None,
-        mode="scratch", epochs=1, history=[], metrics={}, config={}))
+    write_load_data(SIZES, recipe="load test")  # Big: a few seconds an evaluation, so six of them overlap
     workspaces.derive("Sample48", "Main")
     with streamlit_server(root) as url:
         yield url, root
