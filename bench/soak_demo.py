@@ -92,7 +92,10 @@ class Session:
                                  f"{str(e)[:300]}")
             traceback.print_exc()
             page.screenshot(path=str(self.files / f"soak-fail-{self.number}-{name}-{self.loops}.png"))
-            page.goto(self.url)  # start the next step from Home (the session and its workspace stay)
+            try:  # the next step starts from Home, in the same session (a reload would be a new session, and a
+                sidebar(page, "Home", "Traffic-sign model workbench")  # demo session's workspace is its own)
+            except Exception:  # noqa: BLE001
+                page.reload()
 
     def create_workspace(self, page) -> None:
         sidebar(page, "Add new classes", "Add new classes")
@@ -107,7 +110,7 @@ class Session:
             path = self.files / f"s{self.number}-{seed}.png"
             Image.fromarray(star_sign(seed)).save(path)
             paths.append(str(path))
-        page.locator("input[type='file']").set_input_files(paths)
+        act(page, lambda: page.locator("input[type='file']").set_input_files(paths), what="uploading")
         page.get_by_text(re.compile(r"Preview: 2 upload\(s\)")).wait_for()
         act(page, page.get_by_role("button", name=re.compile(r"Add \d+ image\(s\) to ")).click, what="adding")
         page.get_by_text(re.compile(r"Added \d+ image\(s\)")).wait_for(timeout=RUN_MS)
@@ -130,7 +133,7 @@ class Session:
         sidebar(page, "Make prediction", "Make prediction")
         path = self.files / f"photo-{self.number}-{self.loops}.png"
         Image.fromarray(smooth_images(1, 64, seed=self.number * 100 + self.loops)[0]).save(path)
-        page.locator("input[type='file']").set_input_files([str(path)])
+        act(page, lambda: page.locator("input[type='file']").set_input_files([str(path)]), what="uploading")
         page.get_by_text(re.compile(r"1 image\(s\) predicted")).wait_for(timeout=RUN_MS)
 
 
