@@ -170,3 +170,12 @@ def test_the_run_status_line_shows_a_queued_runs_place_in_line():
     at = AppTest.from_function(app, default_timeout=RUN_S).run()
     assert not at.exception, at.exception
     assert "2 of 3 in line" in at.get("progress")[0].proto.text
+
+
+def test_without_a_forkserver_runs_work_in_threads(monkeypatch):
+    """Windows has no forkserver start method: the product falls back to threads instead of failing every run."""
+    import multiprocessing
+    monkeypatch.setenv(workers.MODE_ENV, "process")
+    assert workers.mode() == "process"
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert workers.mode() == "thread"

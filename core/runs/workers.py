@@ -58,10 +58,13 @@ _mp_guard = threading.Lock()
 
 
 def mode() -> str:
-    """``process`` or ``thread`` (from :data:`MODE_ENV`); ValueError naming the choices for anything else."""
+    """``process`` or ``thread`` (from :data:`MODE_ENV`; ``thread`` where the platform has no forkserver);
+    ValueError naming the choices for anything else."""
     value = os.environ.get(MODE_ENV, "process").strip().lower() or "process"
     if value not in MODES:
         raise ValueError(f"{MODE_ENV}={value!r}: use one of {', '.join(MODES)}")
+    if value == "process" and "forkserver" not in multiprocessing.get_all_start_methods():
+        return "thread"  # Windows has no forkserver: runs work in threads there, as before
     return value
 
 
