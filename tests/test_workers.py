@@ -151,7 +151,7 @@ def test_a_queued_run_shows_its_place_in_line(probe_kind, tmp_path):
     third = runs.get(ids[2])
     assert third["status"] == "queued" and third["queue_position"] == [1, 1]
     assert runs.get(ids[0]).get("queue_position") is None
-    for run_id in ids:
+    for run_id in reversed(ids):  # the queued one first: it must never start
         runs.cancel(run_id)
     assert [runs.wait(r, timeout=RUN_S)["status"] for r in ids] == ["cancelled"] * 3
     assert not (tmp_path / "pid2").exists()  # it never started
@@ -179,3 +179,13 @@ def test_without_a_forkserver_runs_work_in_threads(monkeypatch):
     assert workers.mode() == "process"
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
     assert workers.mode() == "thread"
+
+
+def test_a_cancel_as_the_worker_starts_ends_the_run_cancelled_not_failed(probe_kind, tmp_path):
+    """Found by CI: a cancel that reached a worker before it had installed its signal handler killed it, and the
+    run showed "failed"."""
+    for k in range(3):
+        run_id = runs.start("probe", probe_kind.Probe("wait", str(tmp_path / f"pid{k}")))
+        runs.cancel(run_id)  # at once: while queued, as it gets its slot, or as its worker starts
+        rec = runs.wait(run_id, timeout=RUN_S)
+        assert rec["status"] == "cancelled", rec

@@ -112,7 +112,7 @@ def _work(ctx: RunContext, kind: str, cfg: dict, runner: Runner, in_process: boo
     acquired = False
     try:
         acquired = QUEUE.acquire(run_id, kind, concurrency_limit(kind), ctx.should_stop)
-        if not acquired:
+        if not acquired or ctx.should_stop():  # cancelled while it waited, or as it got its slot
             set_fields(run_id, status="cancelled", message="cancelled before it started")
             return
         if in_process:

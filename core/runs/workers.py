@@ -130,7 +130,10 @@ def run_in_process(ctx: RunContext, kind: str, module: str, cfg: dict, threads: 
             signalled = True
         proc.join(0.2)
     rec = get(ctx.run_id)
-    if rec is not None and rec["status"] in ACTIVE:  # it died without recording an end (killed, out of memory)
+    if rec is not None and rec["status"] in ACTIVE and signalled:  # cancelled before it could take the signal
+        set_fields(ctx.run_id, status="cancelled", message="cancelled; no model or report was saved",
+                   finished=time.time())
+    elif rec is not None and rec["status"] in ACTIVE:  # it died without recording an end (killed, out of memory)
         set_fields(ctx.run_id, status="failed", message=f"failed: its worker process ended (exit code {proc.exitcode})",
                    error=f"worker process ended with exit code {proc.exitcode}", finished=time.time())
 
