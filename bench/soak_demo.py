@@ -8,7 +8,8 @@ in its own thread, each with its own workspace (demo workspaces are private to t
 loops until the time is up: add two new images to its workspace (Add new images), train a 1-epoch model from
 scratch on the embedded sample (Improve model), evaluate the shipped benchmark on the sample (Evaluate models),
 predict an uploaded photo (Make prediction). The server's memory (its own RSS; and with its worker processes, as
-the sum of their proportional set sizes, shared pages counted once) is sampled every 5 s. At the end it checks, and prints:
+the sum of their proportional set sizes, shared pages counted once) is sampled every 5 s. At the end it checks,
+and prints:
 
 - no exception: no Streamlit exception box on any page, no traceback in the server's log;
 - memory flat after warm-up: the server's RSS over the last ``--window`` minutes against the window after the
@@ -260,7 +261,8 @@ def main() -> int:
               "loops": {s.number: s.loops for s in sessions},
               "step_median_s": {step: round(statistics.median(t), 1) for step in STEPS
                                 if (t := [x for s in sessions for x in s.times[step]])},
-              "runs": n_runs, "runs_by_kind": by_kind, "memory": memory, "failures": failures, "store_problems": problems,
+              "runs": n_runs, "runs_by_kind": by_kind, "memory": memory, "failures": failures,
+              "store_problems": problems,
               "rss_curve": curve}
     print(json.dumps({k: v for k, v in result.items() if k != "rss_curve"}, indent=1))
     print("RSS curve (minute: server MB / with workers MB):",

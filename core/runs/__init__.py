@@ -1,8 +1,9 @@
 """Runs: the one home of long work (FiftyOne-style runs), a framework that knows no domain.
 
 A run is a record in the store registered before its work starts (:mod:`core.runs.records`); a worker thread
-(or a worker process, :mod:`core.runs.workers`) runs it, reporting progress through a :class:`RunContext` (:mod:`core.runs.context`); the engine queues, cancels,
-recovers and resumes runs (:mod:`core.runs.engine`). What can run is a table of kinds that register themselves
+or a worker process (:mod:`core.runs.workers`) runs it, reporting progress through a :class:`RunContext`
+(:mod:`core.runs.context`); the engine queues (:mod:`core.runs.queue`), cancels, recovers and resumes runs
+(:mod:`core.runs.engine`). What can run is a table of kinds that register themselves
 next to the code they run (:mod:`core.runs.registration`); :mod:`core.kinds` imports them all. Pages, the CLI and
 tests use this package's names only: ``from core import runs; runs.start("evaluate", cfg)``.
 

@@ -5,8 +5,8 @@ limit, cancel it, recover and resume it. It knows no domain: kinds register them
 ``start(kind, cfg)`` validates the config, registers the record and starts a worker thread that never touches
 streamlit; the thread waits its turn in the FIFO queue (:mod:`core.runs.queue`: per-kind limits, 5 evaluations
 at once, the rest queued with a visible place in line) and then runs the work in a worker process of lower
-priority (:mod:`core.runs.workers`), so heavy runs never starve the pages. A run left ``queued``/``running`` by a process
-that is gone (the record's ``owner`` names host, pid and the process's start time, so the app and the CLI can
+priority (:mod:`core.runs.workers`), so heavy runs never starve the pages. A run left ``queued``/``running`` by a
+process that is gone (the record's ``owner`` names host, pid and the process's start time, so the app and the CLI can
 share one store) is marked ``interrupted`` by :func:`recover_interrupted`. A kind with :class:`Resume` hooks (a
 training saves its state after every epoch) can be continued under the same id with :func:`resume`.
 """
