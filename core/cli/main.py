@@ -13,7 +13,8 @@ import sys
 
 import core.kinds  # noqa: F401  (registers every run kind)
 from core import runs
-from core.cli import analysis_commands, curation_commands, data_commands, train_commands
+from core.cli import (analysis_commands, compare_commands, curation_commands, data_commands, export_commands,
+                      issues_commands, train_commands)
 from core.learning import registry
 
 
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     curation_commands.add_commands(sub)
     train_commands.add_commands(sub)
     analysis_commands.add_commands(sub)
+    issues_commands.add_commands(sub)
+    compare_commands.add_commands(sub)
+    export_commands.add_commands(sub)
     r = sub.add_parser("runs", help="list runs (all long work: training, evaluation, imports, maps...), newest first")
     r.add_argument("action", choices=["list"])
     r.add_argument("--kind", choices=runs.kind_names())
