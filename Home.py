@@ -47,17 +47,16 @@ def home() -> None:
     st.subheader("Models")
     models = registry.list_models()
     if models:
-        st.dataframe(pd.DataFrame([{"model": m.name, "accuracy": m.metrics.get("test_acc") or
-                                    m.metrics.get("best_val_acc"),
-                                    "measured on": m.metrics.get("test_set") or ("val" if m.metrics else ""),
-                                    "architecture": m.architecture, "classes": m.num_classes,
-                                    "trained on": m.dataset, "mode": m.mode, "epochs": m.epochs,
-                                    "lineage": " \u2190 ".join(x.name for x in registry.lineage(m.name, models)),
-                                    "shipped": m.shipped} for m in models]),
-                     hide_index=True, width="stretch",
-                     column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
+        st.dataframe(pd.DataFrame([model_row(m, models) for m in models]), hide_index=True, width="stretch",
+                     column_config={"test accuracy": st.column_config.NumberColumn(
+                                        format="percent", help="on the test set named in 'test set'"),
+                                    "val accuracy": st.column_config.NumberColumn(
+                                        format="percent", help="best validation accuracy while training"),
                                     "lineage": st.column_config.TextColumn(width="large",
                                                                            help="the model and its ancestors")})
+        with st.expander("Download a model (TorchScript + card)", icon=":material/download:"):
+            chosen = st.selectbox("Model", [m.name for m in models], key="home_export_model")
+            model_download(chosen)
     else:
         st.caption("No models yet: train one on the Improve model page.")
     active = runs.list_runs(statuses=runs.ACTIVE)
@@ -65,6 +64,18 @@ def home() -> None:
         st.subheader("Running")
         for run in active:
             run_status(run)
+
+
+def model_row(m, models: list) -> dict:
+    """A row of the models table. Test and validation accuracy in columns of their own: one column holding either
+    ranked a model's validation figure against another's test figure."""
+    test_n = m.metrics.get("test_n")
+    return {"model": m.name, "test accuracy": m.metrics.get("test_acc"), "val accuracy": m.metrics.get("best_val_acc"),
+            "test set": (f"{m.metrics['test_set']}" + (f" ({test_n:,} images)" if test_n else ""))
+            if m.metrics.get("test_set") else "",
+            "architecture": m.architecture, "classes": m.num_classes, "trained on": m.dataset, "mode": m.mode,
+            "epochs": m.epochs, "lineage": " \u2190 ".join(x.name for x in registry.lineage(m.name, models)),
+            "shipped": m.shipped}
 
 
 #: The pages in two sections: routed by st.navigation, listed in the sidebar by :func:`sidebar_menu`.
@@ -110,6 +121,7 @@ from core.base import config, demo  # noqa: E402
 from core.data import datasets  # noqa: E402
 from core.learning import registry  # noqa: E402
 from ui.cache import recover_runs  # noqa: E402
+from ui.export_views import model_download  # noqa: E402
 from ui.widgets import run_status  # noqa: E402
 
 recover_runs()  # a killed run shows as interrupted within seconds, whichever page is open

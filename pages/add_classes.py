@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.curation.importing import plural
 from core.data import datasets, workspace_changes, workspaces
 from core.data.images import ImageError, load_image
 from ui.widgets import pick_workspace
@@ -47,7 +48,8 @@ with st.form("add_class_form", clear_on_submit=True):
         else:
             text = " ".join(name.split())
             change(workspace_changes.add_class, info.name, name, pictogram=image,
-                   done=lambda cid: f"Added class {cid}: {text}. Add its images on the Add new images page.")
+                   done=lambda cid: f"Added class {cid}: {text}. Add its images on the Add new images page, or "
+                                    "give it a group of images on Visualise classes.")
 
 left, right = st.columns(2)
 ids = sorted(info.classes)
@@ -57,12 +59,12 @@ with left.form("rename_class_form"):
     new = st.text_input("New name", key="classes_rename_name")
     if st.form_submit_button("Rename"):
         change(workspace_changes.rename_class, info.name, cid, new,
-               done=f"Class {cid} is now {' '.join(new.split())!r}.")
+               done=f"Class {cid}: {info.classes[cid]} is now called {' '.join(new.split())}.")
 with right.form("remove_class_form"):
     st.markdown("**Remove an empty class**")
     cid = st.selectbox("Class", ids, key="classes_remove_id", format_func=lambda c: f"{c}: {info.classes[c]}")
     if st.form_submit_button("Remove"):
-        change(workspace_changes.remove_class, info.name, cid, done=f"Removed class {cid}.")
+        change(workspace_changes.remove_class, info.name, cid, done=f"Removed class {cid}: {info.classes[cid]}.")
 
 st.subheader(f"Classes of {info.name}")
 counts = {s: info.counts.get(s, {}) for s in datasets.SPLITS}
@@ -71,7 +73,8 @@ table = pd.DataFrame([{"id": c, "name": n, **{s: counts[s].get(c, 0) for s in da
                       for c, n in sorted(info.classes.items())])
 st.dataframe(table, hide_index=True, width="stretch", height=260)
 n_extra = info.split_size(workspaces.EXTRA)
-st.caption(f"Extra bucket: {n_extra} unlabelled image(s) waiting for a class (add to it on Add new images).")
+st.caption(f"Extra bucket: {plural(n_extra, 'unlabelled image')} waiting for a class (add to it on Add new images; "
+           "give its groups a class on Visualise classes).")
 own = [(c, workspaces.pictogram(info, c)) for c in sorted(info.classes)]
 own = [(c, p) for c, p in own if p]
 if own:

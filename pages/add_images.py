@@ -6,11 +6,13 @@ import dataclasses
 
 import streamlit as st
 
+from core.analysis.embedding import percent
 from core.data import augment, uploads, workspaces
 from core.learning import registry
 from core.curation import importing as curation
 from core import runs
 from core.curation.import_run import ImportRun, stage_uploads
+from core.curation.importing import describe_import, plural
 from ui.widgets import pick_workspace, run_status, show_errors
 from ui.nav import ensure_router
 
@@ -73,8 +75,9 @@ settings = curation.ImportSettings(dataset=info.name, class_id=class_id, groups=
                                    variants=int(n_variants) if groups else 0, to=to, val_ratio=val_ratio,
                                    seed=int(seed), on_leak=on_leak)
 good = [u for u in found if u.ok]
-st.subheader(f"Preview: {len(good)} upload(s) x {1 + settings.variants} = {len(good) * (1 + settings.variants)} "
-             "image(s)")
+total = len(good) * (1 + settings.variants)
+st.subheader(f"Preview: {plural(len(good), 'upload')} x {1 + settings.variants} = {plural(total, 'image')}"
+             if settings.variants else f"Preview: {plural(len(good), 'upload')}")
 show_errors([{"error": u.error} for u in found if not u.ok])
 if n_variants and not groups:
     st.warning("Choose at least one augmentation group to make variants.")
@@ -86,7 +89,7 @@ for name, images in curation.preview(found, settings, limit=PREVIEW_UPLOADS):
 if len(good) > PREVIEW_UPLOADS:
     st.caption(f"Showing the first {PREVIEW_UPLOADS} uploads; the rest get the same treatment.")
 
-if st.button(f"Add {len(good) * (1 + settings.variants)} image(s) to {info.name}", type="primary",
+if st.button(f"Add {plural(total, 'image')} to {info.name}", type="primary",
              key="add_go", disabled=not good):
     try:
         settings.check_target()  # a refused target costs no upload quota (demo mode)
@@ -107,12 +110,15 @@ def import_status() -> None:
         runs.cancel(run["id"])
     if run["status"] == "done":
         r = run["result"]
-        st.success(f"Added {r['added']} image(s): " + ", ".join(f"{n} to {s}" for s, n in r["by_split"].items() if n)
-                   + ". See them on Added images.")
+        level, text = describe_import(r)
+        (st.success if level == "success" else st.warning)(text + (" See them on Added images." if r["added"] else ""))
         show_errors(r["errors"])
         if r["leaks"]:
-            st.warning(f"{len(r['leaks'])} upload(s) look like images already in another split (leakage):")
-            st.dataframe(r["leaks"], hide_index=True)
+            st.warning(f"{plural(len(r['leaks']), 'upload')} look{'s' if len(r['leaks']) == 1 else ''} like images "
+                       "already in another split (leakage):")
+            st.dataframe([{"upload": k["file"], "added to": k["split"], "looks like": k["near"],
+                           "similarity": percent(k["similarity"]), "what was done": k["action"]} for k in r["leaks"]],
+                         hide_index=True)
 
 
 import_status()

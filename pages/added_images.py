@@ -5,7 +5,9 @@ import streamlit as st
 
 from core.data import datasets, workspace_changes, workspaces
 from core.curation import added as curation_added
+from core.data.export import plural, provenance_text
 from core.data.images import load_image
+from ui.export_views import workspace_download
 from ui.widgets import pick_workspace
 from ui.nav import ensure_router
 
@@ -41,11 +43,18 @@ kind, text = st.session_state.pop("added_flash", (None, None))
 if kind:
     getattr(st, kind)(text)
 records = added(info.name, info.fingerprint)
+with st.expander("Download this workspace (zip)", icon=":material/download:"):
+    workspace_download(info.name)
+
+
+def class_label(cid: int) -> str:
+    """'14: Stop', or 'Extra' for the images without a class yet."""
+    return "Extra (no class yet)" if cid == workspaces.EXTRA_CLASS else f"{cid}: {info.classes.get(cid, '?')}"
+
 
 c = st.columns([2, 1, 2, 1, 1])
 class_id = c[0].selectbox("Class", [None] + sorted({r["class_id"] for r in records}), key="added_class",
-                          format_func=lambda x: "All classes" if x is None else
-                          "Extra" if x == workspaces.EXTRA_CLASS else f"{x}: {info.classes.get(x, '?')}")
+                          format_func=lambda x: "All classes" if x is None else class_label(x))
 split = c[1].selectbox("Split", (None,) + SPLIT_CHOICES, key="added_split", format_func=lambda s: s or "All")
 batch = c[2].selectbox("Upload batch", [None] + sorted({r.get("batch") for r in records if r.get("batch")},
                                                        reverse=True), key="added_batch",
@@ -64,7 +73,7 @@ nav[0].button("\u2190 Previous", disabled=res.page <= 1, key="added_prev",
               on_click=lambda: st.session_state.update(added_page=res.page - 1))
 nav[1].button("Next \u2192", disabled=res.page >= res.pages, key="added_next",
               on_click=lambda: st.session_state.update(added_page=res.page + 1))
-nav[2].markdown(f"Page **{res.page} / {res.pages}** \u00b7 {res.total:,} of {len(records):,} added images")
+nav[2].markdown(f"Page **{res.page} / {res.pages}** \u00b7 {res.total:,} of {plural(len(records), 'added image')}")
 undo_label = (workspace_changes.undo_list(info.name) or ["nothing"])[-1]
 nav[3].button(f"Undo: {undo_label}", key="added_undo", disabled=undo_label == "nothing",
               on_click=act, args=(lambda: f"Undone: {workspace_changes.undo(info.name)}",))
@@ -85,15 +94,16 @@ st.subheader(f"{len(chosen)} selected")
 c = st.columns([1, 1, 1, 2])
 target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target")
 c[1].button("Move", key="added_move", disabled=not chosen, on_click=act,
-            args=(lambda: f"Moved {workspace_changes.move_images(info.name, chosen, split=target)} image(s) "
+            args=(lambda: f"Moved {plural(workspace_changes.move_images(info.name, chosen, split=target), 'image')} "
                           f"to {target}.",))
 c[2].button("Delete", key="added_delete", disabled=not chosen, on_click=act,
-            args=(lambda: f"Moved {workspace_changes.delete_images(info.name, chosen)} image(s) to the trash "
-                          "(Undo brings them back).",))
+            args=(lambda: f"Moved {plural(workspace_changes.delete_images(info.name, chosen), 'image')} to the "
+                          "trash (Undo brings them back).",))
 
 st.subheader("Edit one image")
 rec = st.selectbox("Image", res.records, key="added_edit_pick",
-                   format_func=lambda r: f"{r['id']}: {r.get('upload', r['source'])} ({r['split']}, class {r['class_id']})")
+                   format_func=lambda r: f"{r['id']}: {r.get('upload', r['source'])} ({r['split']}, "
+                                         f"{class_label(r['class_id'])})")
 image = load_image(info.image_path(rec["file"]))
 h, w = image.shape[:2]
 c = st.columns([2, 2, 1, 1])
@@ -107,8 +117,9 @@ p[0].image(image, width=120, caption=f"now {w}\u00d7{h}")
 try:
     edited = curation_added.apply_edit(image, crop=crop, rotate=rotate, flip=flip)
     p[1].image(edited, width=120, caption=f"edited {edited.shape[1]}\u00d7{edited.shape[0]}")
-    p[2].caption(f"Provenance: upload {rec.get('upload', rec['source'])}, parent {rec.get('parent') or 'none'}, "
-                 f"recipe {rec.get('recipe') or 'none'}, batch {rec.get('batch') or 'n/a'}")
+    p[2].caption(f"Provenance: {provenance_text(rec)}"
+                 + (f"; replaces image {rec['parent']}" if rec.get("parent") else "")
+                 + (f"; added in batch {rec['batch']}" if rec.get("batch") else ""))
     p[2].button("Save as a new version", key="added_save", disabled=crop is None and not rotate and flip is None,
                 on_click=act, args=(lambda: "Saved as " + curation_added.edit_image(
                     info.name, rec["id"], crop=crop, rotate=rotate, flip=flip) + f" (parent {rec['id']}).",))

@@ -1,4 +1,5 @@
-"""Evaluate models: run evaluation jobs, open reports, find the images behind every mistake."""
+"""Evaluate models: run evaluation jobs, open reports, find the images behind every mistake, the slices where a
+model does worse, and where two models disagree."""
 from __future__ import annotations
 
 import streamlit as st
@@ -7,9 +8,10 @@ from core.analysis import reports
 from core import runs
 from core.analysis.evaluate_run import EvaluateRun
 from core.data.datasets import SPLITS
-from ui.evaluate_views import show_comparison, show_report
+from ui.compare_views import compare_models
+from ui.evaluate_views import show_comparison, show_report, show_slices
 from ui.nav import ensure_router, rerun_page
-from ui.widgets import pick_dataset, pick_model, run_status, show_model_stats
+from ui.widgets import model_dataset, pick_dataset, pick_model, run_status, show_model_stats
 
 ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
@@ -23,15 +25,22 @@ with st.container(border=True):
         if model:
             show_model_stats(model)
     with right:
-        info = pick_dataset(key="eval_dataset", prefer=list(model.class_ids) if model and model.class_ids else None)
+        own = model_dataset(model)
+        if model and st.session_state.get("_eval_dataset_for") != model.name:  # another model: its own data again
+            st.session_state._eval_dataset_for = model.name
+            if own:
+                st.session_state.pop("eval_dataset", None)
+        info = pick_dataset(key="eval_dataset", prefer=list(model.class_ids) if model and model.class_ids else None,
+                            default=own)
         split = st.selectbox("Split", SPLITS, index=2, key="eval_split")
         classes = "model"
         if model and info and model.class_ids and set(model.class_ids) != set(info.classes):
             extra = sorted(set(info.classes) - set(model.class_ids))
             missing = sorted(set(model.class_ids) - set(info.classes))
             st.warning(f"{model.name} predicts {model.num_classes} classes, {info.name} has {info.num_classes}"
-                       + (f"; classes the model lacks: {extra[:12]}" if extra else "")
-                       + (f"; classes the dataset lacks: {missing[:12]}" if missing else "") + ".")
+                       + ("; classes the model lacks: " + ", ".join(f"{c}: {info.classes[c]}" for c in extra[:8])
+                          + (", ..." if len(extra) > 8 else "") if extra else "")
+                       + (f"; classes the dataset lacks: {', '.join(map(str, missing[:12]))}" if missing else "") + ".")
             classes = st.radio("Evaluate on", ["model", "all"], key="eval_classes", horizontal=True,
                                format_func={"model": "only the model's classes",
                                             "all": "all classes (the model's unknown classes count as errors)"}.get)
@@ -76,13 +85,10 @@ for note in st.session_state.pop("_eval_toasts", []):  # after that rerun: a toa
 
 evaluation_jobs()
 
-records = reports.list_reports()
-if not records:
-    st.info("No reports yet: run an evaluation above.")
-    st.stop()
-
-
+records = reports.list_reports()  # newest first
 label = reports.report_label
+ids = [r["id"] for r in records]
+by_id = {r["id"]: r for r in records}
 
 
 def manage(rid: str) -> None:
@@ -106,21 +112,41 @@ def manage(rid: str) -> None:
                 st.rerun()
 
 
-ids = [r["id"] for r in records]
-by_id = {r["id"]: r for r in records}
-default = ids.index(st.session_state.eval_report) if st.session_state.get("eval_report") in ids else 0
-tab_report, tab_compare = st.tabs(["Report", "Compare two reports"])
+# A report that just finished (or was just asked for) opens once; after that the picker is the user's.
+if st.session_state.get("eval_report") in ids and st.session_state.get("_eval_opened") != st.session_state.eval_report:
+    st.session_state._eval_opened = st.session_state.eval_open = st.session_state.eval_report
+if ids and st.session_state.get("eval_open") not in ids:
+    st.session_state.eval_open = ids[0]
+tab_report, tab_slices, tab_compare, tab_models = st.tabs(["Report", "Underperforming slices", "Compare two reports",
+                                                           "Compare two models"])
 with tab_report:
-    rid = st.selectbox("Report", ids, index=default, format_func=lambda i: label(by_id[i]), key="eval_open")
-    manage(rid)
-    try:
-        show_report(reports.load_report(rid))
-    except ValueError as e:
-        st.error(str(e))
+    if not ids:
+        st.info("No reports yet: run an evaluation above.")
+    else:
+        rid = st.selectbox("Report", ids, format_func=lambda i: label(by_id[i]), key="eval_open")
+        manage(rid)
+        try:
+            report = reports.load_report(rid)
+        except ValueError as e:
+            report = None
+            st.error(str(e))
+        if report is not None:
+            show_report(report)
+with tab_slices:
+    if not ids or report is None:
+        st.caption("Open a report first: its slices show here.")
+    else:
+        st.caption(f"Report: {label(by_id[rid])}")
+        show_slices(report)
 with tab_compare:
     if len(ids) < 2:
         st.caption("Run at least two evaluations to compare them.")
     else:
         a = st.selectbox("Report A", ids, index=1, format_func=lambda i: label(by_id[i]), key="eval_cmp_a")
         b = st.selectbox("Report B", ids, index=0, format_func=lambda i: label(by_id[i]), key="eval_cmp_b")
-        show_comparison(reports.load_report(a), reports.load_report(b))
+        try:
+            show_comparison(reports.load_report(a), reports.load_report(b))
+        except ValueError as e:
+            st.error(str(e))
+with tab_models:
+    compare_models()

@@ -1,5 +1,6 @@
 """Explore dataset: a paged thumbnail grid like a file explorer, per-class counts, one image's details; and a
-Data issues tab (likely mislabelled images, leakage across splits, outliers), ranked with their reasons."""
+Data issues tab (likely mislabelled images, leakage across splits, outliers), ranked with their reasons, each
+finding with actions (relabel, remove, move, send to Extra) and undo."""
 from __future__ import annotations
 
 import plotly.express as px
@@ -7,16 +8,16 @@ import streamlit as st
 
 from core.data import browse
 from core import runs
-from core.analysis.issues_run import IssuesRun, issues_status, load_issues
+from core.analysis.issues_run import IssuesRun, issues_status, shown_issues
 from core.data.datasets import SPLITS
 from ui.nav import ensure_router, rerun_page
 from ui.cache import cached_index
+from ui.issues_views import show_findings, show_message, stale_note, undo_bar
 from ui.widgets import pick_dataset, pick_model, run_status, thumbnail_grid
 
 ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 COLUMNS = 8
-ISSUE_COLUMNS = 6
 
 st.title("Explore dataset")
 info = pick_dataset()
@@ -92,17 +93,6 @@ with tab_browse:
     st.plotly_chart(fig, width="stretch")
 
 
-def issue_grid(rows: list[dict], empty: str) -> None:
-    if not rows:
-        st.success(empty)
-        return
-    cols = st.columns(ISSUE_COLUMNS)
-    for k, r in enumerate(rows):
-        with cols[k % ISSUE_COLUMNS]:
-            st.image(str(info.image_path(r["file"])), width=72, caption=f"{r['class_id']} \u00b7 {r['score']}")
-            st.caption(r["reason"])
-
-
 @st.fragment(run_every=1.0)
 def issues_progress(run_id: str) -> None:
     run = runs.get(run_id)
@@ -113,9 +103,10 @@ def issues_progress(run_id: str) -> None:
 
 
 with tab_issues:
-    st.caption("Ranked lists, worst first: images whose label the model doubts (self-confidence), val/test "
-               "images that look like a train image (leakage), and outliers (novelty). Found as a run: leave the "
-               "page and come back, the result waits here.")
+    st.caption("Images whose label looks wrong (confident learning on probabilities from a model that never saw "
+               "that label), images that look like an image of another split (leakage), and outliers (novelty). "
+               "Tick findings and act on them: every action is one change of a workspace that you can undo. "
+               "Found as a run: leave the page and come back, the result waits here.")
     c1, c2 = st.columns([3, 1])
     with c1:
         model = pick_model(key="issues_model")
@@ -123,10 +114,15 @@ with tab_issues:
     if model is None:
         st.stop()
     status = issues_status(model.name, info.name, issue_split)
-    latest = status.latest_done
+    try:
+        shown = shown_issues(model.name, info.name, issue_split)
+    except ValueError as e:
+        st.error(f"{e}. Find the issues again.")
+        shown = None
     if status.active is not None:
         issues_progress(status.active["id"])
-    elif st.button("Find data issues" if latest is None else "Look again", key="issues_go"):
+    elif st.button("Find data issues" if shown is None else "Find again", key="issues_go",
+                   type="primary" if shown is None or shown.stale else "secondary"):
         try:
             runs.start("issues", IssuesRun(model=model.name, dataset=info.name, split=issue_split))
             st.rerun()
@@ -134,18 +130,8 @@ with tab_issues:
             st.error(str(e))
     if status.failed is not None:
         st.error(status.failed["error"])
-    try:
-        found = load_issues(latest["id"]) if latest is not None else None
-    except ValueError as e:
-        st.error(f"{e}. Look again to find them anew.")
-        found = None
-    if found is not None:
-        t1, t2, t3 = st.tabs([f"Likely mislabelled ({len(found.mislabelled)})", f"Leakage ({len(found.leaks)})",
-                              f"Outliers ({len(found.outliers)})"])
-        with t1:
-            issue_grid(found.mislabelled, "No images in this split belong to the model's classes.")
-        with t2:
-            issue_grid(found.leaks, "No val or test image looks like a train image.")
-        with t3:
-            issue_grid(found.outliers, "No novelty check for this model (its training data is missing), so no "
-                                       "outlier ranking.")
+    show_message()
+    undo_bar(info, key="issues_undo")
+    if shown is not None:
+        stale_note(info, shown)
+        show_findings(info, shown)

@@ -327,7 +327,10 @@ def browser():
         b.close()
 
 
-def _selectbox(page, label: str):
+def _selectbox(page, label: str, key: str | None = None):
+    """The selectbox labelled ``label`` (``key``: the one with that widget key, where labels repeat)."""
+    if key is not None:
+        return page.locator(f".st-key-{key}").get_by_test_id("stSelectbox")
     return page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
 
 
@@ -346,19 +349,20 @@ def selected(page, label: str) -> str:
     return value
 
 
-def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label`` and wait for the run that choice causes."""
-    if _shown(_selectbox(page, label), label) == option:
+def choose(page, label: str, option: str, *, key: str | None = None) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label`` (with widget key ``key``, where labels repeat)
+    and wait for the run that choice causes."""
+    if _shown(_selectbox(page, label, key), label) == option:
         return  # chosen already: picking it again would cause no run
-    box = _selectbox(page, label)
+    box = _selectbox(page, label, key)
     box.click()
     page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
     act(page, page.get_by_role("option", name=option, exact=True).click, what=f"the run after choosing {option!r}")
 
 
-def options(page, label: str) -> list[str]:
+def options(page, label: str, *, key: str | None = None) -> list[str]:
     """The options of the Streamlit selectbox labelled ``label`` (opens and closes it)."""
-    _selectbox(page, label).click()
+    _selectbox(page, label, key).click()
     listed = page.get_by_role("option")
     listed.first.wait_for()
     found = listed.all_inner_texts()
@@ -369,7 +373,7 @@ def options(page, label: str) -> list[str]:
 
 def start_scratch_training(page, name: str, epochs: int, dataset: str = "Sample48 (embedded sample)") -> None:
     """On the open Improve model page: a scratch training of ``epochs`` on ``dataset``, started and acknowledged."""
-    act(page, page.get_by_test_id("stRadioGroup").get_by_text("scratch", exact=True).click)
+    act(page, page.get_by_test_id("stRadioGroup").get_by_text("From scratch", exact=True).click)
     choose(page, "Dataset", dataset)
     page.get_by_label("New model name").fill(name)
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill(str(epochs))

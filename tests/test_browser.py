@@ -184,7 +184,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     chart.locator("g.points path.point").first.wait_for()
     point = chart.locator("g.points path.point").nth(cell_index(page, 14, 14))
     point.click(force=True)
-    page.get_by_text(re.compile(r"image\(s\) of class 14 predicted as 14")).wait_for()
+    page.get_by_text(re.compile(r"images? of class 14: .+ predicted as 14: ")).wait_for()
     wait_for_app(page)
     # Clicking a mistake's thumbnail opens it with its IG heat map and colour scale.
     page.get_by_text("Misclassified images").scroll_into_view_if_needed()
@@ -237,7 +237,7 @@ def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_p
     page.get_by_role("heading", name="Make prediction").wait_for()
     wait_for_app(page)
     page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
-    page.get_by_text(re.compile(r"1 image\(s\) predicted, 1 refused")).wait_for(timeout=RUN_MS)
+    page.get_by_text(re.compile(r"1 image predicted, 1 refused")).wait_for(timeout=RUN_MS)
     page.locator(".st-key-predict_ig_0 .colorbar").wait_for(timeout=RUN_MS)
     page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for()
     screenshot(page, SHOTS / "predict.png")

@@ -65,19 +65,19 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     # 2. Upload 3 files (one bad) with 2 augmentation groups; preview; add to train/val at 80/20.
     page = open_page(browser, url, "/add_images", "Add new images", 1600)
     page.locator("input[type='file']").set_input_files(files + [str(bad)])
-    page.get_by_text(re.compile(r"Preview: 2 upload\(s\)")).wait_for(timeout=RUN_MS)
+    page.get_by_text(re.compile(r"Preview: 2 uploads")).wait_for(timeout=RUN_MS)
     for group in ("Shift & rotate", "Brightness & contrast"):
         page.get_by_test_id("stMultiSelect").click()
         act(page, page.get_by_role("option", name=group, exact=True).click, what=f"the run after picking {group}")
     page.keyboard.press("Escape")
     page.get_by_role("spinbutton", name="Variants per image").fill("8")
     act(page, lambda: page.keyboard.press("Enter"), what="the run after 8 variants")
-    page.get_by_text(re.compile(r"Preview: 2 upload\(s\) x 9 = 18 image\(s\)")).wait_for(timeout=RUN_MS)
+    page.get_by_text(re.compile(r"Preview: 2 uploads x 9 = 18 images")).wait_for(timeout=RUN_MS)
     wait_for_count(page.get_by_text(re.compile("broken.jpg: ")), 1)
     wait_for_count(page.get_by_test_id("stImage"), 18, timeout=RUN_MS)  # the previews come in as they are made
     shot(page, "2_preview")
-    page.get_by_role("button", name=re.compile(r"Add 18 image\(s\) to Main")).click()
-    page.get_by_text(re.compile(r"Added 18 image\(s\)")).wait_for(timeout=RUN_MS)
+    page.get_by_role("button", name=re.compile(r"Add 18 images to Main")).click()
+    page.get_by_text(re.compile(r"Added 18 images")).wait_for(timeout=RUN_MS)
     wait_for_app(page)
     shot(page, "3_added")
     page.close()
@@ -91,7 +91,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     act(page, page.get_by_test_id("stCheckbox").first.click)
     choose(page, "Move to", "test")
     page.get_by_role("button", name="Move", exact=True).click()
-    page.get_by_text(re.compile(r"Moved 1 image\(s\) to test")).wait_for()
+    page.get_by_text(re.compile(r"Moved 1 image to test")).wait_for()
     wait_for_app(page)
     slider = page.get_by_test_id("stSlider").first.get_by_role("slider").first
     slider.focus()

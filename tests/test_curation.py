@@ -122,10 +122,13 @@ def test_exact_duplicates_of_workspace_images_and_within_the_batch_are_refused_p
     result = curation.import_images(batch, settings(ws, to="test"))
     assert result["added"] == 1
     errors = {e["file"]: e["error"] for e in result["errors"]}
-    assert "exact duplicate of " + base.files[3] in errors["copy.png"] and "(train)" in errors["copy.png"]
-    assert "duplicate of a.png in this batch" in errors["again.png"]
+    cid = int(base.labels[3])
+    name = datasets.get_dataset("Main").classes[cid]
+    assert f"already in the workspace ({cid}: {name} in train)" in errors["copy.png"]
+    assert base.files[3] not in errors["copy.png"]  # no internal paths in front of a user
+    assert "the same image as a.png in this batch" in errors["again.png"]
     again = curation.import_images(uploads.read_bytes("b.png", png(new)), settings(ws, to="test"))
-    assert again["added"] == 0 and "exact duplicate" in again["errors"][0]["error"]
+    assert again["added"] == 0 and "uploaded as a.png" in again["errors"][0]["error"]
 
 
 @pytest.mark.parametrize("on_leak, added", [("report", 1), ("skip", 0)])
@@ -137,7 +140,9 @@ def test_near_duplicates_in_other_splits_are_reported_or_skipped(ws, on_leak, ad
     assert result["added"] == added
     (hit,) = result["leaks"]
     assert hit["file"] == "resized_copy.jpg" and hit["split"] == "test" and hit["near_split"] == "train"
-    assert hit["near"] == base.files[0] and hit["similarity"] >= curation.NEAR_DUPLICATE
+    cid = int(base.labels[0])
+    assert hit["near"] == f"{cid}: {datasets.get_dataset('Main').classes[cid]} in train"
+    assert hit["similarity"] >= curation.NEAR_DUPLICATE
 
 
 def test_smart_segregation_keeps_groups_together_and_follows_the_ratio(ws, model):
@@ -250,7 +255,7 @@ def test_move_delete_edit_and_undo_restore_exact_versions(ws):
     assert c not in recs and recs[new]["parent"] == c and recs[new]["recipe"]["edit"]["rotate"] == 90
     img = np.asarray(Image.open(info.image_path(recs[new]["file"])))
     assert img.shape == (30, 25, 3)  # 30 wide x 25 high, rotated
-    assert workspace_changes.undo_list("Main")[-3:] == ["move 1 image(s) to val", "delete 1 image(s)",
+    assert workspace_changes.undo_list("Main")[-3:] == ["move 1 image to val", "delete 1 image",
                                                         f"edit image {c}"]
     assert workspace_changes.undo("Main") == f"edit image {c}"
     workspace_changes.undo("Main")
@@ -329,7 +334,7 @@ def test_cli_classes_and_images_commands_as_documented(data_root, tmp_path):
                root=data_root)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert set(res) == {"added", "by_split", "ids", "errors", "leaks"} and res["added"] == 9
+    assert set(res) == {"added", "by_split", "ids", "errors", "leaks", "duplicates"} and res["added"] == 9
     assert set(res["by_split"]) == {"train", "val", "test"} and res["by_split"]["val"] >= 3
     assert len(res["errors"]) == 1 and "junk.png" in res["errors"][0]["file"]
     listed = json.loads(_cli("images", "list", "--dataset", "Main", "--json", root=data_root).stdout)
@@ -339,7 +344,7 @@ def test_cli_classes_and_images_commands_as_documented(data_root, tmp_path):
     assert _cli("images", "delete", "--dataset", "Main", res["ids"][1], root=data_root).returncode == 0
     assert len(json.loads(_cli("images", "list", "--dataset", "Main", "--json", root=data_root).stdout)) == 8
     undo = _cli("images", "undo", "--dataset", "Main", root=data_root)
-    assert undo.returncode == 0 and "delete 1 image(s)" in undo.stdout
+    assert undo.returncode == 0 and "delete 1 image" in undo.stdout
     assert len(json.loads(_cli("images", "list", "--dataset", "Main", "--json", root=data_root).stdout)) == 9
     bad = _cli("images", "add", "--dataset", SAMPLE, "--class", "1", str(folder), "--to", "test", root=data_root)
     assert bad.returncode == 2 and "never changes" in bad.stderr and "Traceback" not in bad.stderr

@@ -56,7 +56,7 @@ def test_home_lists_datasets_and_routes_to_every_page():
     assert any(s.value == "Start here" for s in at.subheader)
     models_table = at.dataframe[1].value
     bench = models_table.loc[models_table["model"] == "incremental48"].iloc[0]
-    assert bench["lineage"] == "incremental48 \u2190 benchmark" and bench["accuracy"] > 0.9
+    assert bench["lineage"] == "incremental48 \u2190 benchmark" and bench["test accuracy"] > 0.9
     table = at.dataframe[0].value
     assert "Sample48" in set(table["dataset"])
     assert int(table.loc[table["dataset"] == "Sample48", "classes"].iloc[0]) == 48
@@ -201,7 +201,7 @@ def test_evaluate_runs_a_report_and_shows_metrics_confusion_and_explanations():
     labels = [m.label for m in at.metric]
     assert "Accuracy" in labels and "Macro F1" in labels
     assert len(at.get("plotly_chart")) >= 2  # per-class metric chart and the confusion matrix
-    assert any("image(s) of class" in c.value for c in at.caption)
+    assert any(" of class " in c.value and "predicted as" in c.value for c in at.caption)
     # A random model makes mistakes: the misclassified grid; IG only when asked (not on every rerun).
     wrong = [b for b in at.button if b.key and b.key.startswith("wrong-")]
     assert wrong and all(b.label.startswith("#") for b in wrong)
@@ -250,7 +250,7 @@ def test_evaluate_reports_can_be_renamed_and_deleted_with_confirmation():
     rid = finished(runs.start("evaluate", EvaluateRun(model="one", dataset="Sample48", split="val")))["id"]
     at = open_page("pages/evaluate.py")
     box = at.selectbox(key="eval_open")
-    assert "one on Sample48/val" in box.options[0] and " \u00b7 20" in box.options[0]  # creation time in the label
+    assert "one on Sample48/val \u00b7 " in box.options[0] and " %" in box.options[0]  # creation time in the label
     at.text_input(key=f"eval_name_{rid}").input("baseline on val")
     at.button(key="eval_rename").click().run()
     assert not at.exception, at.exception
@@ -310,7 +310,7 @@ def test_predict_shows_top5_and_ig_and_a_message_per_bad_file():
     assert len(results) == 3 and any(r.startswith("**sign.png**") for r in results)
     bars = at.get("progress")
     assert len(bars) == 15  # top-5 for each of the 3 good images
-    assert any("3 image(s) predicted, 2 refused" in c.value for c in at.caption)
+    assert any("3 images predicted, 2 refused" in c.value for c in at.caption)
 
 
 def test_evaluate_compares_two_reports_per_class():
@@ -343,7 +343,7 @@ def test_a_job_left_running_by_a_dead_app_shows_as_interrupted():
                           "history": []})
     at = open_page("pages/improve.py")
     assert runs.get("train-old")["status"] == "interrupted"
-    assert any("train old \u2014 interrupted" in p.proto.text for p in at.get("progress"))
+    assert any("train old \u2014 Interrupted" in p.proto.text for p in at.get("progress"))
 
 
 def test_evaluate_shows_a_report_on_a_changed_workspace_as_stale_without_its_images():
@@ -423,7 +423,7 @@ def test_add_images_previews_variants_and_adds_them_as_a_run():
     at.number_input(key="add_variants").set_value(2)
     at.radio(key="add_to").set_value("test").run()
     assert not at.exception, at.exception
-    assert any("2 upload(s) x 3 = 6 image(s)" in s.value for s in at.subheader)
+    assert any("2 uploads x 3 = 6 images" in s.value for s in at.subheader)
     assert any("bad.png" in e.value for e in at.error)
     assert len(at.get("imgs")) + len(at.image) >= 1  # the preview grid
     at.button(key="add_go").click().run()
@@ -433,7 +433,7 @@ def test_add_images_previews_variants_and_adds_them_as_a_run():
     assert run["result"]["added"] == 6 and run["result"]["by_split"]["test"] == 6
     assert datasets.get_dataset("Main").counts["test"][cid] == 6
     at.run()
-    assert any("Added 6 image(s): 6 to test" in s.value for s in at.success)
+    assert any("Added 6 images: 6 to test" in s.value for s in at.success)
 
 
 def test_added_images_filters_moves_edits_deletes_and_undoes():
@@ -450,7 +450,7 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
     at.selectbox(key="added_target").set_value("val").run()
     at.button(key="added_move").click().run()
     assert not at.exception, at.exception
-    assert any("Moved 1 image(s) to val" in s.value for s in at.success)
+    assert any("Moved 1 image to val" in s.value for s in at.success)
     assert datasets.get_dataset("Main").counts["val"][cid] == 1
     at.selectbox(key="added_split").set_value("val").run()
     assert any("1 of 3 added images" in m.value for m in at.markdown)
@@ -460,9 +460,9 @@ def test_added_images_filters_moves_edits_deletes_and_undoes():
     at.button(key="added_delete").click().run()
     assert any("to the trash" in s.value for s in at.success)
     assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 2
-    assert "delete 1 image(s)" in at.button(key="added_undo").label
+    assert "delete 1 image" in at.button(key="added_undo").label
     at.button(key="added_undo").click().run()
-    assert any("Undone: delete 1 image(s)" in s.value for s in at.success)
+    assert any("Undone: delete 1 image" in s.value for s in at.success)
     assert len(workspaces.current_added(datasets.get_dataset("Main"))) == 3
     pick = at.selectbox(key="added_edit_pick")
     rec = pick.value
@@ -496,7 +496,7 @@ def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     assert any("No map yet" in i.value for i in at.info)
     at.button(key="vis_compute").click().run()
     assert not at.exception, at.exception
-    finished(at.session_state["vis_run"])
+    finished(next(at.session_state[k] for k in at.session_state if k.startswith("vis_run_")))
     at.run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1
@@ -509,56 +509,6 @@ def test_visualise_computes_a_map_places_uploads_and_flags_the_unknown_group():
     groups = [m.value for m in at.markdown if m.value.startswith("**Group")]
     assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
     assert any("probably a known class" in g and "14: Stop" in g for g in groups), groups
-
-
-def test_visualise_creates_a_class_from_an_extra_bucket_group_in_one_undoable_change():
-    from conftest import star_sign
-    from core.data import datasets, workspace_changes, workspaces
-    workspaces.derive("Sample48", "Main")
-    split = datasets.load_split("Sample48", "test")
-    stops, stars = list(split.images[split.labels == 14][:3]), [star_sign(k) for k in range(3)]
-    ids = workspace_changes.add_images("Main", stops + stars, split=workspaces.EXTRA, class_id=workspaces.EXTRA_CLASS,
-                                       sources=[f"x{k}.png" for k in range(6)])
-    at = open_page("pages/visualise.py")
-    at.selectbox(key="vis_dataset").set_value("Main")
-    at.selectbox(key="vis_split").set_value("val").run()
-    at.button(key="vis_compute").click().run()
-    finished(at.session_state["vis_run"])
-    at.run()
-    at.radio(key="vis_source").set_value("Extra bucket").run()
-    assert not at.exception, at.exception
-    groups = [m.value for m in at.markdown if m.value.startswith("**Group")]
-    new = next(k for k, g in enumerate(groups) if "likely a new class" in g)
-    at.text_input(key=f"vis_name_{new}").set_value("Purple star").run()
-    at.button(key=f"vis_create_{new}").click().run()
-    assert not at.exception, at.exception
-    assert any("created; its 3 images moved to train" in s.value for s in at.success)
-    ws = datasets.get_dataset("Main")
-    cid = next(c for c, n in ws.classes.items() if n == "Purple star")
-    placed = {r["id"]: r for r in workspaces.current_added(ws)}
-    assert sorted(i for i in ids if placed[i]["class_id"] == cid) == sorted(ids[3:])  # the stars, in train
-    assert ws.counts["train"][cid] == 3 and ws.split_size(workspaces.EXTRA) == 3
-    assert workspace_changes.undo_list("Main")[-1] == "create class 'Purple star' from 3 image(s)"
-
-
-def test_explore_data_issues_tab_ranks_planted_issues():
-    from test_data_issues import planted
-    planted()
-    at = open_page("pages/explore.py")
-    at.selectbox(key="dataset").set_value("Planted").run()
-    at.selectbox(key="issues_split").set_value("test")
-    at.button(key="issues_go").click().run()
-    assert not at.exception, at.exception
-    (run,) = runs.list_runs("issues")  # found as a run, not in the page's script
-    assert finished(run["id"])["status"] == "done"
-    at.run()
-    assert not at.exception, at.exception
-    labels = [t.label for t in at.tabs]
-    assert "Data issues" in labels and any(l.startswith("Likely mislabelled (") for l in labels)
-    assert any(l.startswith("Leakage (") and l != "Leakage (0)" for l in labels)
-    captions = " ".join(c.value for c in at.caption)
-    assert "predicts 14: Stop" in captions and "looks like train image" in captions
-    assert at.button(key="issues_go").label == "Look again"  # the result stays for this dataset version
 
 
 def test_evaluate_warns_about_class_sets_and_opens_the_worst_confusion():

@@ -228,33 +228,6 @@ def test_batch_points_feed_the_live_curve_not_the_history():
     assert runs.curve_points("no-such-run") == []
 
 
-def test_a_running_record_says_how_long_it_has_left():
-    started, release = threading.Event(), threading.Event()
-
-    def work(ctx, cfg):
-        time.sleep(2.1)  # the work itself: an estimate needs 2 s of it
-        ctx.progress(0.5, "halfway")
-        started.set()
-        release.wait(RUN_S)  # until the test lets it go (set in the finally below, whatever happens)
-        return {}
-
-    run_id = runs.submit("eta", {}, work)
-    try:
-        assert started.wait(PAGE_S)
-        before = time.time()
-        rec = runs.get(run_id)
-        after = time.time()
-    finally:
-        release.set()
-    # Half done after `elapsed` seconds: about as long again. `elapsed` is at least the 2.1 s of work, more on a slow
-    # or busy machine, so the bounds come from the clock around the read, not from a guess at the machine's speed.
-    left = rec["seconds_left"]
-    assert left is not None and before - rec["started"] - 0.01 <= left <= after - rec["started"] + 0.01, \
-        (left, before - rec["started"], after - rec["started"])
-    assert left > 1.5
-    finished(run_id)
-
-
 def test_two_resumes_of_one_run_cannot_both_win(monkeypatch):
     run_id = cancelled_training("twice", epochs=30)
     runs.resume(run_id)

@@ -281,7 +281,7 @@ def test_phases_are_planned_once_per_mode():
     (p,) = training.plan_phases(_cfg(mode="transfer_freeze", epochs=2))
     assert (p.name, p.train_features, p.train_head) == ("head", False, True)
     p1, p2 = training.plan_phases(_cfg(mode="incremental", epochs=4, new_class_epochs=1, batch_size=128,
-                                       new_class_lr=1e-2, lr=1e-3), phase1_images=800)
+                                       new_class_lr=1e-2, finetune_lr=1e-3), phase1_images=800)
     assert (p1.name, p1.epochs, p1.lr, p1.weight_decay, p1.new_rows_only, p1.distil, p1.competes_for_best) == \
            ("new_rows", 1, 1e-2, 0.0, True, False, False)
     assert p1.batch_size == 800 // training_config.PHASE1_MIN_STEPS and not p1.train_features and not p1.train_head

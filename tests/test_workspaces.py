@@ -193,7 +193,7 @@ def test_a_class_from_a_group_of_images_is_one_change_that_one_undo_takes_back(m
     moved = {r["id"]: r for r in workspaces.current_added(ws)}
     assert [(moved[i]["split"], moved[i]["class_id"]) for i in ids] == [("train", 48), ("train", 48),
                                                                        (workspaces.EXTRA, workspaces.EXTRA_CLASS)]
-    assert workspace_changes.undo_list("Main")[-1] == "create class 'Road works (temporary)' from 2 image(s)"
+    assert workspace_changes.undo_list("Main")[-1] == "create class 'Road works (temporary)' from 2 images"
     workspace_changes.undo("Main")  # one step takes back both the class and the moves
     back = datasets.get_dataset("Main")
     assert back.fingerprint == before.fingerprint and 48 not in back.classes
@@ -229,7 +229,7 @@ def test_a_class_from_images_that_crashes_mid_move_changes_nothing(main_ws, monk
         workspace_changes.class_from_images("Main", "Road works", ids)
     assert calls == ids[:2]  # the class was added and one image moved before the crash
     assert (main_ws.path / workspaces.HEADER).read_bytes() == head
-    assert workspace_changes.undo_list("Main")[-1] == "add 3 image(s)"
+    assert workspace_changes.undo_list("Main")[-1] == "add 3 images"
 
 
 @pytest.mark.parametrize("name, split, msg", [("", "train", "use 1-80 printable characters"),

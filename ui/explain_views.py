@@ -1,5 +1,5 @@
-"""Explanations of one report image: the click dialog (Integrated Gradients) and the explain panel (IG on
-request, Anchors as a run)."""
+"""Explanations of one report image: the click dialog (Integrated Gradients), the explain panel (IG on request,
+Anchors as a run), and the dialog of an image two models disagree on (both models' top 3 and IG)."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +25,7 @@ def image_dialog(report: reports.Report, index: int) -> None:
         st.error(str(e))
         return
     st.plotly_chart(ig_figure(shown.image, shown.ig.heatmap, title="Integrated Gradients (predicted class)"),
-                    key="eval_dialog_ig")
+                    key="eval_dialog_ig", config={"displayModeBar": False})
     st.caption("Brighter = pixels that pushed the model more towards its prediction. Anchors for this image: "
                "pick it under Misclassified images.")
 
@@ -40,7 +40,8 @@ def explain_one(report: reports.Report, index: int) -> None:
     if key in st.session_state.get("eval_ig", set()):  # only when asked, then cached
         try:
             heat = report_explanation(report, index).ig.heatmap
-            c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig")
+            c1.plotly_chart(ig_figure(image, heat, title="Integrated Gradients (predicted class)"), key="eval_ig_fig",
+                            config={"displayModeBar": False})
         except ValueError as e:
             c1.error(str(e))
     else:
@@ -75,3 +76,31 @@ def show_anchor(job_id: str, image: np.ndarray) -> None:
                f"says class {r['prediction']} in {r['precision']:.0%} of {r['num_samples']:,} tries: these regions "
                f"are enough for its decision. Coverage {r['coverage']:.0%}: the share of random variations of the "
                "image that keep these regions; low means a very specific rule.")
+
+
+def top_predictions(report: reports.Report, index: int, k: int = 3) -> list[str]:
+    """The report's top-``k`` classes of one image in words: "14: Stop, 92.1 %"."""
+    pr = report.predictions
+    return [f"{int(c)}: {report.class_name(int(c))}, {100 * float(p):.1f} %"
+            for c, p in zip(pr.top_ids[index][:k], pr.top_p[index][:k])]
+
+
+@st.dialog("Image: both models", width="large")
+def diff_dialog(a: reports.Report, b: reports.Report, row_a: int, row_b: int) -> None:
+    """One image two models disagree on: each model's top 3 and its Integrated Gradients heat map."""
+    pr = a.predictions
+    t = int(pr.y_true[row_a])
+    st.markdown(f"`{pr.files[row_a]}`  \n**True** {t}: {a.class_name(t)}")
+    for col, report, row, who in zip(st.columns(2), (a, b), (row_a, row_b), ("A", "B")):
+        with col:
+            right = int(report.predictions.y_pred[row]) == t
+            st.markdown(f"**{who}: {report.summary['model']}** " + (":green[right]" if right else ":red[wrong]")
+                        + "".join(f"  \n{k}. {line}" for k, line in enumerate(top_predictions(report, row), 1)))
+            try:
+                shown = report_explanation(report, row)
+            except ValueError as e:
+                st.error(str(e))
+                continue
+            st.plotly_chart(ig_figure(shown.image, shown.ig.heatmap, title=f"{who}: Integrated Gradients"),
+                            key=f"diff_ig_{who}", config={"displayModeBar": False})
+    st.caption("Brighter = pixels that pushed that model more towards its own prediction.")

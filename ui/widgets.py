@@ -2,11 +2,14 @@
 Integrated Gradients figure, model stats and run progress."""
 from __future__ import annotations
 
+import time
+
 import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import streamlit as st
 
+from core.base.text import plural
 from core.analysis import explain, novelty
 from core.data import datasets, workspaces
 from core.learning import registry
@@ -16,9 +19,10 @@ from core.base.progress import describe_seconds
 from core.analysis.curves import history_frames
 
 
-def pick_dataset(label: str = "Dataset", key: str = "dataset",
-                 prefer: list[int] | None = None) -> datasets.DatasetInfo | None:
-    """Choose a dataset; with ``prefer`` (a model's class ids) the datasets with exactly those classes come first."""
+def pick_dataset(label: str = "Dataset", key: str = "dataset", prefer: list[int] | None = None,
+                 default: str | None = None) -> datasets.DatasetInfo | None:
+    """Choose a dataset; with ``prefer`` (a model's class ids) the datasets with exactly those classes come first;
+    ``default``: the dataset preselected while the widget has no value yet (ignored if there is no such one)."""
     infos = datasets.list_datasets()
     if prefer is not None:
         infos = sorted(infos, key=lambda d: set(d.classes) != set(prefer))
@@ -27,13 +31,26 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset",
         return None
     names = [d.name for d in infos]
     by_name = {d.name: d for d in infos}
+    if default in by_name and st.session_state.get(key) not in by_name:
+        st.session_state[key] = default
 
     def describe(n: str) -> str:
         d = by_name[n]
         return n + (" (embedded sample)" if d.embedded else f" (workspace of {d.base})" if d.kind == "workspace" else "")
 
     name = st.selectbox(label, names, key=key, format_func=describe)
-    return next(d for d in infos if d.name == name)
+    return by_name[name]
+
+
+def model_dataset(model: registry.ModelInfo | None) -> str | None:
+    """The dataset a model was trained on if it is here, else the newest-listed workspace derived from it, else
+    None."""
+    if model is None or not model.dataset:
+        return None
+    infos = datasets.list_datasets()
+    if any(d.name == model.dataset for d in infos):
+        return model.dataset
+    return next((d.name for d in infos if d.kind == "workspace" and d.base == model.dataset), None)
 
 
 def _derive(base: str, name: str, *, mine: set[str]) -> datasets.DatasetInfo:
@@ -82,8 +99,10 @@ def pick_workspace(key: str) -> datasets.DatasetInfo | None:
     return next(w for w in spaces if w.name == name)
 
 
-def thumbnail_grid(images: list, captions: list[str], *, key: str, columns: int = 8, width: int = 72) -> int | None:
+def thumbnail_grid(images: list, captions: list[str], *, key: str, columns: int = 8, width: int = 72,
+                   helps: list[str] | None = None) -> int | None:
     """Thumbnails with their caption as a link-style button under each: the index clicked in this run, or None.
+    ``helps``: a tooltip per thumbnail (default "Open this image").
 
     ``st.image`` itself cannot be clicked, so the caption under it is the click target (FiftyOne opens a sample
     from its tile the same way).
@@ -93,7 +112,8 @@ def thumbnail_grid(images: list, captions: list[str], *, key: str, columns: int 
     for k, (image, caption) in enumerate(zip(images, captions)):
         with cols[k % columns]:
             st.image(image, width=width)
-            if st.button(caption, key=f"{key}-{k}", type="tertiary", help="Open this image"):
+            if st.button(caption, key=f"{key}-{k}", type="tertiary",
+                         help=f"{helps[k]}. Open this image" if helps else "Open this image"):
                 clicked = k
     return clicked
 
@@ -118,7 +138,7 @@ def show_errors(errors: list[dict], *, limit: int = 20) -> None:
     for e in errors[:limit]:
         st.error(e["error"])
     if len(errors) > limit:
-        st.caption(f"... and {len(errors) - limit} more refused file(s).")
+        st.caption(f"... and {plural(len(errors) - limit, 'more refused file')}.")
 
 
 def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo | None:
@@ -156,23 +176,46 @@ def show_model_stats(model: registry.ModelInfo) -> None:
         with st.expander("Training history"):
             loss, acc = history_frames(list(model.history))
             st.plotly_chart(px.line(acc, x="epoch", y="accuracy", color="curve", markers=True, height=240),
-                            key=f"hist-{model.name}")
+                            key=f"hist-{model.name}", config={"displayModeBar": False})
 
 
-def run_status(job: dict) -> None:
-    """One line of status plus a progress bar for a run record: what it does, how far (%), and time left."""
+#: How a run's status reads, and its icon.
+STATUS_WORDS = {"done": "Done", "failed": "Failed", "cancelled": "Cancelled", "interrupted": "Interrupted",
+                "running": "Running", "queued": "Queued"}
+STATUS_ICONS = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
+                "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}
+
+
+def status_text(job: dict) -> str:
+    """A run's status in words, said once: "Cancelled: no model or report was saved \u00b7 14:02, 3 Dec",
+    "Failed: <reason>", "Running: epoch 3 \u00b7 45 % \u00b7 about 20 s left", "Queued \u00b7 2 of 3 in line"."""
     status = job["status"]
-    icon = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
-            "interrupted": ":material/warning:", "running": ":material/sync:", "queued": ":material/schedule:"}[status]
-    msg = job.get("message") or ""
-    fraction = float(job.get("progress") or 0.0)
-    text = f"{icon} {job['title']} \u2014 {status}" + (f": {msg}" if msg and msg != status else "")
+    rest = str(job.get("message") or "").strip()
+    while rest.lower().startswith(status):  # the engine's and workers' messages repeat it ("failed: failed: ...")
+        rest = rest[len(status):].lstrip(":;,. ")
+    if status == "failed" and not rest:
+        rest = str(job.get("error") or "").strip()
+    ended = job.get("finished") or (job.get("updated") if status in ("cancelled", "interrupted") else None)
+    text = STATUS_WORDS[status]
+    if rest and rest.lower() not in ("started", "queued", "done"):
+        text += (" " if rest.split()[0] in ("before", "after", "by") or rest[0] == "(" else ": ") + rest
+    if ended and status in ("cancelled", "interrupted"):
+        t = time.localtime(ended)
+        text += f" \u00b7 {t.tm_hour:02d}:{t.tm_min:02d}, {t.tm_mday} {time.strftime('%b', t)}"
     if status == "queued" and job.get("queue_position"):
         place, of = job["queue_position"]
         text += f" \u00b7 {place} of {of} in line"
     if status == "running":
-        text += f" \u00b7 {fraction:.0%}" + (f" \u00b7 {describe_seconds(job['seconds_left'])} left"
-                                             if job.get("seconds_left") is not None else "")
-    st.progress(fraction, text=text)
-    if status == "failed" and job.get("error"):
-        st.error(job["error"])
+        text += f" \u00b7 {float(job.get('progress') or 0.0):.0%}".replace("%", " %") + (
+            f" \u00b7 {describe_seconds(job['seconds_left'])} left" if job.get("seconds_left") is not None else "")
+    return text
+
+
+def run_status(job: dict) -> None:
+    """One line of status for a run record: what it does and how it stands (:func:`status_text`), with a progress
+    bar, or, for a failed run, one error box."""
+    text = f"{STATUS_ICONS[job['status']]} {job['title']} \u2014 {status_text(job)}"
+    if job["status"] == "failed":
+        st.error(text)
+        return
+    st.progress(float(job.get("progress") or 0.0), text=text)

@@ -49,6 +49,7 @@ def run_evaluate(ctx: runs.RunContext, cfg: EvaluateRun) -> dict:
     summary, preds = evaluate_checkpoint(ckpt, split.images, split.labels, files=split.files,
                                          progress=sub_range(ctx.progress, 0.05, 0.95), should_stop=ctx.should_stop)
     ctx.check()
+    summary["model_classes"] = [int(c) for c in ckpt["class_ids"]]  # model diffs compare on the shared classes
     rec = reports.save_report(ctx.run_id, summary, preds, model=cfg.model, model_version=registry.file_version(path),
                               dataset=info, split=cfg.split, classes=cfg.classes)
     return {"report": ctx.run_id, **{k: rec[k] for k in ("accuracy", "macro_f1", "n", "dataset_version")}}

@@ -38,16 +38,14 @@ def run_issues(ctx: runs.RunContext, cfg: IssuesRun) -> dict:
     path = registry.model_path(cfg.model)
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt)
+    info = datasets.get_dataset(cfg.dataset)
     ctx.progress(0.02, "calibrating the novelty check")
-    try:
-        detector = novelty.load_or_fit(path, model, ckpt, should_stop=ctx.should_stop)
-    except ValueError:  # the model's training data is gone: no outlier ranking, the other lists still come
-        detector = None
-    found = data_issues.find_issues(model, ckpt, datasets.get_dataset(cfg.dataset), split=cfg.split,
-                                    detector=detector, progress=sub_range(ctx.progress, 0.1, 0.98),
-                                    should_stop=ctx.should_stop)
+    detector, note = data_issues.outlier_detector(path, model, ckpt, info, should_stop=ctx.should_stop)
+    found = data_issues.find_issues(model, ckpt, info, split=cfg.split, detector=detector,
+                                    progress=sub_range(ctx.progress, 0.1, 0.98), should_stop=ctx.should_stop)
+    found.outlier_note = note
     atomic_write_json(runs.run_dir(ctx.run_id) / ISSUES_FILE, asdict(found))
-    return {"file": ISSUES_FILE, **{k: len(v) for k, v in asdict(found).items()}}
+    return {"file": ISSUES_FILE, **{k: len(v) for k, v in asdict(found).items() if isinstance(v, list)}}
 
 
 def latest_issues(model: str, dataset: str, split: str) -> dict | None:
@@ -90,6 +88,50 @@ def load_issues(run_id: str) -> data_issues.DataIssues:
         return data_issues.DataIssues(**json.loads(text))
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"run {run_id} has no readable data issues ({e})") from None
+
+
+@dataclass(frozen=True)
+class ShownIssues:
+    """Findings to show for one (model, dataset, split)."""
+
+    run: dict                      # the issues run they come from
+    issues: data_issues.DataIssues
+    stale: bool                    # found on another version of the dataset (or on its base): find again
+    found_on: str                  # the dataset they were found on (a workspace's base, for a derived one)
+    hidden: int = 0                # findings left out: their image was acted on since (moved, relabelled, removed)
+
+
+def shown_issues(model: str, dataset: str, split: str) -> ShownIssues | None:
+    """The valid result (:func:`latest_issues`); else the newest finished run with today's finders for another
+    version of ``dataset`` or, for a workspace, of the built dataset it was derived from (image ids carry into a
+    derived workspace), with the findings whose image is no longer as it was found left out. None if neither."""
+    latest = latest_issues(model, dataset, split)
+    if latest is not None:
+        return ShownIssues(latest, load_issues(latest["id"]), False, dataset)
+    info, version = datasets.get_dataset(dataset), data_issues.issues_version()
+    names = [dataset] + ([info.base] if info.kind == "workspace" and info.base else [])
+    for name in names:
+        for rec in runs.list_runs("issues", statuses=("done",)):
+            if rec["config"] == {"model": model, "dataset": name, "split": split} \
+                    and rec["inputs"].get("issues_version") == version:
+                found = load_issues(rec["id"])
+                kept, hidden = still_as_found(found, datasets.read_index(info))
+                return ShownIssues(rec, kept, True, name, hidden)
+    return None
+
+
+def still_as_found(found: data_issues.DataIssues, index: list[dict]) -> tuple[data_issues.DataIssues, int]:
+    """The findings whose images (and, for a leak, its match) are still in the same split with the same class in
+    ``index`` (the dataset's current rows), and how many were left out."""
+    now = {r["file"]: (r["split"], int(r["class_id"])) for r in index}
+    kept = data_issues.DataIssues(outlier_note=found.outlier_note)
+    hidden = 0
+    for name in ("mislabelled", "leaks", "outliers"):
+        rows = [r for r in getattr(found, name) if now.get(r["file"]) == (r["split"], r["class_id"])
+                and ("near" not in r or now.get(r["near"]) == (r["near_split"], r["near_class_id"]))]
+        hidden += len(getattr(found, name)) - len(rows)
+        setattr(kept, name, rows)
+    return kept, hidden
 
 
 runs.register_kind("issues", IssuesRun, run_issues, limit=2)

@@ -1,6 +1,8 @@
 """Predict on user images: one clear error per bad file, the rest of the batch still processed."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +11,16 @@ import numpy as np
 
 from core.base import config
 from core.analysis.evaluation import TOP_K
+from core.data import datasets, workspaces
+from core.data.built import pictogram_path
 from core.data.images import ImageError, load_image
 from core.learning.inference import predict_proba
 from core.learning.models import model_from_checkpoint
 from core.analysis.novelty import DEFAULT_METHOD, Detector, get_method
+
+#: Columns of the predictions table and CSV (:func:`summary_rows`).
+CSV_COLUMNS = ("file", "class_id", "class", "confidence", "novelty_score", "novelty_threshold", "novelty_method",
+               "probably_novel", "error")
 
 
 @dataclass
@@ -76,11 +84,40 @@ def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detecto
 
 
 def summary_rows(results: list[ImagePrediction]) -> list[dict]:
-    """One row per input for a results table or CSV: file, top-1 class id and name, confidence, novelty, error."""
+    """One row per input for a results table or CSV: file, top-1 class id and name, confidence, the novelty check
+    (method, score, threshold, probably novel; empty without a detector), error."""
     rows = []
     for r in results:
         best = r.top[0] if r.top else {}
+        nov = r.novelty or {}
         rows.append({"file": r.file, "class_id": best.get("class_id"), "class": best.get("name", ""),
-                     "confidence": best.get("p"), "probably_novel": r.novelty["novel"] if r.novelty else None,
-                     "error": r.error or ""})
+                     "confidence": best.get("p"), "novelty_score": nov.get("score"),
+                     "novelty_threshold": nov.get("threshold"), "novelty_method": nov.get("method", ""),
+                     "probably_novel": nov.get("novel"), "error": r.error or ""})
     return rows
+
+
+def predictions_csv(results: list[ImagePrediction]) -> str:
+    """:func:`summary_rows` as CSV text (the Predict page's download): empty cells where a value does not apply."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in summary_rows(results))
+    return buf.getvalue()
+
+
+def class_pictograms(ckpt: dict, class_ids) -> dict[int, Path | None]:
+    """The reference pictogram of each of ``class_ids`` (a model's classes): the GTSRB pictogram of a GTSRB class,
+    else the one a user gave the class in the workspace the model was trained on (None if neither)."""
+    names = dict(zip((int(c) for c in ckpt["class_ids"]), ckpt["class_names"]))
+    try:
+        info = datasets.get_dataset(ckpt["dataset"])
+    except ValueError:  # the model's dataset is gone: only the shipped pictograms are left
+        info = None
+    out = {}
+    for cid in map(int, class_ids):
+        found = pictogram_path(cid, names.get(cid, ""))
+        if found is None and info is not None and info.kind == "workspace":
+            found = workspaces.pictogram(info, cid)
+        out[cid] = found if found is not None and found.is_file() else None
+    return out

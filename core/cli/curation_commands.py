@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from core import runs
+from core.base.text import plural
 from core.cli.config_flags import add_config_flags
+from core.analysis import label_actions
 from core.curation import importing
 from core.curation.import_run import ImportRun
 from core.data import augment, datasets, workspace_changes, workspaces
@@ -72,8 +74,8 @@ def _add_images(args: argparse.Namespace) -> int:
     if run["status"] != "done":
         raise ValueError(run.get("error") or run["message"])
     result = run["result"]
-    print(json.dumps(result) if args.json else f"added {result['added']} image(s) {result['by_split']}; "
-          f"{len(result['errors'])} refused, {len(result['leaks'])} near-duplicate(s) in other splits")
+    print(json.dumps(result) if args.json else f"added {plural(result['added'])} {result['by_split']}; "
+          f"{len(result['errors'])} refused, {plural(len(result['leaks']), 'near-duplicate')} in other splits")
     return 0
 
 
@@ -95,9 +97,16 @@ def _images(args: argparse.Namespace) -> int:
         if not args.to:
             raise ValueError("images move needs --to train|val|test")
         n = workspace_changes.move_images(args.dataset, args.items, split=args.to)
+    elif args.action == "relabel":
+        if not args.to:
+            raise ValueError("images relabel needs --to CLASS (a class id or name; see: classes list)")
+        workspaces.require_workspace(args.dataset)
+        cid = label_actions.resolve_class(datasets.get_dataset(args.dataset), args.to)
+        n = workspace_changes.relabel_images(args.dataset, args.items, class_id=cid)
     else:
         n = workspace_changes.delete_images(args.dataset, args.items)
-    print(json.dumps({args.action + "d": n}) if args.json else f"{args.action}d {n} image(s)")
+    done = args.action + ("led" if args.action == "relabel" else "d")
+    print(json.dumps({done: n}) if args.json else f"{done} {label_actions.plural(n)}")
     return 0
 
 
@@ -116,17 +125,20 @@ def add_commands(sub) -> None:
              [--to trainval|test] [--val-ratio R] [--model NAME] [--seed N] [--on-leak report|skip] --json
   images list --dataset WS --json
   images move --dataset WS --to SPLIT ID...
+  images relabel --dataset WS --to CLASS ID...   (CLASS: an id or a class name; base images too)
   images delete --dataset WS ID...        (to the trash: images undo brings them back)
   images undo --dataset WS
 
 PATH: image files, folders (walked) or zip archives. Augmentation groups: {', '.join(augment.list_groups())}.
 """)
-    i.add_argument("action", choices=["add", "list", "move", "delete", "undo"])
-    i.add_argument("items", nargs="*", metavar="PATH|ID", help="add: files, folders, zips; move, delete: image ids")
+    i.add_argument("action", choices=["add", "list", "move", "relabel", "delete", "undo"])
+    i.add_argument("items", nargs="*", metavar="PATH|ID",
+                   help="add: files, folders, zips; move, relabel, delete: image ids or files")
     i.add_argument("--dataset", required=True, help="the workspace")
     i.add_argument("--class", dest="class_id", type=_class_arg, help="add: class id, or 'extra' (unlabelled)")
     i.add_argument("--augment", help=f"add: augmentation groups, comma-separated ({', '.join(augment.list_groups())})")
-    i.add_argument("--to", help="add: trainval (smart segregation, default) or test; move: train, val or test")
+    i.add_argument("--to", help="add: trainval (smart segregation, default) or test; move: train, val or test; "
+                   "relabel: a class id or name")
     add_config_flags(i, importing.ImportSettings, only=("variants", "val_ratio", "seed", "on_leak"),
                      help_prefix="add: ")
     i.add_argument("--model", help="add: model whose features drive smart segregation (default: "

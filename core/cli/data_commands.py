@@ -88,7 +88,8 @@ Built datasets never change; users change workspaces, derived from a built datas
     d.add_argument("--sample", action="store_true", help="rebuild the embedded sample (data/sample) instead")
     d.add_argument("--json", action="store_true", help="list as JSON")
     d.add_argument("--layout", choices=builds.IMPORT_LAYOUTS, help="import: layout of --path")
-    d.add_argument("--path", help="import: folder of the download")
+    d.add_argument("--path", help="import: folder of the download (layout folder: also a .zip, e.g. from "
+                                  "export dataset)")
     d.add_argument("--from", dest="base", help="derive: the built dataset the workspace starts from")
     d.add_argument("--name", help="import, derive: name of the new dataset")
     d.set_defaults(func=_datasets)

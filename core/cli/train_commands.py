@@ -69,9 +69,26 @@ def _train_main(args: argparse.Namespace, progress) -> int:
     if rec["status"] != "done":
         raise ValueError(f"training run {run_id} {rec['status']}: {rec.get('error') or rec.get('message')}")
     r, out = rec["result"], rec["config"].get("out")
+    if r.get("vs_base") and not args.json:
+        print(describe_vs_base(r["vs_base"]), file=sys.stderr, flush=True)
     print(json.dumps({"run": run_id, "saved": out or str(registry.get_model(r["model"]).path),
                       **{k: v for k, v in r.items() if k != "model"}}))
     return 0
+
+
+def describe_vs_base(cmp: dict) -> str:
+    """The comparison with the base model in a few lines (the terminal's; ``--json`` has all of it)."""
+    def group(g: dict) -> str:
+        if not g["images"]:
+            return "no images"
+        return (f"{100 * g['before']:.1f} % -> {100 * g['after']:.1f} % ({g['correct_before']} -> "
+                f"{g['correct_after']} of {g['images']} images)")
+    lines = [f"compared with the base model on {cmp['dataset']}/{cmp['split']}:",
+             f"  old classes ({cmp['old_classes']['classes']}): {group(cmp['old_classes'])}",
+             f"  new classes ({cmp['new_classes']['classes']}): {group(cmp['new_classes'])}"]
+    lines += [f"  lost accuracy: {r['class_id']}: {r['name']} {100 * r['before']:.1f} % -> {100 * r['after']:.1f} % "
+              f"({r['delta_points']:+.1f} pt)" for r in cmp["regressions"]]
+    return "\n".join(lines)
 
 
 def add_commands(sub) -> None:
@@ -87,7 +104,7 @@ temperature-softened probabilities besides the labels (--distill-weight, --disti
 
 Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md):
   python -m core train --dataset GTSRB --mode scratch --arch bn_stn --epochs 35 --out my_model.pt
-  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 --lr 1e-3 \\
+  python -m core train --dataset GTSRB_48 --mode incremental --base artifacts/benchmark.pt --epochs 6 \\
       --augment-p 0.1 --name my-incremental48
 """)
     t.add_argument("--dataset", help="dataset or workspace to train on")
@@ -98,4 +115,6 @@ Examples (the commands behind every shipped model are in artifacts/MODEL_CARD.md
     t.add_argument("--name", default="model", help="registry name for the new model")
     t.add_argument("--out", help="write the checkpoint to this path instead of registering it")
     t.add_argument("--quiet", action="store_true", help="print only per-epoch lines")
+    t.add_argument("--json", action="store_true", help="print only the result as JSON on stdout (it is printed "
+                   "either way; without --json a summary of the comparison with the base model goes to stderr)")
     t.set_defaults(func=_train)

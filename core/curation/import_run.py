@@ -41,7 +41,7 @@ class ImportRun:
                 "augment_version": augment.groups_version()}  # the groups that made the variants
 
     def title(self) -> str:
-        return f"add {len(self.paths)} upload(s) to {self.settings.dataset}"
+        return f"add {importing.plural(len(self.paths), 'upload')} to {self.settings.dataset}"
 
     @classmethod
     def from_json(cls, data: dict) -> "ImportRun":

@@ -33,6 +33,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from core.base.text import plural
 from core.data import augment, datasets, workspace_changes, workspaces
 from core.data.images import pixel_hash
 from core.learning.inference import embed
@@ -113,6 +114,7 @@ class ImportPlan:
     records: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)   # {"file", "error"}
     leaks: list[dict] = field(default_factory=list)    # {"file", "split", "near", "near_split", "similarity"}
+    duplicates: list[dict] = field(default_factory=list)  # {"file", "class_id", "class_name", "split"}: already there
 
 
 def default_segregation_model(names: Sequence[str]) -> str | None:
@@ -140,26 +142,39 @@ def variants(upload: Upload, *, groups: Sequence[str], n: int, seed: int) -> lis
 
 @dataclass
 class _Existing:
-    """The workspace's current images: pixel hashes, descriptors, files and splits (for duplicates, leaks)."""
+    """The workspace's current images: pixel hashes, descriptors, files, splits and classes (duplicates, leaks)."""
 
-    hashes: dict[str, tuple[str, str]]   # pixel hash -> (file, split)
+    hashes: dict[str, int]   # pixel hash -> index into files
     desc: np.ndarray
     files: list[str]
     splits: list[str]
+    labels: list[int]
+    uploads: dict[str, str]  # file of an added image -> the name it was uploaded as
+    classes: dict[int, str]
 
     @classmethod
     def of(cls, info: datasets.DatasetInfo, should_stop: StopFn | None = None) -> "_Existing":
-        hashes, descs, files, splits = {}, [], [], []
-        added = {r["file"]: r.get("pixel_sha") for r in workspaces.current_added(info)}
+        hashes, descs, files, splits, labels = {}, [], [], [], []
+        added = workspaces.current_added(info)
+        shas = {r["file"]: r.get("pixel_sha") for r in added}
         for split in datasets.SPLITS:
             arrays = datasets.load_split(info, split)
             check(should_stop)
             for im, f in zip(arrays.images, arrays.files):
-                hashes[added.get(f) or pixel_hash(im)] = (f, split)
+                hashes[shas.get(f) or pixel_hash(im)] = len(files)
+                files.append(f)
             descs.append(descriptors(arrays.images))
-            files += arrays.files
             splits += [split] * len(arrays)
-        return cls(hashes, np.concatenate(descs), files, splits)
+            labels += [int(c) for c in arrays.labels]
+        return cls(hashes, np.concatenate(descs), files, splits, labels,
+                   {r["file"]: r.get("upload") or r.get("source", "") for r in added}, dict(info.classes))
+
+    def describe(self, k: int) -> str:
+        """Existing image ``k`` in plain words: its class (id and name), split, and upload name if a user added it."""
+        cid = self.labels[k]
+        upload = self.uploads.get(self.files[k])
+        return (f"{cid}: {self.classes.get(cid, '?')} in {self.splits[k]}"
+                + (f", uploaded as {upload}" if upload else ""))
 
     def nearest(self, desc: np.ndarray, *, not_in: str) -> tuple[int, float] | None:
         """Index and similarity of the most similar existing image outside split ``not_in`` (None if none)."""
@@ -183,7 +198,7 @@ def plan_import(uploads: Sequence[Upload], settings: ImportSettings, *, model=No
     progress(0.05, "reading the workspace's images (duplicates, leakage)")
     existing = _Existing.of(info, should_stop)
     good = _refuse_duplicates(uploads, existing, plan)
-    progress(0.3, f"making {settings.variants} variant(s) of {len(good)} upload(s)")
+    progress(0.3, f"making {plural(settings.variants, 'variant')} of {plural(len(good), 'upload')}")
     groups = [[(u.image, None)] + variants(u, groups=settings.groups, n=settings.variants, seed=settings.seed)
               for u in good]
     check(should_stop)
@@ -195,7 +210,7 @@ def plan_import(uploads: Sequence[Upload], settings: ImportSettings, *, model=No
     for i, (u, group, split) in enumerate(zip(good, groups, splits)):
         if i in keep:
             _add_group(plan, u, group, split, batch)
-    progress(1.0, f"{len(plan.images)} image(s) to write")
+    progress(1.0, f"{plural(len(plan.images), 'image')} to write")
     return plan
 
 
@@ -207,11 +222,14 @@ def _refuse_duplicates(uploads: Sequence[Upload], existing: _Existing, plan: Imp
             continue
         h = pixel_hash(u.image)
         if h in existing.hashes:
-            f, s = existing.hashes[h]
-            plan.errors.append({"file": u.name, "error": f"{u.name}: exact duplicate of {f} already in the "
-                                                         f"workspace ({s}); not added"})
+            k = existing.hashes[h]
+            cid = existing.labels[k]
+            plan.duplicates.append({"file": u.name, "class_id": cid, "class_name": existing.classes.get(cid, "?"),
+                                    "split": existing.splits[k]})
+            plan.errors.append({"file": u.name, "error": f"{u.name}: already in the workspace ("
+                                                         f"{existing.describe(k)}); not added"})
         elif h in seen:
-            plan.errors.append({"file": u.name, "error": f"{u.name}: exact duplicate of {seen[h]} in this "
+            plan.errors.append({"file": u.name, "error": f"{u.name}: the same image as {seen[h]} in this "
                                                          "batch; added once"})
         else:
             seen[h] = u.name
@@ -230,8 +248,9 @@ def _destinations(good: list[Upload], groups: list[list], descs: np.ndarray, set
 
 
 def smart_segregation(features: np.ndarray, descs: np.ndarray, *, sizes: Sequence[int], val_ratio: float,
-                      seed: int = 0) -> list[str]:
-    """"train" or "val" per upload, keeping near-duplicates together and spreading every cluster by the ratio.
+                      test_ratio: float = 0.0, seed: int = 0) -> list[str]:
+    """"train", "val" (or "test") per upload, keeping near-duplicates together and spreading every cluster by the
+    shares (``val_ratio``, ``test_ratio``: shares of all the images; train gets the rest).
 
     Parameters
     ----------
@@ -239,6 +258,9 @@ def smart_segregation(features: np.ndarray, descs: np.ndarray, *, sizes: Sequenc
     descs : np.ndarray (N, 256), perceptual descriptors (near-duplicate uploads form one group)
     sizes : images each upload brings (itself plus its variants)
     """
+    if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
+        raise ValueError(f"val and test shares must be in [0, 1) and leave some for train, got {val_ratio} and "
+                         f"{test_ratio}")
     n = len(sizes)
     if n == 0:
         return []
@@ -251,15 +273,21 @@ def smart_segregation(features: np.ndarray, descs: np.ndarray, *, sizes: Sequenc
     rng = np.random.default_rng(seed)
     order = [ids[k] for c in sorted(set(labels)) for k in rng.permutation(np.flatnonzero(labels == c))]
     gsize = {g: sum(sizes[i] for i in members[g]) for g in ids}
-    val, seen, in_val = 0, 0, set()
-    for g in order:  # deal groups to val against the running target, cluster by cluster
+    shares = {"val": val_ratio, "test": test_ratio}
+    dealt, seen, where = {"val": 0, "test": 0}, 0, {}
+    for g in order:  # deal groups to val and test against the running targets, cluster by cluster
         seen += gsize[g]
-        if val + gsize[g] / 2 < val_ratio * seen:
-            in_val.add(g)
-            val += gsize[g]
-    if val_ratio > 0 and not in_val and len(ids) > 1:  # a small batch still gets one val group
-        in_val.add(min(ids, key=lambda g: gsize[g]))
-    return ["val" if group_of[i] in in_val else "train" for i in range(n)]
+        for split, share in shares.items():
+            if dealt[split] + gsize[g] / 2 < share * seen:
+                where[g] = split
+                dealt[split] += gsize[g]
+                break
+    for split, share in shares.items():  # a small batch still gets one group there, if train keeps one
+        spare = [g for g in ids if g not in where]
+        if share > 0 and not dealt[split] and len(spare) > 1:
+            g = min(spare, key=lambda g: gsize[g])
+            where[g], dealt[split] = split, gsize[g]
+    return [where.get(group_of[i], "train") for i in range(n)]
 
 
 def _near_duplicate_groups(descs: np.ndarray) -> list[int]:
@@ -296,7 +324,7 @@ def _check_leaks(good: list[Upload], descs: np.ndarray, splits: list[str], exist
         hit = existing.nearest(d, not_in=split) if split != workspaces.EXTRA else None
         if hit is not None and hit[1] >= NEAR_DUPLICATE:
             k, sim = hit
-            plan.leaks.append({"file": u.name, "split": split, "near": existing.files[k],
+            plan.leaks.append({"file": u.name, "split": split, "near": existing.describe(k),
                                "near_split": existing.splits[k], "similarity": round(sim, 4),
                                "action": "skipped" if settings.on_leak == "skip" else "added"})
             if settings.on_leak == "skip":
@@ -327,7 +355,32 @@ def write_import(plan: ImportPlan, settings: ImportSettings) -> dict:
     by_split = {s: plan.splits.count(s) for s in ("train", "val", "test")}
     if settings.to == workspaces.EXTRA:
         by_split[workspaces.EXTRA] = len(plan.splits)
-    return {"added": len(ids), "by_split": by_split, "ids": ids, "errors": plan.errors, "leaks": plan.leaks}
+    return {"added": len(ids), "by_split": by_split, "ids": ids, "errors": plan.errors, "leaks": plan.leaks,
+            "duplicates": plan.duplicates}
+
+
+def describe_import(result: dict) -> tuple[str, str]:
+    """(level, text) summing up an import's result (:func:`write_import`) for a person: ``"success"`` with what
+    went where, or ``"warning"`` when nothing was added, saying why in class names."""
+    added, dups = result["added"], result.get("duplicates", [])
+    if added:
+        where = ", ".join(f"{n} to {s}" for s, n in result["by_split"].items() if n)
+        text = f"Added {plural(added, 'image')}: {where}."
+        if dups:
+            text += f" {plural(len(dups), 'upload')} skipped: already in the workspace."
+        return "success", text
+    if not dups:
+        return "warning", "Nothing added: no upload could be used (see the reasons below)."
+    by_class: dict[str, int] = {}
+    for d in dups:
+        label = f"{d['class_id']}: {d['class_name']}"
+        by_class[label] = by_class.get(label, 0) + 1
+    of = ", ".join(c + (f" ({n})" if len(by_class) > 1 else "") for c, n in sorted(by_class.items(),
+                                                                                  key=lambda kv: -kv[1]))
+    every = "the image is" if len(dups) == 1 else f"all {len(dups)} images are"
+    if len(dups) < len(result["errors"]):
+        every = f"{plural(len(dups), 'image')} {'is' if len(dups) == 1 else 'are'}"
+    return "warning", f"Nothing added: {every} already in the workspace (duplicates of {of})."
 
 
 def import_images(uploads: Sequence[Upload], settings: ImportSettings, *, model=None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -251,12 +252,17 @@ def import_dataset(layout: str, path: Path, *, name: str, seed: int = 0, val_fra
     """Turn a user's own download into a workbench dataset.
 
     ``layout``: ``official`` (GTSRB ``Final_Training``/``Final_Test``), ``kaggle`` (``Train.csv``/``Test.csv``),
-    ``folder`` (class folders, optionally under train/val/test) or ``npz`` (a folder with
+    ``folder`` (class folders, optionally under train/val/test, or a ``labels.csv``; a ``.zip`` of such a folder,
+    e.g. a workspace export, is checked and unpacked first) or ``npz`` (a folder with
     ``gtsrb_train_32.npz``/``gtsrb_test_32.npz``). A train split without val is split by track (or per class
     at random where there are no tracks). Class names come from a ``signnames.csv`` in ``path`` if present,
     else from GTSRB's names for ids 0-42, else ``class <id>``.
     """
     path = Path(path)
+    if layout == "folder" and path.is_file() and path.suffix.lower() == ".zip":
+        with tempfile.TemporaryDirectory(prefix="import-") as tmp:
+            return import_dataset(layout, importers.extract_zip(path, Path(tmp)), name=name, seed=seed,
+                                  val_fraction=val_fraction, root=root)
     if layout == "official":
         src = importers.import_gtsrb_official(path)
     elif layout == "kaggle":

@@ -6,6 +6,7 @@ Each importer returns an :class:`ImportedSplit` per split. A missing or malforme
 from __future__ import annotations
 
 import csv
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,16 @@ import numpy as np
 from core.data.images import ImageError, load_image
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".jpg", ".jpeg", ".webp", ".bmp")
+#: The splits a folder import knows (sub-folders, or the ``split`` column of ``labels.csv``).
+SPLIT_NAMES = ("train", "val", "test")
+#: The table of a labelled folder (written by :mod:`core.data.export`).
+LABELS_CSV = "labels.csv"
+
+
+#: Limits of a zip a folder import unpacks (a bomb or a traversal is refused before anything is written).
+ZIP_MAX_MEMBERS = 500_000
+ZIP_MAX_BYTES = 4 << 30
+ZIP_MAX_RATIO = 200
 
 
 class SourceError(ValueError):
@@ -195,28 +206,99 @@ def import_kaggle(root: Path) -> ImportedSource:
 
 
 def import_folder(root: Path) -> ImportedSource:
-    """A plain folder of class folders ``<root>/<class_id>/*.png``, or ``<root>/<split>/<class_id>/*.png``.
+    """A plain folder of class folders ``<root>/<class>/*.png``, or ``<root>/<split>/<class>/*.png``, where a class
+    folder is named by its integer id, optionally followed by ``_`` and a name (``14`` or ``14_Stop``).
 
-    Class folder names must be integers (class ids).
+    A folder with a ``labels.csv`` (columns ``file``, ``split``, ``class_id``, optionally ``class_name``: what
+    :mod:`core.data.export` writes) is read from that table instead: each image's split and class come from its
+    row, and the class names from ``class_name``.
     """
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"{root}: folder not found")
-    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    if (root / LABELS_CSV).is_file():
+        return import_labelled_folder(root)
+    split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
     if not split_dirs:
         split_dirs = {"train": root}
     splits = {}
     for split, d in split_dirs.items():
         files, labels = [], []
         for class_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-            if not class_dir.name.isdigit():
-                raise SourceError(f"{class_dir}: class folder names must be integer class ids")
+            cid = folder_class_id(class_dir)
             for f in sorted(class_dir.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(f)
-                    labels.append(int(class_dir.name))
+                    labels.append(cid)
         if not files:
             raise SourceError(f"{d}: no images found in class folders")
         splits[split] = _load_files(files, labels, source=f"folder {split}",
                                     names=[f"{f.parent.name}_{f.name}" for f in files])
     return ImportedSource(splits)
+
+
+def folder_class_id(class_dir: Path) -> int:
+    """The class id a class folder's name gives: ``14`` or ``14_Stop`` -> 14."""
+    match = re.fullmatch(r"(\d+)(?:_.*)?", class_dir.name)
+    if match is None:
+        raise SourceError(f"{class_dir}: class folder names must start with the integer class id "
+                          "(e.g. 14 or 14_Stop)")
+    return int(match.group(1))
+
+
+def import_labelled_folder(root: Path) -> ImportedSource:
+    """A folder with ``labels.csv`` (see :func:`import_folder`): images in the table's order, per split."""
+    root = Path(root)
+    rows = _read_csv(root / LABELS_CSV, required=("file", "split", "class_id"), delimiter=",")
+    if not rows:
+        raise SourceError(f"{root / LABELS_CSV}: the table has no rows")
+    by_split: dict[str, list[dict]] = {}
+    names: dict[int, str] = {}
+    for line, r in enumerate(rows, start=2):
+        if r["split"] not in SPLIT_NAMES:
+            raise SourceError(f"{root / LABELS_CSV}, line {line}: unknown split {r['split']!r}; "
+                              f"valid splits: {', '.join(SPLIT_NAMES)}")
+        try:
+            cid = int(r["class_id"])
+        except ValueError:
+            raise SourceError(f"{root / LABELS_CSV}, line {line}: class_id {r['class_id']!r} is not an "
+                              "integer") from None
+        rel = Path(r["file"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise SourceError(f"{root / LABELS_CSV}, line {line}: file {r['file']!r} must be a path inside {root}")
+        if r.get("class_name"):
+            names.setdefault(cid, r["class_name"])
+        by_split.setdefault(r["split"], []).append({**r, "class_id": cid})
+    splits = {split: _load_files([root / r["file"] for r in found], [r["class_id"] for r in found],
+                                 source=f"folder {split}", names=[r["file"].replace("/", "_") for r in found])
+              for split, found in by_split.items()}
+    return ImportedSource(splits, class_names=names)
+
+
+def extract_zip(archive: Path, dest: Path) -> Path:
+    """Unpack a dataset zip (e.g. one :mod:`core.data.export` wrote) into ``dest`` after checking every member: no
+    absolute or ``..`` paths, no links, at most :data:`ZIP_MAX_MEMBERS` members and :data:`ZIP_MAX_BYTES` unpacked,
+    no member compressed more than :data:`ZIP_MAX_RATIO` times. Returns the folder holding the data (the zip's one
+    top folder, if it has exactly one and nothing else)."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise SourceError(f"{archive}: not a readable zip ({e})") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > ZIP_MAX_MEMBERS:
+            raise SourceError(f"{archive}: {len(members):,} members, more than the {ZIP_MAX_MEMBERS:,} allowed")
+        if sum(m.file_size for m in members) > ZIP_MAX_BYTES:
+            raise SourceError(f"{archive}: unpacks to more than {ZIP_MAX_BYTES >> 30} GiB")
+        for m in members:
+            parts = Path(m.filename.replace("\\", "/")).parts
+            if m.filename.startswith(("/", "\\")) or ".." in parts or ":" in m.filename:
+                raise SourceError(f"{archive}: member {m.filename!r} points outside the folder; nothing unpacked")
+            if (m.external_attr >> 16) & 0o170000 == 0o120000:
+                raise SourceError(f"{archive}: member {m.filename!r} is a link; nothing unpacked")
+            if m.compress_size and m.file_size / m.compress_size > ZIP_MAX_RATIO:
+                raise SourceError(f"{archive}: member {m.filename!r} expands {m.file_size / m.compress_size:.0f} "
+                                  "times (a zip bomb?); nothing unpacked")
+        zf.extractall(dest)
+    top = [p for p in Path(dest).iterdir()]
+    return top[0] if len(top) == 1 and top[0].is_dir() else Path(dest)

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core.base.files import file_lock
+from core.base.text import plural
 from core.data import built as ds
 from core.data import quotas
 from core.data.images import encode_png
@@ -34,6 +35,7 @@ class Change:
     :meth:`commit` writes the new version (counts kept up to date as it goes)."""
 
     def __init__(self, path: Path, head: dict, state: dict):
+        self.what = ""  # set by an edit that can say what it did better than its caller (class names)
         self.path, self.head, self.state = path, head, state
         self.new_records: list[dict] = []
         self._added: dict[str, dict] | None = None
@@ -70,6 +72,12 @@ class Change:
         self._set(row, {"split": split, "class_id": cid})
         self._count(row["split"], row["class_id"], -1)
         self._count(split, cid, +1)
+
+    def relabel(self, row: dict, class_id: int) -> None:
+        """Give one current row (a base image or an added one) another class of the workspace, in its split."""
+        self._set(row, {"split": row["split"], "class_id": int(class_id)})
+        self._count(row["split"], row["class_id"], -1)
+        self._count(row["split"], int(class_id), +1)
 
     def remove(self, row: dict) -> None:
         """Take one current row out of the workspace (the file itself stays: a base's, or content-addressed)."""
@@ -114,6 +122,7 @@ def change(name: str, what: str = "") -> Iterator[Change]:
         before = {k: json.loads(json.dumps(head.get(k, {}))) for k in _STATE_FIELDS}
         ch = Change(path, head, read_json(path / head["state"]))
         yield ch
+        what = ch.what or what
         if what:
             head["undo"] = (head.get("undo", []) + [{**before, "what": what, "at": time.time()}])[-UNDO_DEPTH:]
         ch.commit()
@@ -163,7 +172,7 @@ def class_from_images(name: str, class_name: str, refs: Sequence[str], *, split:
     refs = list(dict.fromkeys(refs))
     if not refs:
         raise ValueError(f"no images given for the new class {class_name!r}: pick at least one")
-    with change(name, f"create class {class_name!r} from {len(refs)} image(s)") as ch:
+    with change(name, f"create class {class_name!r} from {plural(len(refs))}") as ch:
         cid = _new_class(ch, name, class_name)
         for row in _current_rows(ch, name, refs):
             ch.move(row, split, cid)  # refuses base images: they keep their class
@@ -192,7 +201,7 @@ def remove_class(name: str, class_id: int) -> None:
         _check_class(ch, name, class_id)
         n = sum(c.get(str(class_id), 0) for c in ch.head["counts"].values())
         if n:
-            raise ValueError(f"class {class_id} ({ch.classes[str(class_id)]}) still has {n} image(s); move or "
+            raise ValueError(f"class {class_id} ({ch.classes[str(class_id)]}) still has {plural(n)}; move or "
                              "delete them first")
         del ch.classes[str(class_id)]
         ch.head.get("pictograms", {}).pop(str(class_id), None)
@@ -233,7 +242,7 @@ def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence
     path = workspace_dir(name)
     files = [_write_image(path, im) for im in images]
     os.sync()  # the images are on disk before the overlay that names them (one sync, not one per file)
-    with change(name, f"add {len(images)} image(s)") as ch:
+    with change(name, f"add {plural(len(images))}") as ch:
         if class_id != EXTRA_CLASS:
             _check_class(ch, name, class_id)
         now = time.time()
@@ -265,35 +274,88 @@ def replace_image(name: str, image_id: str, image: np.ndarray, *, record: dict) 
 
 def move_images(name: str, refs: Sequence[str], *, split: str, class_id: int | None = None) -> int:
     """Move images (added ones by id, any by ``file`` in the index) to ``split``, optionally giving added
-    images another class (an Extra image gets its class this way). Returns how many moved."""
+    images another class (an Extra image gets its class this way). An added image's augmented variants (current
+    records made from it: ``parent`` chains) move with it, so no variant is left behind in the other split as a
+    near-duplicate (leakage). Returns how many were asked to move (variants not counted)."""
     if split not in ds.SPLITS + (EXTRA,):
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(ds.SPLITS + (EXTRA,))}")
     if (split == EXTRA) != (class_id == EXTRA_CLASS) and (class_id is not None or split == EXTRA):
         raise ValueError("the Extra bucket holds unlabelled images: move to it with class 'extra', out of it "
                          "with a class")
-    what = f"move {len(refs)} image(s) to {split}" + (f", class {class_id}" if class_id is not None else "")
+    what = f"move {plural(len(refs))} to {split}"
 
     def move(ch: Change, row: dict) -> None:
         if class_id not in (None, EXTRA_CLASS):
             _check_class(ch, name, class_id)
+            ch.what = f"{what} as {class_id}: {ch.classes[str(class_id)]}"
         if row["split"] == EXTRA and class_id is None:
             raise ValueError(f"image {row.get('id', row['file'])} is in the Extra bucket: give it a class to move it")
         ch.move(row, split, class_id)
 
-    return _edit_images(name, refs, move, what)
+    return _edit_images(name, refs, move, what, with_variants=True)
+
+
+def relabel_images(name: str, refs: Sequence[str], *, class_id: int | Sequence[int]) -> int:
+    """Give images (added ones by id, any by ``file``; base images too) class ``class_id`` of the workspace (one
+    for all, or one per image), each in its split, as one change that :func:`undo` takes back. Extra images get a
+    class with :func:`move_images`. Returns how many were relabelled."""
+    targets = [class_id] * len(refs) if isinstance(class_id, (int, np.integer)) else list(class_id)
+    if len(targets) != len(refs):
+        raise ValueError(f"{len(refs)} images need one class for all or one each, got {len(targets)} classes")
+    if EXTRA_CLASS in targets:
+        raise ValueError("the Extra bucket is no class: move added images to it (images move --to extra) instead")
+    to = dict(zip(refs, (int(c) for c in targets)))
+    what = f"relabel {plural(len(to))}"
+    with change(name, what) as ch:
+        if not to:
+            raise ValueError("no images given: pick at least one")
+        for ref, row in zip(to, _current_rows(ch, name, list(to))):
+            _check_class(ch, name, to[ref])
+            if row["split"] == EXTRA:
+                raise ValueError(f"image {ref} is in the Extra bucket: give it a class and a split by moving it")
+            ch.relabel(row, to[ref])
+        if len(set(to.values())) == 1:
+            cid = next(iter(to.values()))
+            ch.what = f"{what} as {cid}: {ch.classes[str(cid)]}"
+    return len(to)
 
 
 def delete_images(name: str, refs: Sequence[str]) -> int:
     """Move images (added ones by id, any by ``file``) to the trash: out of every split, files kept, so
     :func:`undo` brings them back. The base's files are never touched."""
-    return _edit_images(name, refs, lambda ch, row: ch.remove(row), f"delete {len(refs)} image(s)")
+    return _edit_images(name, refs, lambda ch, row: ch.remove(row), f"delete {plural(len(refs))}")
 
 
-def _edit_images(name: str, refs: Sequence[str], edit: Callable[[Change, dict], None], what: str) -> int:
+def _edit_images(name: str, refs: Sequence[str], edit: Callable[[Change, dict], None], what: str, *,
+                 with_variants: bool = False) -> int:
+    if not refs:
+        raise ValueError("no images given: pick at least one")
     with change(name, what) as ch:
-        for row in _current_rows(ch, name, refs):
+        rows = _current_rows(ch, name, refs)
+        for row in _with_variants(ch, rows) if with_variants else rows:
             edit(ch, row)
     return len(dict.fromkeys(refs))
+
+
+def _with_variants(ch: Change, rows: list[dict]) -> list[dict]:
+    """``rows`` followed by the current added rows made from them (records whose ``parent`` chain leads to one of
+    them: augmented variants), each once."""
+    current = [r for r in read_rows(read_info(ch.path)) if r["origin"] == "added"]
+    parent = {r["id"]: r.get("parent") for r in added_records(ch.path, ch.head)}
+    chosen = {r["id"] for r in rows if r["origin"] == "added"}
+    if not chosen:
+        return rows
+
+    def made_from_chosen(rid: str) -> bool:
+        seen = set()
+        while (rid := parent.get(rid)) is not None and rid not in seen:
+            if rid in chosen:
+                return True
+            seen.add(rid)
+        return False
+
+    taken = {r.get("id", r["file"]) for r in rows}
+    return rows + [r for r in current if r["id"] not in taken and made_from_chosen(r["id"])]
 
 
 def _current_rows(ch: Change, name: str, refs: Sequence[str]) -> list[dict]:
@@ -302,7 +364,8 @@ def _current_rows(ch: Change, name: str, refs: Sequence[str]) -> list[dict]:
     current = {r["file"]: r for r in rows} | {r["id"]: r for r in rows if r["origin"] == "added"}
     unknown = [f for f in refs if f not in current]
     if unknown:
-        raise ValueError(f"{len(unknown)} image(s) are not in workspace {name!r}, e.g. {unknown[0]!r}")
+        raise ValueError(f"{plural(len(unknown))} {'is' if len(unknown) == 1 else 'are'} not in workspace {name!r}, "
+                         f"e.g. {unknown[0]!r}")
     return [current[ref] for ref in dict.fromkeys(refs)]
 
 

@@ -184,6 +184,55 @@ def set_trainable(model: TrafficSignNet, phase: Phase) -> None:
         p.requires_grad_(True)
 
 
+def param_groups(model: TrafficSignNet, phase: Phase) -> list[dict]:
+    """The optimizer's parameter groups: the classifier at the phase's rate, every other trainable layer at
+    ``phase.old_layers_lr`` times it (one group when that is 1)."""
+    classifier = list(model.classifier.parameters())
+    ids = {id(p) for p in classifier}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    if phase.old_layers_lr == 1.0 or not rest:
+        return [{"params": rest + classifier, "lr": phase.lr}]
+    return [{"params": rest, "lr": phase.lr * phase.old_layers_lr}, {"params": classifier, "lr": phase.lr}]
+
+
+def align_new_rows(model: TrafficSignNet, n_old: int) -> float:
+    """Weight aligning (Zhao et al., CVPR 2020): scale the classifier rows of the new classes (from ``n_old`` on)
+    so their mean length is the old rows'; new classes, trained on few images, otherwise win by the size of their
+    rows. Returns the factor applied (1.0 when there is nothing to align)."""
+    w = model.classifier.weight.data
+    if n_old <= 0 or n_old >= len(w):
+        return 1.0
+    norms = w.norm(dim=1)
+    gamma = float(norms[:n_old].mean() / norms[n_old:].mean().clamp_min(1e-12))
+    w[n_old:] *= gamma
+    model.classifier.bias.data[n_old:] *= gamma
+    return gamma
+
+
+#: Offsets tried by :func:`calibrate_new_rows` (logits), smallest first.
+NEW_ROW_OFFSETS = tuple(np.round(np.arange(0.0, 5.01, 0.25), 2))
+
+
+def calibrate_new_rows(model: TrafficSignNet, images: np.ndarray, targets: np.ndarray, n_old: int) -> float:
+    """Bias correction in the spirit of BiC (Wu et al., CVPR 2019): lower the new classes' logits (rows from
+    ``n_old`` on) by the offset in :data:`NEW_ROW_OFFSETS` with the best accuracy on the held-out ``images``
+    (targets as output indices; ties go to the smallest), and fold it into the classifier's biases. New classes,
+    learnt from few images, otherwise take images of similar old classes. Returns the offset (0.0 without
+    images or new rows)."""
+    if not len(targets) or not 0 < n_old < model.num_classes:
+        return 0.0
+    scores = np.log(np.clip(predict_proba(model, images), 1e-30, None))
+    accs = []
+    for off in NEW_ROW_OFFSETS:
+        shifted = scores.copy()
+        shifted[:, n_old:] -= off
+        accs.append(float((shifted.argmax(1) == targets).mean()))
+    offset = float(NEW_ROW_OFFSETS[int(np.argmax(accs))])
+    with torch.no_grad():
+        model.classifier.bias[n_old:] -= offset
+    return offset
+
+
 def train_mode(model: TrafficSignNet, phase: Phase) -> None:
     """Frozen parts stay in eval mode so batch-norm statistics and dropout do not change them."""
     model.train()
@@ -198,15 +247,20 @@ def build_committee(teachers: list[dict], names: tuple[str, ...], class_ids: lis
     """Frozen, eval-mode committee of the teacher checkpoints; each must predict the model's first classes."""
     members = []
     for ckpt, name in zip(teachers, names):
-        t_ids = [int(c) for c in ckpt["class_ids"]]
-        if t_ids != class_ids[:len(t_ids)]:
-            extra = sorted(set(t_ids) - set(class_ids))
-            raise ValueError(f"teacher {name!r} predicts {len(t_ids)} classes, the model {len(class_ids)}: a teacher "
-                             "must share the model's class ids (all, or its first ones, in the same order)"
-                             + (f"; classes the model does not have: {extra[:10]}" if extra else ""))
+        check_teacher_classes([int(c) for c in ckpt["class_ids"]], class_ids, name=name)
         with torch.random.fork_rng():  # building the teachers must not shift the student's random stream
             members.append(model_from_checkpoint(ckpt))
     committee = Committee(members).eval().to(memory_format=torch.channels_last)
     for p in committee.parameters():
         p.requires_grad_(False)
     return committee
+
+
+def check_teacher_classes(teacher_ids: list[int], class_ids: list[int], *, name: str) -> None:
+    """ValueError unless a teacher predicting ``teacher_ids`` shares the model's ``class_ids`` (all, or the first
+    ones, in the same order)."""
+    if teacher_ids != class_ids[:len(teacher_ids)]:
+        extra = sorted(set(teacher_ids) - set(class_ids))
+        raise ValueError(f"teacher {name!r} predicts {len(teacher_ids)} classes, the model {len(class_ids)}: a "
+                         "teacher must share the model's class ids (all, or its first ones, in the same order)"
+                         + (f"; classes the model does not have: {extra[:10]}" if extra else ""))

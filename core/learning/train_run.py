@@ -17,7 +17,8 @@ from core import runs
 from core.base import demo
 from core.base.files import atomic_write_bytes, atomic_write_json
 from core.data import datasets
-from core.learning import registry, training
+from core.learning import registry, training, vs_base
+from core.learning.epoch import check_teacher_classes
 from core.learning.models import load_checkpoint, save_checkpoint
 
 #: A training run's resumable state in its run folder (replaced after every epoch; removed once the model is saved).
@@ -36,11 +37,12 @@ class TrainRun:
     out: str | None = None
 
     def check(self) -> dict:
+        """Everything that can be known before a run is registered: the settings, the name (free in the registry
+        and not promised to a training in progress), the base and teacher models, and whether the mode can train
+        on the dataset's classes. Returns the input fingerprints; ValueError with the fix otherwise."""
         self.train.validate()
         if self.out is None:
-            registry.check_name(self.name)
-            if any(m.name == self.name for m in registry.list_models()):
-                raise ValueError(f"a model named {self.name!r} exists already; choose another name")
+            _check_free_name(self.name)
         elif not Path(self.out).parent.is_dir():
             raise ValueError(f"--out {self.out}: folder {Path(self.out).parent} does not exist")
         else:
@@ -52,12 +54,19 @@ class TrainRun:
         if n_train == 0:
             raise ValueError(f"dataset {self.dataset} has no training images")
         demo.check_train_images(min(n_train, self.train.max_train_images or n_train), dataset=self.dataset)
-        return {"dataset": datasets.dataset_input(info),
-                "base": registry.model_input(self.base) if self.base else None,
-                "teachers": [registry.model_input(t) for t in self.train.teachers]}
+        inputs = {"dataset": datasets.dataset_input(info),
+                  "base": registry.model_input(self.base) if self.base else None,
+                  "teachers": [registry.model_input(t) for t in self.train.teachers]}
+        present = sorted(int(c) for c, n in info.counts.get("train", {}).items() if n > 0)
+        base_ids = _class_ids(self.base) if self.base and self.train.mode != "scratch" else None
+        class_ids = training.planned_classes(self.train.mode, present, base_ids, dataset=self.dataset)
+        for teacher in self.train.teachers:
+            check_teacher_classes(_class_ids(teacher), class_ids, name=teacher)
+        return inputs
 
     def title(self) -> str:
-        return f"train {self.name if self.out is None else self.out} ({self.train.mode}) on {self.dataset}"
+        mode = training.MODE_LABELS[self.train.mode].lower()
+        return f"train {self.name if self.out is None else self.out} on {self.dataset} \u00b7 {mode}"
 
     @classmethod
     def from_json(cls, data: dict) -> "TrainRun":
@@ -77,6 +86,10 @@ def run_train(ctx: runs.RunContext, cfg: TrainRun) -> dict:
                             resume=load_training_state(state_file) if ctx.resuming else None,
                             on_epoch=lambda state: save_training_state(state_file, state))
     ctx.check()  # a cancel that arrived during the last validation pass still wins
+    if parent is not None:  # how it compares with its base on the same images: kept with the model
+        result.checkpoint["metrics"]["vs_base"] = vs_base.compare_models(
+            parent, result.checkpoint, info, progress=lambda f, m="", e=None: ctx.progress(1.0, m))
+        ctx.check()
     if cfg.out:
         where = str(save_checkpoint(result.checkpoint, Path(cfg.out)))
     else:
@@ -84,6 +97,26 @@ def run_train(ctx: runs.RunContext, cfg: TrainRun) -> dict:
     state_file.unlink(missing_ok=True)  # the model is safe now; the state has served its purpose
     return {"model": where, "seconds": round(result.seconds, 1), "dataset_version": info.fingerprint,
             **result.checkpoint["metrics"]}
+
+
+def _check_free_name(name: str) -> None:
+    """ValueError unless ``name`` is a valid model name that neither a model nor a training in progress has."""
+    registry.check_name(name)
+    if any(m.name == name for m in registry.list_models()):
+        raise ValueError(f"a model named {name!r} exists already; choose another name")
+    for rec in runs.list_runs("train", statuses=runs.ACTIVE):
+        cfg = rec.get("config") or {}
+        if cfg.get("name") == name and not cfg.get("out") and runs.owner_alive(rec.get("owner")):
+            raise ValueError(f"training run {rec['id']}, still {rec['status']}, will save a model named {name!r}; "
+                             "choose another name")
+
+
+def _class_ids(ref: str) -> list[int]:
+    """The class ids a model (registry name or checkpoint path) predicts."""
+    path = registry.model_path(ref)
+    if not path.is_file():
+        raise ValueError(f"{ref}: no such model file; give a registry name or an existing checkpoint")
+    return [int(c) for c in load_checkpoint(path)["class_ids"]]
 
 
 def save_training_state(path: Path, state: dict) -> None:

@@ -33,12 +33,15 @@ from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_s
 from core.data.datasets import DatasetInfo, SplitArrays, load_split
 from core.learning import distributed
 from core.learning.distributed import Place
-from core.learning.epoch import (BatchFeeder, Distillation, OutlierExposure, build_committee, evaluate_accuracy,
-                                 steps_per_epoch, train_mode, train_one_epoch, set_trainable)
+from core.learning.epoch import (BatchFeeder, Distillation, OutlierExposure, align_new_rows, build_committee,
+                                 calibrate_new_rows,
+                                 evaluate_accuracy, param_groups, set_trainable, steps_per_epoch, train_mode,
+                                 train_one_epoch)
 from core.learning.models import TrafficSignNet, build_model, expand_classifier, make_checkpoint, model_from_checkpoint
 # The settings, as callers know them from here (this module is training's public face).
-from core.learning.training_config import (MODE_DESCRIPTIONS, MODES, RESUME_FORMAT, Phase,  # noqa: F401
-                                           TrainConfig, check_resume_state, plan_phases)
+from core.learning.training_config import (MODE_DESCRIPTIONS, MODE_LABELS, MODES,  # noqa: F401
+                                           PHASE_LABELS, RESUME_FORMAT, Phase, TrainConfig, check_resume_state,
+                                           plan_phases, planned_classes)
 
 #: Points per epoch on the live training curve (batch means); the saved history keeps one entry per epoch.
 BATCH_POINTS = 10
@@ -135,7 +138,9 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         epochs=loop.epochs_done + (parent["epochs"] if parent and cfg.mode != "scratch" else 0),
         history=loop.history, metrics={"best_val_acc": loop.best_score, "best_epoch": loop.best_epoch,
                                        "train_seconds": round(seconds, 1), "precision": precision,
-                                       **({"classes_without_train_images": data.missing} if data.missing else {})},
+                                       **({"classes_without_train_images": data.missing} if data.missing else {}),
+                                       **({"new_class_offset": loop.new_class_offset}
+                                          if loop.new_class_offset is not None else {})},
         config={**asdict(cfg), "architecture": architecture, "augment_version": augment.groups_version()})
     return TrainResult(ckpt, loop.history, seconds)
 
@@ -160,6 +165,7 @@ class _Loop:
         self.epochs_done = 0
         self.best_score, self.best_epoch, self._best_weights = -1.0, 0, None
         self.on_epoch: Callable[[dict], None] | None = None
+        self.new_class_offset: float | None = None  # incremental calibration's offset, once applied
 
     def run(self, phase1: np.ndarray | None, resume: dict | None = None) -> None:
         start_phase, start_epoch = self._restore(resume) if resume is not None else (0, 0)
@@ -173,18 +179,22 @@ class _Loop:
             last = self.history[-1]
             self.best_score = last["val_acc"] if last["val_acc"] is not None else last["train_acc"]
             self.best_epoch = last["epoch"]
+        if self.cfg.mode == "incremental" and self.cfg.weight_align:
+            align_new_rows(self.model, self.data.n_old)
+        if self.cfg.mode == "incremental" and self.cfg.calibrate_new_classes:
+            self.new_class_offset = calibrate_new_rows(self.model, self.data.val_x, self.data.val_y, self.data.n_old)
 
     def _run_phase(self, k: int, phase: Phase, x: np.ndarray, y: np.ndarray, *, done: int = 0,
                    saved: dict | None = None) -> None:
         """Phase ``k`` from its epoch ``done`` on (a resumed run also gets its optimizer and schedule back)."""
         set_trainable(self.model, phase)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = param_groups(self.model, phase)
         # fused: one kernel for every parameter's update instead of a Python loop over them (same arithmetic)
-        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay, fused=True)
+        optimizer = torch.optim.AdamW(groups, lr=phase.lr, weight_decay=phase.weight_decay, fused=True)
         n_images = min(len(y), self.cfg.max_train_images or len(y))
         steps = phase.epochs * steps_per_epoch(n_images, phase.batch_size, self.place)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=phase.lr, total_steps=max(steps, 1),
-                                                        pct_start=phase.warmup)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                        total_steps=max(steps, 1), pct_start=phase.warmup)
         if saved is not None and done > 0:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["lr_scheduler"])
@@ -253,7 +263,7 @@ class _Loop:
                 mean_loss, mean_acc = np.mean(window, axis=0)
                 window.clear()
                 self.progress(((epoch - 1) + i / n) / self.total_epochs,
-                              f"epoch {epoch}/{self.total_epochs} ({phase.name}): batch {i}/{n}",
+                              f"epoch {epoch}/{self.total_epochs} ({PHASE_LABELS[phase.name]}): batch {i}/{n}",
                               {"batch": True, "epoch": round(epoch - 1 + i / n, 4), "loss": round(float(mean_loss), 5),
                                "train_acc": round(float(mean_acc), 5)})
 
@@ -278,8 +288,9 @@ class _Loop:
         if phase.competes_for_best and score >= self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        val_txt = "no val images" if entry["val_acc"] is None else f"val accuracy {100 * entry['val_acc']:.1f} %"
         self.progress(epoch / self.total_epochs, f"epoch {epoch}/{self.total_epochs} done: loss {loss:.3f}, "
-                      f"val acc {entry['val_acc']}", entry)
+                      f"{val_txt}", entry)
 
     def _outlier_exposure(self, phase: Phase, epoch: int) -> OutlierExposure | None:
         """Outlier exposure for this epoch (not in incremental phase 1, where only new rows learn); its generator is
@@ -306,9 +317,6 @@ class _Loop:
 def _select(cfg: TrainConfig, train_split: SplitArrays, val_split: SplitArrays, class_ids: list[int],
             present: list[int], n_old: int) -> _Data:
     known = set(class_ids)
-    if cfg.mode == "resume" and not set(present) <= known:
-        extra = sorted(set(present) - known)
-        raise ValueError(f"the dataset has classes {extra} the model does not know; use incremental mode to add them")
     tr_keep = np.flatnonzero(np.isin(train_split.labels, class_ids))
     va_keep = np.flatnonzero(np.isin(val_split.labels, class_ids))
     return _Data(train_split.images[tr_keep], _to_index(train_split.labels[tr_keep], class_ids),
@@ -318,25 +326,17 @@ def _select(cfg: TrainConfig, train_split: SplitArrays, val_split: SplitArrays, 
 
 def _prepare_model(cfg: TrainConfig, dataset: DatasetInfo, parent: dict | None,
                    present: list[int]) -> tuple[TrafficSignNet, list[int]]:
-    """The network to train and its class ids (its outputs, in order)."""
+    """The network to train and its class ids (its outputs, in order: :func:`planned_classes`)."""
+    old_ids = [int(c) for c in parent["class_ids"]] if parent is not None else None
+    class_ids = planned_classes(cfg.mode, present, old_ids, dataset=dataset.name)
     if cfg.mode == "scratch":
-        return build_model(cfg.architecture, len(present)), present
-    if parent is None:
-        raise ValueError(f"mode {cfg.mode!r} needs a base model")
+        return build_model(cfg.architecture, len(class_ids)), class_ids
     model = model_from_checkpoint(parent)
-    old_ids = [int(c) for c in parent["class_ids"]]
-    if cfg.mode == "resume":
-        return model, old_ids
-    if cfg.mode == "transfer_freeze":
-        if present != old_ids:
-            model.classifier = torch.nn.Linear(model.classifier.in_features, len(present))
-            return model, present
-        return model, old_ids
-    new_ids = [c for c in present if c not in set(old_ids)]
-    if not new_ids:
-        raise ValueError(f"dataset {dataset.name} has no classes beyond the base model's {len(old_ids)}; "
-                         "use resume or transfer mode instead")
-    return expand_classifier(model, len(new_ids)), old_ids + new_ids
+    if cfg.mode == "transfer_freeze" and class_ids != old_ids:
+        model.classifier = torch.nn.Linear(model.classifier.in_features, len(class_ids))
+    elif cfg.mode == "incremental":
+        model = expand_classifier(model, len(class_ids) - len(old_ids))
+    return model, class_ids
 
 
 def _distillation(cfg: TrainConfig, parent: dict | None, teachers: list[dict],

@@ -9,6 +9,7 @@ can always say which exact inputs produced it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -47,25 +48,73 @@ def _with_progress(rec: dict) -> dict:
         place = position(rec["id"])
         rec["queue_position"] = list(place) if place else None
     if rec["status"] == "running":
+        tick_time = None
         try:
             tick = json.loads((run_dir(rec["id"]) / "progress.json").read_text(encoding="utf-8"))
             if tick["updated"] >= rec.get("updated", 0):
                 rec.update(progress=tick["progress"], message=tick["message"] or rec.get("message"))
+                tick_time = float(tick["updated"])
         except (OSError, ValueError, KeyError):
             pass
+        rec["pace"] = _observe(rec["id"], tick_time, float(rec.get("progress") or 0.0))
         rec["seconds_left"] = time_left(rec)
+    else:
+        with _pace_lock:
+            _paces.pop(rec["id"], None)
     return rec
 
 
-def time_left(rec: dict, *, now: float | None = None) -> float | None:
-    """Seconds a running run still needs at the pace it has kept so far; None until there is a pace to go by.
+#: An estimate needs the run to have moved this much (fraction) over at least this many seconds of ticks seen.
+MIN_PACE_PROGRESS = 0.03
+MIN_PACE_SECONDS = 3.0
+#: The pace is measured over about the last this-many seconds of ticks, so a run that changes speed is followed.
+PACE_WINDOW_S = 60.0
+#: Progress ticks (time, fraction) this process has seen of each running run.
+_paces: dict[str, list[tuple[float, float]]] = {}
+_pace_lock = threading.Lock()
 
-    A straight-line estimate from the time since it started and its progress fraction (progress at least 2 %
-    and 2 s of work, so the first ticks do not promise nonsense).
+
+def _observe(run_id: str, tick_time: float | None, fraction: float) -> list[tuple[float, float]]:
+    """Note a run's latest tick; returns its ticks seen, oldest first, one per fraction (the latest: a run that
+    waited at a fraction, loading images, starts its pace when it moves on). A fraction that went back (a
+    resumed run) starts them again."""
+    with _pace_lock:
+        seen = _paces.setdefault(run_id, [])
+        if tick_time is None:  # no tick newer than the record: nothing new about its pace
+            return list(seen)
+        if seen and fraction < seen[-1][1]:
+            seen.clear()
+        if not seen or tick_time > seen[-1][0]:
+            if seen and fraction == seen[-1][1]:
+                seen.pop()  # no progress since: the pace starts when it moves again (a stall is no pace)
+            seen.append((tick_time, fraction))
+        while len(seen) > 2 and seen[-1][0] - seen[1][0] >= PACE_WINDOW_S:
+            seen.pop(0)  # keep just over a window
+        return list(seen)
+
+
+def time_left(rec: dict, *, now: float | None = None) -> float | None:
+    """Seconds a running run still needs; None until there is a measured pace to go by.
+
+    With ``pace`` (the run's progress ticks ``[(time, fraction), ...]`` as this process saw them), the pace is the
+    progress made between the oldest and the newest tick, which leaves out the time before the first tick seen
+    (a worker starting, images loading), which a straight line from the start counts as work. It
+    needs :data:`MIN_PACE_PROGRESS` of progress over :data:`MIN_PACE_SECONDS`. Without ``pace`` (a bare record),
+    a straight line from the time since it started (at least 2 % and 2 s of work).
     """
     started, fraction = rec.get("started"), float(rec.get("progress") or 0.0)
+    if rec.get("status") != "running" or not started or fraction >= 1.0:
+        return None
+    pace = rec.get("pace")
+    if pace is not None:
+        if len(pace) < 2:
+            return None
+        (t0, f0), (t1, f1) = pace[0], pace[-1]
+        if t1 - t0 < MIN_PACE_SECONDS or f1 - f0 < MIN_PACE_PROGRESS:
+            return None
+        return (1.0 - f1) * (t1 - t0) / (f1 - f0)
     first = float(rec.get("progress_start") or 0.0)  # a resumed run starts part-way
-    if rec.get("status") != "running" or not started or fraction - first < 0.02 or fraction >= 1.0:
+    if fraction - first < 0.02:
         return None
     elapsed = (time.time() if now is None else now) - started
     if elapsed < 2.0:
