@@ -17,7 +17,7 @@ flagged set (:func:`core.analysis.label_issues.find_label_issues`): its size, pr
     TSW_DATA_ROOT=/tmp/root python bench/bench_label_issues.py                # full train split (35,219), 1 epoch
     TSW_DATA_ROOT=/tmp/root python bench/bench_label_issues.py --quick        # 8,000 train images, 1 epoch
     ... --train-images 8000 --epochs 4                                        # fewer images, learnt longer
-    ... --train-images 3000 --epochs 12 --memorise   # no augmentation or smoothing: the model learns the flips
+    ... --train-images 1000 --epochs 40 --memorise   # no augmentation, smoothing or val: the model learns the flips
 
 GTSRB must be built in the data root (python -m core datasets build --only GTSRB). CPU only, niced, one thread.
 Goals (issue 22): precision@k >= 0.90 for random flips, >= 0.80 for similar-class flips, recall@2k >= 0.95.
@@ -115,6 +115,8 @@ def one_kind(kind: str, args, base_ckpt: dict, base_model, columns: np.ndarray) 
         idx, new = flips(arr.labels, probs, columns, kind=kind, rate=args.rate, rng=rng)
         relabel(ws, [arr.files[i] for i in idx], new)
         truth[split] = {arr.files[i] for i in idx}
+    if args.memorise:  # no validation images: training keeps the epoch that fits the (flipped) training labels best
+        workspace_changes.delete_images(ws, list(datasets.load_split(datasets.get_dataset(ws), "val").files))
     out = Path(config.models_dir()) / f"{ws}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     seconds = train(ws, args.model, out, epochs=args.epochs, lr=args.lr, memorise=args.memorise)
@@ -153,7 +155,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="8,000 train images and 1 epoch")
     ap.add_argument("--memorise", action="store_true",
-                    help="train without augmentation or label smoothing, so the model learns the flipped labels")
+                    help="train without augmentation, label smoothing or validation images (the kept epoch is the one "
+                         "that fits the training labels best), so the model learns the flipped labels")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces and models made")
     args = ap.parse_args()
     if args.quick:

@@ -36,7 +36,8 @@ if "classes_flash" in st.session_state:
 with st.form("add_class_form", clear_on_submit=True):
     st.subheader("New class")
     c1, c2 = st.columns([2, 2])
-    name = c1.text_input("Class name", key="classes_name", placeholder="e.g. Speed limit (100km/h, China)",
+    name = c1.text_input("Class name", key="classes_name",
+                         persist_state="session", placeholder="e.g. Speed limit (100km/h, China)",
                          help="Unique in the workspace (case does not matter); spaces are trimmed.")
     picture = c2.file_uploader("Reference picture (optional, shown as the class pictogram)",
                                type=["png", "jpg", "jpeg", "ppm", "bmp", "webp"], key="classes_picture")
@@ -55,14 +56,16 @@ left, right = st.columns(2)
 ids = sorted(info.classes)
 with left.form("rename_class_form"):
     st.markdown("**Rename a class**")
-    cid = st.selectbox("Class", ids, key="classes_rename_id", format_func=lambda c: f"{c}: {info.classes[c]}")
-    new = st.text_input("New name", key="classes_rename_name")
+    cid = st.selectbox("Class", ids, key="classes_rename_id",
+                       persist_state="session", format_func=lambda c: f"{c}: {info.classes[c]}")
+    new = st.text_input("New name", key="classes_rename_name", persist_state="session")
     if st.form_submit_button("Rename"):
         change(workspace_changes.rename_class, info.name, cid, new,
                done=f"Class {cid}: {info.classes[cid]} is now called {' '.join(new.split())}.")
 with right.form("remove_class_form"):
     st.markdown("**Remove an empty class**")
-    cid = st.selectbox("Class", ids, key="classes_remove_id", format_func=lambda c: f"{c}: {info.classes[c]}")
+    cid = st.selectbox("Class", ids, key="classes_remove_id",
+                       persist_state="session", format_func=lambda c: f"{c}: {info.classes[c]}")
     if st.form_submit_button("Remove"):
         change(workspace_changes.remove_class, info.name, cid, done=f"Removed class {cid}: {info.classes[cid]}.")
 

@@ -36,7 +36,7 @@ if info is None:
 
 c1, c2 = st.columns([2, 3])
 options = [workspaces.EXTRA_CLASS] + sorted(info.classes)
-class_id = c1.selectbox("Class", options, key="add_class", index=len(options) - 1,
+class_id = c1.selectbox("Class", options, key="add_class", persist_state="session", index=len(options) - 1,
                         format_func=lambda c: "Extra (not labelled yet)" if c == workspaces.EXTRA_CLASS
                         else f"{c}: {info.classes[c]}")
 defaults = curation.ImportSettings(dataset=info.name, class_id=class_id)  # the form starts on the settings' defaults
@@ -44,26 +44,31 @@ files = c2.file_uploader("Images or a zip of images", type=UPLOAD_TYPES, accept_
                          key="add_files", help="Any size; CMYK, 16-bit, alpha and greyscale are converted.")
 c1, c2, c3 = st.columns([3, 1, 1])
 groups = c1.multiselect("Augmentation groups (combined, in a random order per variant)", augment.list_groups(),
-                        key="add_groups", format_func=lambda g: augment.get_group(g).label,
+                        key="add_groups", persist_state="session", format_func=lambda g: augment.get_group(g).label,
                         help="; ".join(f"{augment.get_group(g).label}: {augment.get_group(g).description}"
                                        for g in augment.list_groups()))
 n_variants = c2.number_input("Variants per image", 0, curation.MAX_VARIANTS, defaults.variants, key="add_variants",
+                             persist_state="session",
                              help=HELP["variants"])
-seed = c3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="add_seed", help=HELP["seed"])
+seed = c3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="add_seed", persist_state="session", help=HELP["seed"])
 extra = class_id == workspaces.EXTRA_CLASS
 c1, c2, c3 = st.columns([2, 2, 2])
 destinations = ["trainval", "test"]
 to = workspaces.EXTRA if extra else c1.radio(
-    "Destination", destinations, key="add_to", horizontal=True, index=destinations.index(defaults.to),
+    "Destination", destinations, key="add_to", persist_state="session", horizontal=True,
+    index=destinations.index(defaults.to),
     format_func={"trainval": "Train + val (smart segregation)", "test": "Test"}.get)
 val_ratio, model = defaults.val_ratio, None
 if to == "trainval":
-    val_ratio = c2.slider("Val share", 0.0, 0.5, defaults.val_ratio, 0.05, key="add_val_ratio", help=HELP["val_ratio"])
+    val_ratio = c2.slider("Val share", 0.0, 0.5, defaults.val_ratio, 0.05, key="add_val_ratio",
+                          persist_state="session", help=HELP["val_ratio"])
     names = [m.name for m in registry.list_models()]
     default_model = curation.default_segregation_model(names)
-    model = c3.selectbox("Features from", names, key="add_model", index=names.index(default_model)
+    model = c3.selectbox("Features from", names, key="add_model",
+                         persist_state="session", index=names.index(default_model)
                          if default_model else 0, help="Model whose penultimate features group the uploads")
 on_leak = st.radio("Near-duplicates of images already in other splits", curation.LEAK_ACTIONS, key="add_leak",
+                   persist_state="session",
                    index=curation.LEAK_ACTIONS.index(defaults.on_leak), horizontal=True,
                    format_func={"report": "add and report them", "skip": "skip those uploads"}.get)
 if not files:

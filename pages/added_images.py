@@ -54,14 +54,16 @@ def class_label(cid: int) -> str:
 
 c = st.columns([2, 1, 2, 1, 1])
 class_id = c[0].selectbox("Class", [None] + sorted({r["class_id"] for r in records}), key="added_class",
+                          persist_state="session",
                           format_func=lambda x: "All classes" if x is None else class_label(x))
-split = c[1].selectbox("Split", (None,) + SPLIT_CHOICES, key="added_split", format_func=lambda s: s or "All")
+split = c[1].selectbox("Split", (None,) + SPLIT_CHOICES, key="added_split",
+                       persist_state="session", format_func=lambda s: s or "All")
 batch = c[2].selectbox("Upload batch", [None] + sorted({r.get("batch") for r in records if r.get("batch")},
-                                                       reverse=True), key="added_batch",
+                                                       reverse=True), key="added_batch", persist_state="session",
                        format_func=lambda b: b or "All batches")
-aug = c[3].selectbox("Augmented", [None, True, False], key="added_aug",
+aug = c[3].selectbox("Augmented", [None, True, False], key="added_aug", persist_state="session",
                      format_func={None: "Either", True: "Variants", False: "Uploads"}.get)
-page_size = c[4].selectbox("Per page", [24, 48, 96], index=1, key="added_page_size")
+page_size = c[4].selectbox("Per page", [24, 48, 96], index=1, key="added_page_size", persist_state="session")
 flt = (class_id, split, batch, aug, page_size, info.name)
 if st.session_state.get("added_filter") != flt:
     st.session_state.added_filter, st.session_state.added_page = flt, 1
@@ -92,7 +94,7 @@ st.caption("\\* an augmented variant of an upload. Tick images to move or delete
 
 st.subheader(f"{len(chosen)} selected")
 c = st.columns([1, 1, 1, 2])
-target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target")
+target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target", persist_state="session")
 c[1].button("Move", key="added_move", disabled=not chosen, on_click=act,
             args=(lambda: f"Moved {plural(workspace_changes.move_images(info.name, chosen, split=target), 'image')} "
                           f"to {target}.",))
@@ -101,7 +103,7 @@ c[2].button("Delete", key="added_delete", disabled=not chosen, on_click=act,
                           "trash (Undo brings them back).",))
 
 st.subheader("Edit one image")
-rec = st.selectbox("Image", res.records, key="added_edit_pick",
+rec = st.selectbox("Image", res.records, key="added_edit_pick", persist_state="session",
                    format_func=lambda r: f"{r['id']}: {r.get('upload', r['source'])} ({r['split']}, "
                                          f"{class_label(r['class_id'])})")
 image = load_image(info.image_path(rec["file"]))
@@ -109,8 +111,10 @@ h, w = image.shape[:2]
 c = st.columns([2, 2, 1, 1])
 x0, x1 = c[0].slider("Crop left / right", 0, w, (0, w), key=f"added_cx_{rec['id']}")
 y0, y1 = c[1].slider("Crop top / bottom", 0, h, (0, h), key=f"added_cy_{rec['id']}")
-rotate = c[2].selectbox("Rotate", curation_added.ROTATIONS, key="added_rotate", format_func=lambda a: f"{a}\u00b0")
-flip = c[3].selectbox("Flip", curation_added.FLIPS, key="added_flip", format_func=lambda f: f or "none")
+rotate = c[2].selectbox("Rotate", curation_added.ROTATIONS, key="added_rotate",
+                        persist_state="session", format_func=lambda a: f"{a}\u00b0")
+flip = c[3].selectbox("Flip", curation_added.FLIPS, key="added_flip",
+                      persist_state="session", format_func=lambda f: f or "none")
 crop = (x0, y0, x1, y1) if (x0, y0, x1, y1) != (0, 0, w, h) else None
 p = st.columns([1, 1, 3])
 p[0].image(image, width=120, caption=f"now {w}\u00d7{h}")

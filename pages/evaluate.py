@@ -32,7 +32,7 @@ with st.container(border=True):
                 st.session_state.pop("eval_dataset", None)
         info = pick_dataset(key="eval_dataset", prefer=list(model.class_ids) if model and model.class_ids else None,
                             default=own)
-        split = st.selectbox("Split", SPLITS, index=2, key="eval_split")
+        split = st.selectbox("Split", SPLITS, index=2, key="eval_split", persist_state="session")
         classes = "model"
         if model and info and model.class_ids and set(model.class_ids) != set(info.classes):
             extra = sorted(set(info.classes) - set(model.class_ids))
@@ -41,7 +41,8 @@ with st.container(border=True):
                        + ("; classes the model lacks: " + ", ".join(f"{c}: {info.classes[c]}" for c in extra[:8])
                           + (", ..." if len(extra) > 8 else "") if extra else "")
                        + (f"; classes the dataset lacks: {', '.join(map(str, missing[:12]))}" if missing else "") + ".")
-            classes = st.radio("Evaluate on", ["model", "all"], key="eval_classes", horizontal=True,
+            classes = st.radio("Evaluate on", ["model", "all"], key="eval_classes",
+                               persist_state="session", horizontal=True,
                                format_func={"model": "only the model's classes",
                                             "all": "all classes (the model's unknown classes count as errors)"}.get)
         if st.button("Run evaluation", type="primary", key="eval_run", disabled=model is None or info is None):
@@ -123,7 +124,8 @@ with tab_report:
     if not ids:
         st.info("No reports yet: run an evaluation above.")
     else:
-        rid = st.selectbox("Report", ids, format_func=lambda i: label(by_id[i]), key="eval_open")
+        rid = st.selectbox("Report", ids, format_func=lambda i: label(by_id[i]), key="eval_open",
+                           persist_state="session")
         manage(rid)
         try:
             report = reports.load_report(rid)
@@ -142,8 +144,10 @@ with tab_compare:
     if len(ids) < 2:
         st.caption("Run at least two evaluations to compare them.")
     else:
-        a = st.selectbox("Report A", ids, index=1, format_func=lambda i: label(by_id[i]), key="eval_cmp_a")
-        b = st.selectbox("Report B", ids, index=0, format_func=lambda i: label(by_id[i]), key="eval_cmp_b")
+        a = st.selectbox("Report A", ids, index=1, format_func=lambda i: label(by_id[i]), key="eval_cmp_a",
+                         persist_state="session")
+        b = st.selectbox("Report B", ids, index=0, format_func=lambda i: label(by_id[i]), key="eval_cmp_b",
+                         persist_state="session")
         try:
             show_comparison(reports.load_report(a), reports.load_report(b))
         except ValueError as e:

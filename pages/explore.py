@@ -42,13 +42,13 @@ def image_dialog(row: dict) -> None:
 
 with tab_browse:
     c1, c2, c3, c4, c5 = st.columns([1, 3, 2, 1, 1])
-    split = c1.selectbox("Split", SPLITS, key="explore_split")
+    split = c1.selectbox("Split", SPLITS, key="explore_split", persist_state="session")
     class_options = [None] + sorted(info.classes)
-    class_id = c2.selectbox("Class", class_options, key="explore_class",
+    class_id = c2.selectbox("Class", class_options, key="explore_class", persist_state="session",
                             format_func=lambda c: "All classes" if c is None else f"{c}: {info.classes[c]}")
-    query = c3.text_input("Search file names", key="explore_query", placeholder="e.g. 00014_")
-    sort = c4.selectbox("Sort by", browse.SORTS, key="explore_sort")
-    page_size = c5.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size")
+    query = c3.text_input("Search file names", key="explore_query", persist_state="session", placeholder="e.g. 00014_")
+    sort = c4.selectbox("Sort by", browse.SORTS, key="explore_sort", persist_state="session")
+    page_size = c5.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size", persist_state="session")
 
     # Page state survives reruns; it resets when the filter changes.
     filter_key = (info.name, split, class_id, query, sort, page_size)
@@ -82,7 +82,7 @@ with tab_browse:
         if clicked is not None:
             image_dialog(result.rows[clicked])
 
-    all_splits = st.toggle("Chart every split", key="explore_all_splits")
+    all_splits = st.toggle("Chart every split", key="explore_all_splits", persist_state="session")
     st.subheader("Images per class" + ("" if all_splits else f" in {split}"))
     counts = browse.class_counts(info)
     if not all_splits:
@@ -110,7 +110,7 @@ with tab_issues:
     c1, c2 = st.columns([3, 1])
     with c1:
         model = pick_model(key="issues_model")
-    issue_split = c2.selectbox("Split", SPLITS, key="issues_split")
+    issue_split = c2.selectbox("Split", SPLITS, key="issues_split", persist_state="session")
     if model is None:
         st.stop()
     status = issues_status(model.name, info.name, issue_split)

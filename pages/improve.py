@@ -53,7 +53,8 @@ def default_dataset(base: registry.ModelInfo | None) -> str | None:
 st.title("Improve model")
 left, right = st.columns([1, 1])
 with left:
-    mode = st.radio("Mode", training.MODES, key="improve_mode", horizontal=True, format_func=training.MODE_LABELS.get)
+    mode = st.radio("Mode", training.MODES, key="improve_mode",
+                    persist_state="session", horizontal=True, format_func=training.MODE_LABELS.get)
     about = training.MODE_DESCRIPTIONS[mode]
     st.caption(about[0].upper() + about[1:])
     base = None
@@ -65,47 +66,57 @@ with left:
 with right:
     # enter_to_submit=False: Enter in a field only confirms it; training starts with the button alone.
     with st.form("improve_form", enter_to_submit=False):
-        name = st.text_input("New model name", value="my-model", key="improve_name")
+        name = st.text_input("New model name", value="my-model", key="improve_name", persist_state="session")
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", 1, demo.DEMO_MAX_EPOCHS if demo.enabled() else 300, DEFAULTS.epochs,
-                                 key="improve_epochs", help=HELP["epochs"])
+                                 key="improve_epochs", persist_state="session", help=HELP["epochs"])
         rate = "finetune_lr" if mode == "incremental" else "lr"  # adding classes fine-tunes at its own, lower rate
         lr = c2.number_input("Learning rate", 1e-5, 0.5, getattr(DEFAULTS, rate), format="%.5f",
-                             key=f"improve_{rate}", help=HELP[rate])
+                             key=f"improve_{rate}", persist_state="session", help=HELP[rate])
         augment = st.checkbox("In-model augmentation (recommended)", value=DEFAULTS.augment, key="improve_augment",
+                              persist_state="session",
                               help=HELP["augment"])
         arch = st.selectbox("Architecture (from scratch only)", ARCHITECTURES, key="improve_arch",
+                            persist_state="session",
                             disabled=mode != "scratch", index=ARCHITECTURES.index(DEFAULTS.architecture),
                             help=HELP["architecture"])
         with st.expander("Advanced"):
             new_epochs = st.number_input("Adding classes: epochs on the new classes only", 1, 5,
-                                         DEFAULTS.new_class_epochs, key="improve_new_epochs",
+                                         DEFAULTS.new_class_epochs, key="improve_new_epochs", persist_state="session",
                                          help=HELP["new_class_epochs"])
             replay = st.number_input("Adding classes: replayed images per old class", 0, 500,
-                                     DEFAULTS.replay_per_class, key="improve_replay", help=HELP["replay_per_class"])
+                                     DEFAULTS.replay_per_class, key="improve_replay",
+                                     persist_state="session", help=HELP["replay_per_class"])
             old_lr = st.number_input("Adding classes: learning rate of the base model's layers (share)", 0.01, 1.0,
-                                     DEFAULTS.old_layers_lr, key="improve_old_lr", help=HELP["old_layers_lr"])
+                                     DEFAULTS.old_layers_lr, key="improve_old_lr",
+                                     persist_state="session", help=HELP["old_layers_lr"])
             align = st.checkbox("Adding classes: align the new classes' weights to the old ones'",
-                                DEFAULTS.weight_align, key="improve_align", help=HELP["weight_align"])
+                                DEFAULTS.weight_align, key="improve_align",
+                                persist_state="session", help=HELP["weight_align"])
             calibrate = st.checkbox("Adding classes: correct the new classes' scores on the validation images",
-                                    DEFAULTS.calibrate_new_classes, key="improve_calibrate",
+                                    DEFAULTS.calibrate_new_classes, key="improve_calibrate", persist_state="session",
                                     help=HELP["calibrate_new_classes"])
             lwf = st.number_input("Adding classes: weight of remembering the base model's answers", 0.0, 10.0,
-                                  DEFAULTS.lwf_weight, key="improve_lwf", help=HELP["lwf_weight"])
+                                  DEFAULTS.lwf_weight, key="improve_lwf",
+                                  persist_state="session", help=HELP["lwf_weight"])
             teachers = st.multiselect("Distil from (teacher models)", [m.name for m in registry.list_models()],
-                                      key="improve_teachers",
+                                      key="improve_teachers", persist_state="session",
                                       help="The new model also learns the averaged, softened predictions of these "
                                            "models: folds an ensemble's accuracy into one network. Teachers must "
                                            "predict the model's classes (or its first ones).")
             distill = st.number_input("Distillation weight", 0.0, 50.0, DEFAULTS.distill_weight, key="improve_distill",
+                                      persist_state="session",
                                       help=HELP["distill_weight"])
             outlier = st.number_input("Outlier exposure weight (sharper novelty scores)", 0.0, 10.0,
-                                      DEFAULTS.outlier_weight, key="improve_outlier", help=HELP["outlier_weight"])
+                                      DEFAULTS.outlier_weight, key="improve_outlier",
+                                      persist_state="session", help=HELP["outlier_weight"])
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
+                                    persist_state="session",
                                     help=HELP["batch_size"])
-            seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed", help=HELP["seed"])
+            seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="improve_seed",
+                                   persist_state="session", help=HELP["seed"])
             precision = st.selectbox("Arithmetic", PRECISIONS, index=PRECISIONS.index(DEFAULTS.precision),
-                                     key="improve_precision", help=HELP["precision"])
+                                     key="improve_precision", persist_state="session", help=HELP["precision"])
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted and info is not None and mode == "incremental" and epochs <= new_epochs:
         st.warning(f"With {epochs} epoch{'s' if epochs != 1 else ''} in all and {new_epochs} on the new classes "

@@ -87,7 +87,7 @@ with c1:
     model = pick_model(key="vis_model")
 with c2:
     info = pick_dataset(key="vis_dataset")
-split = c3.selectbox("Split", SPLITS, key="vis_split")
+split = c3.selectbox("Split", SPLITS, key="vis_split", persist_state="session")
 if model is None or info is None:
     st.stop()
 cfg = EmbedRun(model=model.name, dataset=info.name, split=split)
@@ -96,7 +96,8 @@ run_key = f"vis_run_{view}"
 path = embedding.latest_map(cfg.key())
 if path is None:
     st.info(f"No map yet for {model.name} on {info.name}/{split}: a stratified sample of up to "
-            f"{embedding.MAP_SIZE:,} images, laid out once (the bar shows the time left once it is under way), then cached.")
+            f"{embedding.MAP_SIZE:,} images, laid out once (the bar shows the time left once it is under way), "
+            "then cached.")
     compute_button(cfg, run_key, "Compute map")
     st.stop()
 ref = load_map(str(path))
@@ -108,7 +109,7 @@ if stale:
 
 names = dict(info.classes)
 c1, c2 = st.columns([3, 2])
-colour_by = c1.radio("Colour by", embedding.COLOUR_BY, horizontal=True, key="vis_colour")
+colour_by = c1.radio("Colour by", embedding.COLOUR_BY, horizontal=True, key="vis_colour", persist_state="session")
 in_map = sorted(set(map(int, ref.predicted)) | set(map(int, ref.labels)))
 shown = c2.multiselect("Only these classes (true or predicted)", in_map, key=f"vis_classes_{view}",
                        format_func=lambda c: class_label(c, names), placeholder="All classes")
@@ -123,12 +124,12 @@ for label in order:
         continue
     colour, shape = looks[label]
     fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=label, text=part["hover"],
-                               customdata=np.c_[np.zeros(len(part), int), part["i"]],
+                               customdata=np.c_[np.zeros(len(part), int), part["i"]].tolist(),
                                hovertemplate="%{text}<extra></extra>", opacity=0.75,
                                marker=dict(size=5, color=colour, symbol=shape)))
 
 source = st.radio("New images", ["none", "upload", "Extra bucket"] if info.kind == "workspace" else ["none", "upload"],
-                  horizontal=True, key="vis_source")
+                  horizontal=True, key="vis_source", persist_state="session")
 new_images, new_ids, new_names = [], [], []
 if source == "upload":
     files = st.file_uploader("Images or a zip", accept_multiple_files=True, key="vis_files",
@@ -155,7 +156,7 @@ if new_images:
         labels = [class_label(c, names) for c in placed.predicted[idx]]
         fig.add_trace(go.Scatter(
             x=placed.coords[idx, 0], y=placed.coords[idx, 1], mode="markers",
-            customdata=np.c_[np.ones(len(idx), int), idx],
+            customdata=np.c_[np.ones(len(idx), int), idx].tolist(),
             name=f"new: group {k + 1}" if k >= 0 else "new images",
             text=[f"{new_names[j]}<br>{'group ' + str(k + 1) if k >= 0 else 'new image'}<br>predicted {lab} "
                   f"({percent(placed.confidence[j])})" for j, lab in zip(idx, labels)],

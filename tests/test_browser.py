@@ -187,7 +187,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     page.get_by_text(re.compile(r"images? of class 14: .+ predicted as 14: ")).wait_for()
     wait_for_app(page)
     # Clicking a mistake's thumbnail opens it with its IG heat map and colour scale.
-    page.get_by_text("Misclassified images").scroll_into_view_if_needed()
+    page.get_by_role("heading", name="Misclassified images").scroll_into_view_if_needed()
     page.locator(".st-key-wrong-0 button").first.click()
     dialog = page.get_by_role("dialog")
     dialog.locator(".js-plotly-plot .colorbar").wait_for(timeout=RUN_MS)
@@ -197,7 +197,7 @@ def test_evaluate_confusion_cell_ig_and_anchor(browser, app, monkeypatch):
     dialog.wait_for(state="detached")
     wait_for_app(page)
     # A misclassified image's Integrated Gradients on request; then run an Anchor job.
-    page.get_by_text("Misclassified images").scroll_into_view_if_needed()
+    page.get_by_role("heading", name="Misclassified images").scroll_into_view_if_needed()
     page.get_by_role("button", name="Explain with Integrated Gradients").click()
     page.locator(".st-key-eval_ig_fig .colorbar").wait_for(timeout=RUN_MS)
     page.get_by_role("button", name="Run Anchors").click()
@@ -238,7 +238,7 @@ def test_predict_upload_shows_top5_ig_and_refuses_a_bad_file(browser, app, tmp_p
     wait_for_app(page)
     page.locator("input[type='file']").set_input_files([str(stop), str(bad)])
     page.get_by_text(re.compile(r"1 image predicted, 1 refused")).wait_for(timeout=RUN_MS)
-    page.locator(".st-key-predict_ig_0 .colorbar").wait_for(timeout=RUN_MS)
+    page.locator("[class*='st-key-predict_ig_'] .colorbar").wait_for(timeout=RUN_MS)
     page.get_by_test_id("stAlertContentError").get_by_text(re.compile("broken.png: ")).wait_for()
     screenshot(page, SHOTS / "predict.png")
     errors = page.get_by_test_id("stAlertContentError").all_inner_texts()

@@ -146,7 +146,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     page = open_page(browser, url, "/predict", "Make prediction")
     choose(page, "Model", next(o for o in options(page, "Model") if o.startswith("main-inc")))
     page.locator("input[type='file']").set_input_files([str(unseen)])
-    page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*Purple star")).wait_for(timeout=RUN_MS)
+    page.get_by_text(re.compile(r"unseen_star.png\s*\u2192\s*48: Purple star")).wait_for(timeout=RUN_MS)
     shot(page, "8_predicted")
     page.close()
 
@@ -176,7 +176,7 @@ def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monk
     wait_for_app(page)
     groups = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"Group \d")).all_inner_texts()
     assert any("likely a new class" in g and "(3 images)" in g for g in groups), groups
-    chart = page.locator(".st-key-vis_map .js-plotly-plot")
+    chart = page.locator("[class*='st-key-vis_map_'] .js-plotly-plot")
     chart.scroll_into_view_if_needed()
     settle(page)  # the map drawn and at rest: drag on it
     box = chart.locator(".nsewdrag").first.bounding_box()
@@ -184,7 +184,7 @@ def test_visualise_map_new_images_flagged_group_and_selection(browser, app, monk
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8, steps=10)
     page.mouse.up()
-    page.get_by_text(re.compile(r"\d+ selected")).wait_for()
+    page.get_by_text(re.compile(r"\d+ images? selected")).wait_for()
     wait_for_app(page)
     shot(page, "9_visualise")
     page.close()

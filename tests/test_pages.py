@@ -590,3 +590,18 @@ def test_durations_read_naturally():
     from core.base.progress import describe_seconds
     assert [describe_seconds(s) for s in (0.2, 42, 89, 3599, 3600, 7199)] == [
         "about 1 s", "about 42 s", "about 1 min", "about 1 h 0 min", "about 1 h 0 min", "about 2 h 0 min"]
+
+
+def test_settings_survive_leaving_the_page_and_coming_back():
+    at = open_page("pages/improve.py")
+    at.radio(key="improve_mode").set_value("scratch").run()
+    at.selectbox(key="improve_dataset").set_value("Sample48").run()  # (form fields count once the form is sent)
+    at.switch_page("pages/evaluate.py").run()
+    at.selectbox(key="eval_split").set_value("val").run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/predict.py").run()
+    at.switch_page("pages/improve.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="improve_mode").value == "scratch" and at.selectbox(key="improve_dataset").value == "Sample48"
+    at.switch_page("pages/evaluate.py").run()
+    assert at.selectbox(key="eval_split").value == "val"

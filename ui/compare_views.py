@@ -45,7 +45,7 @@ def compare_models() -> None:
     with c3:
         info = pick_dataset("Compare on dataset", key="cmp_dataset", default=model_dataset(a),
                             prefer=list(a.class_ids) if a and a.class_ids else None)
-    split = c4.selectbox("Compare on split", SPLITS, index=2, key="cmp_split")
+    split = c4.selectbox("Compare on split", SPLITS, index=2, key="cmp_split", persist_state="session")
     if a is None or b is None or info is None:
         return
     try:

@@ -69,7 +69,7 @@ def show_class_chart(table: pd.DataFrame) -> None:
     """The worst classes for a chosen metric, as horizontal bars labelled "id: name" in full."""
     metric = st.selectbox("Chart metric", metrics.list_metrics(),
                           index=metrics.list_metrics().index(metrics.DEFAULT_CHART_METRIC),
-                          format_func=lambda m: metrics.get_metric(m).label, key="eval_metric")
+                          format_func=lambda m: metrics.get_metric(m).label, key="eval_metric", persist_state="session")
     ordered = reports.worst_first(table, metric).head(CHART_CLASSES).assign(
         label=lambda d: d["class_id"].astype(str) + ": " + d["name"])
     fig = px.bar(ordered, y="label", x=metric, orientation="h", hover_data=["support"],
@@ -114,8 +114,10 @@ def show_confusion(report: reports.Report) -> None:
         st.session_state.eval_cell_true, st.session_state.eval_cell_pred = worst
     c1, c2 = st.columns(2)
     name = report.class_name
-    t = c1.selectbox("Cell: true class", labels, key="eval_cell_true", format_func=lambda c: f"{c}: {name(c)}")
-    p = c2.selectbox("Cell: predicted class", labels, key="eval_cell_pred", format_func=lambda c: f"{c}: {name(c)}")
+    t = c1.selectbox("Cell: true class", labels, key="eval_cell_true",
+                     persist_state="session", format_func=lambda c: f"{c}: {name(c)}")
+    p = c2.selectbox("Cell: predicted class", labels, key="eval_cell_pred",
+                     persist_state="session", format_func=lambda c: f"{c}: {name(c)}")
     idx = reports.cell_indices(report, t, p)
     st.caption(f"{plural(len(idx), 'image')} of class {t}: {name(t)} predicted as {p}: {name(p)}"
                + (f"; showing {MAX_IMAGES}" if len(idx) > MAX_IMAGES else ""))
@@ -147,11 +149,13 @@ def show_mistakes(report: reports.Report) -> None:
         st.success("No misclassified images.")
         return
     c1, c2, c3 = st.columns([3, 2, 2])
-    cid = c1.selectbox("True class", [None] + wrong_classes, key="eval_wrong_class",
+    cid = c1.selectbox("True class", [None] + wrong_classes, key="eval_wrong_class", persist_state="session",
                        format_func=lambda c: "All classes" if c is None else
                        f"{c}: {report.class_name(c)} ({len(reports.misclassified(report, c))} wrong)")
-    low, high = c2.slider("Confidence of the wrong prediction", 0.0, 1.0, (0.0, 1.0), 0.05, key="eval_wrong_conf")
-    order = c3.selectbox("Sort", reports.IMAGE_ORDERS, key="eval_wrong_order", format_func=ORDER_LABELS.get)
+    low, high = c2.slider("Confidence of the wrong prediction", 0.0, 1.0, (0.0, 1.0), 0.05, key="eval_wrong_conf",
+                          persist_state="session")
+    order = c3.selectbox("Sort", reports.IMAGE_ORDERS, key="eval_wrong_order",
+                         persist_state="session", format_func=ORDER_LABELS.get)
     idx = reports.misclassified(report, cid, min_confidence=low, max_confidence=high, order=order)
     st.caption(f"{plural(len(idx), 'misclassified image')}" + (f"; showing {MAX_IMAGES}" if len(idx) > MAX_IMAGES
                                                                 else "")
@@ -165,7 +169,8 @@ def show_mistakes(report: reports.Report) -> None:
         st.session_state.eval_explain = clicked
     if st.session_state.get("eval_explain") not in set(idx.tolist()):
         st.session_state.eval_explain = int(idx[0])
-    pick = st.selectbox("Explain image", idx.tolist(), key="eval_explain", format_func=lambda i: f"#{i}: {pr.files[i]} "
+    pick = st.selectbox("Explain image", idx.tolist(), key="eval_explain",
+                        persist_state="session", format_func=lambda i: f"#{i}: {pr.files[i]} "
                         f"predicted {pr.y_pred[i]} ({report.class_name(int(pr.y_pred[i]))}), {pr.confidence[i]:.1%}")
     explain_one(report, int(pick))
 
@@ -184,7 +189,7 @@ def show_comparison(a: reports.Report, b: reports.Report) -> None:
     options = metrics.list_compared()
     m = st.selectbox("Compared metric", options, format_func=lambda k: metrics.get_metric(k).label,
                      index=options.index(metrics.DEFAULT_CHART_METRIC) if metrics.DEFAULT_CHART_METRIC in options
-                     else 0, key="eval_compare_metric")
+                     else 0, key="eval_compare_metric", persist_state="session")
     rows.insert(0, "class", rows["class_id"].astype(str) + ": " + rows["name"])
     fig = px.bar(rows, x="class_id", y=f"{m}_delta", hover_data=["class", f"{m}_a", f"{m}_b"], height=300,
                  color=rows[f"{m}_delta"].fillna(0) >= 0, color_discrete_map={True: "#2e7d32", False: "#c62828"})
@@ -219,9 +224,9 @@ def show_slices(report: reports.Report) -> None:
         st.info("This report's dataset has changed, so its images cannot be measured. Evaluate again.")
         return
     c1, c2 = st.columns(2)
-    bins = c1.slider("Bins per property", 2, 8, slices.DEFAULT_BINS, key="eval_slice_bins")
+    bins = c1.slider("Bins per property", 2, 8, slices.DEFAULT_BINS, key="eval_slice_bins", persist_state="session")
     least = int(c2.number_input("Smallest slice ranked (images)", 1, 10_000, slices.DEFAULT_MIN_IMAGES,
-                                key="eval_slice_min"))
+                                key="eval_slice_min", persist_state="session"))
     if report.summary["n"] > SLICES_AT_ONCE and not st.session_state.get("eval_slices_on"):
         st.caption(f"Measuring {plural(report.summary['n'], 'image')} takes a moment.")
         if not st.button("Find underperforming slices", key="eval_slices_go"):
@@ -242,6 +247,7 @@ def show_slices(report: reports.Report) -> None:
         st.subheader("Worst slices")
         st.dataframe(slice_rows(res.worst[:10]), hide_index=True, key="eval_worst_slices")
         pick = st.selectbox("Show the images of", range(min(10, len(res.worst))), key="eval_slice_pick",
+                            persist_state="session",
                             format_func=lambda k: f"{res.worst[k].label} ({_percent(res.worst[k].accuracy)})")
         chosen = res.worst[pick]
         p = report.predictions

@@ -38,7 +38,7 @@ def pick_dataset(label: str = "Dataset", key: str = "dataset", prefer: list[int]
         d = by_name[n]
         return n + (" (embedded sample)" if d.embedded else f" (workspace of {d.base})" if d.kind == "workspace" else "")
 
-    name = st.selectbox(label, names, key=key, format_func=describe)
+    name = st.selectbox(label, names, key=key, persist_state="session", format_func=describe)
     return by_name[name]
 
 
@@ -94,7 +94,7 @@ def pick_workspace(key: str) -> datasets.DatasetInfo | None:
     names = [w.name for w in spaces]
     if st.session_state.get(key) not in names:
         st.session_state[key] = names[0]
-    name = st.selectbox("Workspace", names, key=key,
+    name = st.selectbox("Workspace", names, key=key, persist_state="session",
                         format_func=lambda n: f"{n} (workspace of {next(w for w in spaces if w.name == n).base})")
     return next(w for w in spaces if w.name == name)
 
@@ -147,7 +147,8 @@ def pick_model(label: str = "Model", key: str = "model") -> registry.ModelInfo |
         st.warning("No models yet. Train one on the Improve model page.")
         return None
     names = [m.name for m in models]
-    name = st.selectbox(label, names, key=key, format_func=lambda n: next(m for m in models if m.name == n).label())
+    name = st.selectbox(label, names, key=key,
+                        persist_state="session", format_func=lambda n: next(m for m in models if m.name == n).label())
     return next(m for m in models if m.name == name)
 
 
@@ -155,6 +156,7 @@ def pick_novelty_method(*, key: str) -> str:
     """Choose how the novelty check scores images (the registered methods, the default first chosen)."""
     names = novelty.list_methods()
     return st.selectbox("Novelty method", names, index=names.index(novelty.DEFAULT_METHOD), key=key,
+                        persist_state="session",
                         help="How an image's novelty is scored; each threshold lets 95 % of the model's validation "
                              "images through. " + "; ".join(f"**{m}**: {novelty.get_method(m).description}"
                                                             for m in names))

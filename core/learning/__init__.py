@@ -1,6 +1,7 @@
 """Learning: the networks and checkpoints (models), batched inference, training (incremental, transfer,
 distillation, outlier exposure: training, with its settings in training_config and one epoch's pieces in epoch),
-distributed training, and the model registry.
+distributed training, the model registry, the comparison of a trained model with its base (vs_base) and the
+TorchScript export with its card (export).
 
 May import: ``core.base``, ``core.runs``, ``core.data``.
 """
