@@ -23,6 +23,7 @@ from core.data.build_run import BuildRun
 from core.learning import models, registry, training
 from core.learning.train_run import TrainRun
 from conftest import smooth_images
+from app_support import router  # noqa: F401 (fixture)
 
 SAMPLE = "Sample48"
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
@@ -304,17 +305,9 @@ def test_prune_runs_keeps_the_newest_records_and_every_active_run():
 # -- pages ---------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def router_mode(monkeypatch):
-    """Run AppTests through Home.py's router, as tests/test_pages.py does; and forget the page layer's session
-    resolver afterwards."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+def router_mode(router, monkeypatch):
+    """AppTests through Home.py's router (tests/app_support.py); and forget the page layer's session resolver
+    afterwards."""
     monkeypatch.setattr(demo, "_resolver", None)
 
 

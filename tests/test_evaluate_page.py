@@ -21,22 +21,10 @@ from core.learning import models, registry
 from core.runs import records
 from tests.run_support import finished
 from waits import PAGE_S, RUN_S, wait_until
+from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 LABEL = re.compile(r"^(.+) on (\w+)/(\w+) \u00b7 \d{1,3}\.\d % \u00b7 \d\d:\d\d, \d{1,2} [A-Z][a-z]{2}$")
-
-
-@pytest.fixture(autouse=True)
-def router_mode(monkeypatch):
-    """Every AppTest through Home.py's st.navigation router, as in tests/test_pages.py."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def open_evaluate() -> AppTest:

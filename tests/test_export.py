@@ -30,6 +30,7 @@ from core.data.importers import SourceError, import_folder
 from core.learning import export as model_export
 from core.learning import models, registry
 from waits import PAGE_S, wait_until
+from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -399,18 +400,6 @@ def test_cli_exports_dataset_model_and_report(out, capsys):
 
 
 # -- pages -----------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def router_mode(monkeypatch):
-    """Pages run through Home.py's router, as on the real server (see tests/test_pages.py)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def open_page(page: str | None = None) -> AppTest:

@@ -18,6 +18,7 @@ from tests.cli_support import run_cli
 from tests.run_support import finished
 from tests.test_data_issues import planted
 from waits import PAGE_S
+from app_support import router as router_mode  # noqa: F401 (fixture, asked for by name)
 
 SAMPLE = "Sample48"
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
@@ -243,18 +244,6 @@ def test_cli_relabels_by_class_name_or_id_and_undoes(ws, data_root):
 
 
 # -- the Data issues tab -------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def router_mode(monkeypatch):
-    """Run AppTest through Home.py's router (as tests/test_pages.py does)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mode):

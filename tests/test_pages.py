@@ -14,25 +14,9 @@ from core.analysis.evaluate_run import EvaluateRun
 from core.learning.train_run import RESUME_FILE, saved_epochs
 from tests.run_support import cancelled_training, finished
 from waits import PAGE_S
+from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
-
-
-@pytest.fixture(autouse=True)
-def router_mode(monkeypatch):
-    """Run every AppTest through Home.py's st.navigation router, as the real server does after its first run.
-
-    AppTest re-creates its PagesManager on every run, which switches Streamlit back to the legacy pages/-folder
-    mode (the page script alone); ``ui.nav.ensure_router`` would then rerun and swallow the click being tested.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def app() -> AppTest:

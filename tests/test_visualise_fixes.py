@@ -21,21 +21,9 @@ from core.data.images import encode_png
 from test_embedding import jitter, ring_sign
 from tests.run_support import finished
 from waits import PAGE_S
+from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
-
-
-@pytest.fixture(autouse=True)
-def router_mode(monkeypatch):
-    """Run every AppTest through Home.py's router, as the real server does (see tests/test_pages.py)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from core.learning.train_run import TrainRun
 from cli_support import run_cli
 from tests.run_support import finished
 from waits import PAGE_S, wait_until
+from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 SAMPLE = "Sample48"
@@ -288,18 +289,6 @@ def test_an_incremental_training_calibrates_its_new_rows_by_default_and_records_
 
 
 # -- the Improve page -----------------------------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def router_mode(monkeypatch):
-    """Run AppTests through Home.py's router, as tests/test_pages.py does."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def improve_page() -> AppTest:
