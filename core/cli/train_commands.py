@@ -49,7 +49,7 @@ def _train_config(args: argparse.Namespace) -> TrainRun:
 def _train_worker(args: argparse.Namespace) -> int:
     """A torchrun rank other than 0: the same checks and training, nothing written (rank 0 keeps the records)."""
     run = _train_config(args)
-    run.check()
+    run.check(other_rank=True)  # rank 0 has registered this training: its name is promised to it
     parent = models.load_checkpoint(registry.model_path(run.base)) if run.base else None
     teachers = [models.load_checkpoint(registry.model_path(t)) for t in run.train.teachers]
     training.train(run.train, datasets.get_dataset(run.dataset), parent=parent, teachers=teachers,

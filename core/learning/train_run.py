@@ -36,13 +36,15 @@ class TrainRun:
     #: a checkpoint path to write instead of registering the model (the CLI's ``--out``)
     out: str | None = None
 
-    def check(self) -> dict:
+    def check(self, *, other_rank: bool = False) -> dict:
         """Everything that can be known before a run is registered: the settings, the name (free in the registry
         and not promised to a training in progress), the base and teacher models, and whether the mode can train
-        on the dataset's classes. Returns the input fingerprints; ValueError with the fix otherwise."""
+        on the dataset's classes. Returns the input fingerprints; ValueError with the fix otherwise.
+        ``other_rank``: a torchrun rank other than 0, whose rank 0 has registered this very training (its name is
+        promised to it)."""
         self.train.validate()
         if self.out is None:
-            _check_free_name(self.name)
+            _check_free_name(self.name, promised_ok=other_rank)
         elif not Path(self.out).parent.is_dir():
             raise ValueError(f"--out {self.out}: folder {Path(self.out).parent} does not exist")
         else:
@@ -99,12 +101,13 @@ def run_train(ctx: runs.RunContext, cfg: TrainRun) -> dict:
             **result.checkpoint["metrics"]}
 
 
-def _check_free_name(name: str) -> None:
-    """ValueError unless ``name`` is a valid model name that neither a model nor a training in progress has."""
+def _check_free_name(name: str, *, promised_ok: bool = False) -> None:
+    """ValueError unless ``name`` is a valid model name that neither a model nor (unless ``promised_ok``) a training
+    in progress has."""
     registry.check_name(name)
     if any(m.name == name for m in registry.list_models()):
         raise ValueError(f"a model named {name!r} exists already; choose another name")
-    for rec in runs.list_runs("train", statuses=runs.ACTIVE):
+    for rec in runs.list_runs("train", statuses=runs.ACTIVE) if not promised_ok else ():
         cfg = rec.get("config") or {}
         if cfg.get("name") == name and not cfg.get("out") and runs.owner_alive(rec.get("owner")):
             raise ValueError(f"training run {rec['id']}, still {rec['status']}, will save a model named {name!r}; "
