@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import runs
 from core.analysis import embedding
 from core.analysis.embed_run import EmbedRun
 from core.analysis.embedding import class_label, percent
@@ -19,64 +17,16 @@ from core.data import uploads
 from core.data.datasets import SPLITS
 from core.data.images import resize_to_input
 from ui.cache import load_model, novelty_detector
-from ui.nav import ensure_router, rerun_page
-from ui.widgets import pick_dataset, pick_model, pick_novelty_method, run_status
+from ui.map_views import GROUP_SHAPES, compute_button, load_map, place_new, style
+from ui.nav import ensure_router
+from ui.widgets import pick_dataset, pick_model, pick_novelty_method
 
 ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
 
 GRID = 10
 #: Thumbnails per page of a selection.
 PAGE = 40
-#: 64 distinct colours that show on white (Alphabet, Dark24, Light24 less the palest: relative luminance >= 0.75);
-#: past them a class gets the next marker shape too.
-PALETTE = [c for c in px.colors.qualitative.Alphabet + px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
-           if np.dot([int(c[k:k + 2], 16) / 255 for k in (1, 3, 5)], [0.2126, 0.7152, 0.0722]) < 0.75]
-SHAPES = ("circle", "square", "diamond", "triangle-up")
-GROUP_SHAPES = ("star", "diamond-tall", "hexagram", "triangle-up", "pentagon", "star-square", "bowtie", "hourglass")
 
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def load_map(path: str) -> embedding.Map:
-    return embedding.Map.load(path)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def placer(path: str) -> embedding.Placer:
-    return embedding.Placer(load_map(path))
-
-
-@st.cache_data(show_spinner="Placing the new images into the map...", max_entries=8)
-def place_new(path: str, model_path: str, images: tuple[bytes, ...], shape: tuple[int, ...],
-              method: str) -> embedding.Placement:
-    ckpt, model = load_model(model_path)
-    arr = np.frombuffer(b"".join(images), np.uint8).reshape(shape)
-    return embedding.place_new_images(placer(path), model, list(arr), class_ids=ckpt["class_ids"],
-                                      detector=novelty_detector(model_path)[0], method=method)
-
-
-def compute_button(cfg: EmbedRun, run_key: str, label: str) -> None:
-    if st.button(label, type="primary", key="vis_compute"):
-        try:
-            st.session_state[run_key] = runs.start("embed", cfg)
-        except ValueError as e:
-            st.error(str(e))
-
-    @st.fragment(run_every=1.0)
-    def progress() -> None:
-        run = runs.get(st.session_state[run_key]) if st.session_state.get(run_key) else None
-        if run is None:
-            return
-        run_status(run)
-        if run["status"] == "done":  # the map is there now: show it (once: the run is forgotten)
-            st.session_state.pop(run_key, None)
-            rerun_page()
-
-    progress()
-
-
-def style(order: list[str]) -> dict[str, tuple[str, str]]:
-    """(colour, marker shape) per legend entry: a distinct colour for each of the first 64, then shapes too."""
-    return {c: (PALETTE[k % len(PALETTE)], SHAPES[(k // len(PALETTE)) % len(SHAPES)]) for k, c in enumerate(order)}
 
 
 st.title("Visualise classes")
@@ -175,8 +125,7 @@ st.caption("Drag a box or lasso around points to see their images; hover a point
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key=f"vis_map_{view}",
                         config={"displaylogo": False})
 points = (event or {}).get("selection", {}).get("points", [])
-picked = [(int(p["customdata"][0]), int(p["customdata"][1])) for p in points if p.get("customdata") is not None]
-picked = [(kind, i) for kind, i in picked if i < (len(new_images) if kind else len(ref.files))]  # of this view
+picked = embedding.selected_points(points, n_map=len(ref.files), n_new=len(new_images))
 if picked:
     pages = math.ceil(len(picked) / PAGE)
     st.subheader(f"{plural(len(picked), 'image')} selected")

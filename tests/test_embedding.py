@@ -246,3 +246,9 @@ def test_an_older_map_of_the_same_model_and_split_stands_in_after_the_dataset_ch
     assert embedding.latest_map({**now, "split": "test"}) is None
     assert embedding.latest_map({**now, "model_version": "m2"}) is None
     assert embedding.view_id(now) != embedding.view_id(old.key) != embedding.view_id({**old.key, "model_version": "m2"})
+
+
+def test_a_selection_keeps_the_points_of_this_view_whatever_form_their_data_arrives_in():
+    points = [{"customdata": [0, 3]}, {"customdata": {"0": 1, "1": 2}}, {"customdata": [1, 9]},  # 9: not a new image
+              {"customdata": [0, 500]}, {"x": 1.0}, {"customdata": ["a", None]}]
+    assert embedding.selected_points(points, n_map=10, n_new=4) == [(0, 3), (1, 2)]

@@ -7,6 +7,8 @@
 - :mod:`ui.compare_views`: the Evaluate page's comparison of two models (counts, McNemar, disagreement grids).
 - :mod:`ui.issues_views`: the Explore page's data issues as tables with their actions and undo.
 - :mod:`ui.export_views`: download buttons (a workspace zip, a model file and card, a report's CSV and JSON).
+- :mod:`ui.train_views`, :mod:`ui.map_views`: the Improve page's run and comparison views; the Visualise page's
+  cached map, compute button, colours and shapes.
 - :mod:`ui.nav`: routing guards: ``ensure_router`` (a first visit to a page URL goes through Home.py's router),
   reruns and fragment timer ticks that never undo a user's click on another page.
 

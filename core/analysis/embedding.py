@@ -353,3 +353,20 @@ def group_images(features: np.ndarray, *, distance: float = CLUSTER_DISTANCE) ->
     labels = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, metric="cosine",
                                      linkage="average").fit_predict(features)
     return [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+
+
+def selected_points(points: list[dict], *, n_map: int, n_new: int) -> list[tuple[int, int]]:
+    """(kind, index) of the points a chart selection holds (``customdata`` [kind, index]: 0 a map image, 1 a new
+    one), keeping only indices of this view; a selection from another view (or a malformed point) is dropped."""
+    out = []
+    for p in points:
+        data = p.get("customdata")
+        if isinstance(data, dict):  # a typed array arrives as {"0": kind, "1": index}
+            data = [data.get("0"), data.get("1")]
+        try:
+            kind, i = int(data[0]), int(data[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            continue
+        if 0 <= i < (n_new if kind else n_map):
+            out.append((kind, i))
+    return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.base import config, demo, store
+from core.data import datasets
 from core.learning.models import load_checkpoint, save_checkpoint
 
 
@@ -183,3 +184,13 @@ def lineage(name: str, models: list[ModelInfo] | None = None) -> list[ModelInfo]
         chain.append(models[name])
         name = models[name].parent
     return chain
+
+
+def default_dataset(base: ModelInfo | None) -> str | None:
+    """The dataset to offer first for ``base``: a workspace derived from its own dataset (where classes get
+    added), else that dataset itself."""
+    if base is None:
+        return None
+    infos = datasets.list_datasets()
+    derived = [d.name for d in infos if d.kind == "workspace" and d.base == base.dataset]
+    return derived[0] if derived else next((d.name for d in infos if d.name == base.dataset), None)
