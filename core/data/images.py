@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from core.base import config
 
@@ -45,7 +45,8 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None,
 
     Returns
     -------
-    np.ndarray (H, W, 3) uint8, RGB. Alpha is composited on white; greyscale and palette images become RGB.
+    np.ndarray (H, W, 3) uint8, RGB, upright (EXIF orientation applied). Alpha is composited on white; greyscale
+    and palette images become RGB.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if isinstance(source, bytes):
@@ -70,7 +71,9 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None,
             if w < 1 or h < 1:
                 raise ImageError(f"{label}: image has no pixels ({w}x{h})")
             im.load()
-            return _to_rgb(im)
+            # A phone photo stores its pixels sideways plus an EXIF orientation tag: show it (and measure boxes on
+            # it) the way every viewer does.
+            return _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
