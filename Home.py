@@ -78,7 +78,7 @@ def model_row(m, models: list) -> dict:
             "shipped": m.shipped}
 
 
-#: The pages in two sections: routed by st.navigation, listed in the sidebar by :func:`sidebar_menu`.
+#: The pages in three sections: routed by st.navigation, listed in the sidebar by :func:`sidebar_menu`.
 PAGES = {
     "Data": [
         st.Page(home, title="Home", icon=":material/home:", default=True),
@@ -92,6 +92,9 @@ PAGES = {
         st.Page("pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
         st.Page("pages/improve.py", title="Improve model", icon=":material/model_training:"),
         st.Page("pages/predict.py", title="Make prediction", icon=":material/image_search:"),
+    ],
+    "Detect": [
+        st.Page("pages/detect.py", title="Detect signs", icon=":material/center_focus_strong:"),
     ],
 }
 

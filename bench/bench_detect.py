@@ -9,9 +9,13 @@ scene used (measured once for the shipped detector).
 - **detection AP@0.5** (class-agnostic box right), per GTSDB category (prohibitory, danger, mandatory, other) and
   overall, for signs >= 24 px and for 16-24 px separately. An unmatched box counts against a category when the
   classifier puts it in that category or calls it unknown (see :mod:`core.detection.metrics`).
-- **end-to-end AP@0.5**: box and class right ("unknown sign" is wrong), ranked by detector score x confidence.
+- **verified AP@0.5**: detection AP with boxes ranked by detector score x the classifier's confidence (how a
+  classical proposer is usually paired with a classifier).
+- **end-to-end AP@0.5**: box and class right ("unknown sign" is wrong), ranked by detector score x confidence;
+  also without the novelty rejection (an "unknown sign" counted as its top-1 class), to show what it costs.
 - **false positives per sign-free photo**, at the shipped operating threshold: every test background photo at its
-  own size and resized to 1,280 x 720.
+  own size and resized to 1,280 x 720; and per sign-free *scene* (test photos with hard negatives: red and blue
+  discs, rings, brake lights, text, boards).
 - **seconds per 1,280 x 720 image**, median, for the whole pipeline (proposals, crops, classifier, novelty check)
   and, side by side, for the classifier alone on the whole image (what Make prediction does with a photo).
 
@@ -39,6 +43,8 @@ from core.learning.inference import predict_proba  # noqa: E402
 
 SIZE = (1280, 720)
 CATS = ("prohibitory", "danger", "mandatory", "other")
+#: Sign-free scenes (test photos, hard negatives drawn in about 60 % of them) besides the plain photos.
+HARD_NEGATIVE_SCENES = 100
 
 
 def run_scenes(det, clf, made, *, candidate_score: float):
@@ -49,12 +55,13 @@ def run_scenes(det, clf, made, *, candidate_score: float):
     return rows
 
 
-def _evals(rows, *, cat=None, size_range=(24, 1e9), with_class=False):
+def _evals(rows, *, cat=None, size_range=(24, 1e9), with_class=False, verified=False, keep_novel=False):
     out = []
     for s, found in rows:
         boxes = np.array([d.box for d in found]).reshape(-1, 4)
         det_score = np.array([d.score for d in found])
-        scores = det_score * np.array([d.confidence for d in found]) if with_class else det_score
+        verify = with_class or verified  # rank by detector score x the classifier's confidence
+        scores = det_score * np.array([d.confidence for d in found]) if verify else det_score
         gsize, psize = box_size(s.boxes), box_size(boxes)
         gt_keep = (gsize >= size_range[0]) & (gsize < size_range[1])
         pred_keep = (psize >= size_range[0]) & (psize < size_range[1])
@@ -62,7 +69,8 @@ def _evals(rows, *, cat=None, size_range=(24, 1e9), with_class=False):
             gt_keep &= np.array([c == cat for c in s.categories], bool)
             pred_cat = np.array([d.novel or scenes.CATEGORY_OF.get(d.class_id, "other") == cat for d in found], bool)
             pred_keep &= pred_cat
-        pred_classes = np.array([-1 if d.novel or d.class_id is None else d.class_id for d in found])
+        pred_classes = np.array([d.top[0]["class_id"] if keep_novel else -1 if d.novel else d.class_id
+                                 for d in found])
         out.append(ImageEval(boxes, scores, s.boxes, gt_keep=gt_keep, pred_keep=pred_keep,
                              pred_classes=pred_classes, gt_classes=s.class_ids))
     return out
@@ -73,7 +81,10 @@ def ap_table(rows) -> dict:
     for label, rng in (("ge24", (24, 1e9)), ("16to24", (16, 24))):
         table[label] = {c: average_precision(_evals(rows, cat=c, size_range=rng))["ap"] for c in CATS}
         table[label]["overall"] = average_precision(_evals(rows, size_range=rng))
+    table["verified_ge24"] = average_precision(_evals(rows, verified=True))
     table["end_to_end_ge24"] = average_precision(_evals(rows, with_class=True), with_class=True)
+    table["end_to_end_ge24_without_novelty"] = average_precision(_evals(rows, with_class=True, keep_novel=True),
+                                                                 with_class=True)
     table["end_to_end_all"] = average_precision(_evals(rows, size_range=(0, 1e9), with_class=True), with_class=True)
     return table
 
@@ -84,8 +95,11 @@ def false_positives(det, clf) -> dict:
         photo = scenes.backgrounds("test")[scenes.TEST_BACKGROUNDS.index(name)]
         for image in (photo, cv2.resize(photo, SIZE, interpolation=cv2.INTER_LINEAR)):
             counts.append(len(pipeline.detect_image(image, detector=det, classifier=clf)))
+    hard = [len(pipeline.detect_image(scenes.make_scene(950_000 + i, split="test", size=SIZE, n_signs=(0, 0)).image,
+                                      detector=det, classifier=clf)) for i in range(HARD_NEGATIVE_SCENES)]
     return {"photos": len(counts), "false_positives": int(sum(counts)),
-            "per_photo": round(sum(counts) / len(counts), 3)}
+            "per_photo": round(sum(counts) / len(counts), 3),
+            "hard_negative_scenes": len(hard), "per_hard_negative_scene": round(sum(hard) / len(hard), 3)}
 
 
 def speed(det, clf, made, *, repeats: int = 1) -> dict:

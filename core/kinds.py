@@ -12,3 +12,4 @@ from core.data import build_run  # noqa: F401
 from core.curation import import_run  # noqa: F401
 from core.analysis import embed_run  # noqa: F401
 from core.analysis import issues_run  # noqa: F401
+from core.detection import detect_run  # noqa: F401

@@ -33,9 +33,9 @@ def app(tmp_path_factory):
         yield url, root
 
 
-#: Streamlit's menu: Home.py's st.navigation, page titles in two sections. Never the files' own names.
+#: Streamlit's menu: Home.py's st.navigation, page titles in sections. Never the files' own names.
 MENU = {"Home", "Explore dataset", "Visualise classes", "Add new classes", "Add new images", "Added images",
-        "Evaluate models", "Improve model", "Make prediction"}
+        "Evaluate models", "Improve model", "Make prediction", "Detect signs"}
 #: Home's "Start here" links and the heading of the page each opens.
 START_HERE = [("Explore dataset", "Explore dataset"), ("Evaluate models", "Evaluate models"),
               ("Add new classes", "Add new classes")]

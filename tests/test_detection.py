@@ -250,3 +250,12 @@ def test_learned_detector_levels_cover_large_signs():
     # full level: 80 px; half level: 160 px (80 >= its 40 px floor); quarter level: 320 px; none suppressed
     # each other (IoU of nested 80/160/320 boxes is 0.25 at most)
     assert sizes == [80, 160, 320]
+
+
+def test_a_40_megapixel_photo_is_processed_downscaled(classifier):
+    image = _red_disc_photo(8000, 5000, centre=(6000, 1000), r=300)  # 40,000,000 pixels
+    res = pipeline.detect_files([("camera.jpg", _jpeg(image))], detector=ColourDetector(), classifier=classifier,
+                                min_score=0.0)[0]
+    assert res.error is None and (res.width, res.height) == (8000, 5000)
+    assert any("searched at 2048 px" in n for n in res.notes)
+    np.testing.assert_allclose(res.detections[0].box, (5700, 700, 6301, 1301), atol=12)

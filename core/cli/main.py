@@ -1,5 +1,5 @@
 """Command line: ``python -m core datasets build|list|import|derive|delete``, ``classes``, ``images``, ``train``,
-``evaluate``, ``novelty``, ``robustness``, ``predict``, ``runs list``, ``models list|delete``.
+``evaluate``, ``novelty``, ``robustness``, ``predict``, ``detect``, ``runs list``, ``models list|delete``.
 
 Run ``python -m core <command> --help`` for each command's options. The ``train`` flags are generated from the
 fields of :class:`core.learning.training.TrainConfig`, so every setting is reachable here with the same default
@@ -13,8 +13,8 @@ import sys
 
 import core.kinds  # noqa: F401  (registers every run kind)
 from core import runs
-from core.cli import (analysis_commands, compare_commands, curation_commands, data_commands, export_commands,
-                      issues_commands, train_commands)
+from core.cli import (analysis_commands, compare_commands, curation_commands, data_commands, detect_commands,
+                      detector_commands, export_commands, issues_commands, train_commands)
 from core.learning import registry
 
 
@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     curation_commands.add_commands(sub)
     train_commands.add_commands(sub)
     analysis_commands.add_commands(sub)
+    detect_commands.add_commands(sub)
     issues_commands.add_commands(sub)
     compare_commands.add_commands(sub)
     export_commands.add_commands(sub)
+    detector_commands.add_commands(sub)
     r = sub.add_parser("runs", help="list runs (all long work: training, evaluation, imports, maps...), newest first")
     r.add_argument("action", choices=["list"])
     r.add_argument("--kind", choices=runs.kind_names())

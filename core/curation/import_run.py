@@ -7,14 +7,13 @@ ends, done or not.
 from __future__ import annotations
 
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import runs
 from core.base import config
 from core.curation import importing
-from core.data import augment, datasets, quotas, uploads
+from core.data import augment, datasets, quotas, staging, uploads
 from core.learning import registry
 from core.learning.models import load_checkpoint, model_from_checkpoint
 
@@ -57,14 +56,7 @@ def stage_uploads(items: list[tuple[str, bytes]]) -> list[str]:
     In demo mode they count against the session's upload quota first (a zip by its expanded size): a batch that
     would pass it, or full workspaces, are refused before anything is written (:func:`quotas.charge_uploads`)."""
     quotas.charge_uploads(items)
-    folder = _staging() / uuid.uuid4().hex
-    paths = []
-    for k, (name, data) in enumerate(items):
-        path = folder / f"{k:05d}" / uploads.safe_name(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        paths.append(str(path))
-    return paths
+    return staging.stage(items, _staging())
 
 
 def _staging() -> Path:

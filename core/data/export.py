@@ -65,6 +65,8 @@ def provenance_text(row: dict) -> str:
     "upload stop.jpg", "augmented variant 2 of upload stop.jpg (blur, noise)", "edit of upload stop.jpg"."""
     upload = row.get("upload")
     recipe = row.get("recipe") or {}
+    if row.get("origin") == "detection":
+        return _detection_text(row)
     if upload is None:
         source = row.get("source") or "unknown source"
         return f"added to the workspace from {source}" if "id" in row else source
@@ -78,6 +80,18 @@ def provenance_text(row: dict) -> str:
                                  edit.get("rotate")), (f"flipped {edit.get('flip')}", edit.get("flip"))) if on]
         return f"edit of upload {upload}" + (f" ({', '.join(steps)})" if steps else "")
     return f"upload {upload}"
+
+
+def _detection_text(row: dict) -> str:
+    """A harvested crop's origin: "detected in dashcam.mp4, frame 12 at 6.0 s, by detector 314a9b5ae6fe,
+    classified by benchmark as 14" (or "as an unknown sign")."""
+    where = row.get("source_file", "an image")
+    if row.get("frame") is not None:
+        where += f", frame {row['frame']}" + (f" at {row['time_s']:.1f} s" if row.get("time_s") is not None else "")
+    verdict = row.get("predicted_class_id")
+    return (f"detected in {where}, by {row.get('detector', 'a detector')} {row.get('detector_version', '')}".rstrip()
+            + f", classified by {row.get('model', 'a model')} as "
+            + ("an unknown sign" if verdict is None else str(verdict)))
 
 
 def check_target(out: str | os.PathLike, *, overwrite: bool = False, suffix: str | None = None) -> Path:

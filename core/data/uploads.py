@@ -405,3 +405,4 @@ def _walk(root: Path) -> list[tuple[tuple[str, ...], str | None]]:
             elif is_image and entry.is_file(follow_symlinks=False):
                 found.append((parts, None))
     return sorted(found, key=lambda item: item[0])
+

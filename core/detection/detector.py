@@ -116,7 +116,7 @@ def detection_loss(out: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple
 
 def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
-    arr = np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images)
+    arr = np.array(np.stack(images) if isinstance(images, list) else images, copy=True)  # writable for torch
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
 
 

@@ -58,7 +58,7 @@ def make_patches(n: int, *, seed: int, size: int, source: str | None = None,
     boxes = []
     for i in range(n):
         s = scenes.make_scene(seed * 1_000_003 + i, split="train", size=(size, size), n_signs=(0, 3),
-                              sign_sizes=TRAIN_SIZES, source=source, folder=folder)
+                              sign_sizes=TRAIN_SIZES, source=source, folder=folder, view=scenes.PATCH_VIEW)
         images[i] = s.image
         boxes.append(s.boxes)
     return images, boxes

@@ -79,19 +79,10 @@ def average_precision(images: list[ImageEval], *, iou_threshold: float = IOU_MAT
     Returns {"ap", "signs", "detections", "recall_max", "precision_at_max_recall"}; "ap" is None when the subset has
     no ground truth.
     """
-    all_scores, all_tp, n_gt = [], [], 0
-    for ev in images:
-        s, t, n = _match(ev, iou_threshold=iou_threshold, with_class=with_class)
-        all_scores.append(s)
-        all_tp.append(t)
-        n_gt += n
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    tp = np.concatenate(all_tp) if all_tp else np.zeros(0, bool)
+    scores, tp, n_gt = _pooled(images, iou_threshold=iou_threshold, with_class=with_class)
     if n_gt == 0:
         return {"ap": None, "signs": 0, "detections": int(len(scores)), "recall_max": None,
                 "precision_at_max_recall": None}
-    order = np.argsort(-scores, kind="stable")
-    tp = tp[order]
     ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
     recall = ctp / n_gt
     precision = ctp / np.maximum(ctp + cfp, 1)
@@ -99,6 +90,15 @@ def average_precision(images: list[ImageEval], *, iou_threshold: float = IOU_MAT
     return {"ap": round(float(ap), 4), "signs": n_gt, "detections": int(len(scores)),
             "recall_max": round(float(recall[-1]) if len(recall) else 0.0, 4),
             "precision_at_max_recall": round(float(precision[-1]) if len(precision) else 0.0, 4)}
+
+
+def _pooled(images: list[ImageEval], *, iou_threshold: float, with_class: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every counted detection of ``images`` best score first: (scores, is_tp), and the signs in the subset."""
+    parts = [_match(ev, iou_threshold=iou_threshold, with_class=with_class) for ev in images]
+    scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    tp = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
+    order = np.argsort(-scores, kind="stable")
+    return scores[order], tp[order], sum(p[2] for p in parts)
 
 
 def _area(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -112,15 +112,9 @@ def _area(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def best_threshold(images: list[ImageEval], *, iou_threshold: float = IOU_MATCH) -> tuple[float, float]:
     """The score threshold with the best F1 over ``images`` (class-agnostic), and that F1."""
-    all_scores, all_tp, n_gt = [], [], 0
-    for ev in images:
-        s, t, n = _match(ev, iou_threshold=iou_threshold, with_class=False)
-        all_scores.append(s)
-        all_tp.append(t)
-        n_gt += n
-    scores, tp = np.concatenate(all_scores), np.concatenate(all_tp)
-    order = np.argsort(-scores, kind="stable")
-    scores, tp = scores[order], tp[order]
+    scores, tp, n_gt = _pooled(images, iou_threshold=iou_threshold, with_class=False)
+    if len(scores) == 0:
+        raise ValueError("no detections to choose a threshold from")
     ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
     f1 = 2 * ctp / np.maximum(ctp + cfp + n_gt, 1)
     k = int(np.argmax(f1))

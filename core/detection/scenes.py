@@ -49,6 +49,11 @@ DEFAULT_ROI = (0.1, 0.1, 0.9, 0.9)
 TRAIN_BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "brick", "grass", "gravel",
                      "immunohistochemistry", "hubble_deep_field")
 TEST_BACKGROUNDS = ("china", "flower", "camera", "clock", "coins", "page", "moon", "horse")
+#: The share of a background photo's width a scene shows (log-uniform in this range). Training patches show
+#: much less (:data:`PATCH_VIEW`): a 192 px patch is a window of a full scene, at any pyramid level, so its
+#: textures must have the scale they have there (a whole photo squeezed into a patch makes galaxies sign-sized).
+VIEW = (0.45, 1.0)
+PATCH_VIEW = (0.06, 1.0)
 #: Probability that a scene gets hard negatives, and that a sign is partly occluded.
 P_NEGATIVES, P_OCCLUDED = 0.6, 0.2
 
@@ -135,14 +140,15 @@ def backgrounds(split: str, *, folder: str | Path | None = None) -> list[np.ndar
 class _Painter:
     """Draws one scene with a seeded generator; each step is a small method so the recipe reads top to bottom."""
 
-    def __init__(self, rng: np.random.Generator, size: tuple[int, int], crops: SignCrops, photos: list[np.ndarray]):
-        self.rng, self.size, self.crops, self.photos = rng, size, crops, photos
+    def __init__(self, rng: np.random.Generator, size: tuple[int, int], crops: SignCrops, photos: list[np.ndarray],
+                 view: tuple[float, float] = VIEW):
+        self.rng, self.size, self.crops, self.photos, self.view = rng, size, crops, photos, view
 
     def background(self) -> np.ndarray:
         rng, (w, h) = self.rng, self.size
         photo = self.photos[rng.integers(len(self.photos))]
         ph, pw = photo.shape[:2]
-        scale = rng.uniform(0.45, 1.0)
+        scale = float(np.exp(rng.uniform(np.log(self.view[0]), np.log(self.view[1]))))
         cw, ch = max(16, int(pw * scale)), max(16, int(ph * scale))
         cw, ch = min(cw, pw), min(ch, int(cw * h / w) if int(cw * h / w) <= ph else ph)
         x0, y0 = rng.integers(0, pw - cw + 1), rng.integers(0, ph - ch + 1)
@@ -315,11 +321,11 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 def make_scene(seed: int, *, split: str = "test", size: tuple[int, int] = (640, 480),
                n_signs: tuple[int, int] = (1, 3), sign_sizes: tuple[float, float] = (MIN_SIGN, MAX_SIGN),
                negatives: bool = True, jpeg: bool = True, source: str | None = None,
-               folder: str | Path | None = None) -> Scene:
+               folder: str | Path | None = None, view: tuple[float, float] = VIEW) -> Scene:
     """One scene of ``size`` (width, height) with ``n_signs`` (inclusive range) signs of ``sign_sizes`` px.
 
     Deterministic: the same arguments give the same pixels and boxes. ``folder``: sign-free photos to use instead
-    of the split's built-in backgrounds (``--backgrounds DIR``).
+    of the split's built-in backgrounds (``--backgrounds DIR``); ``view``: the share of a photo's width shown.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -327,7 +333,7 @@ def make_scene(seed: int, *, split: str = "test", size: tuple[int, int] = (640, 
         raise ValueError(f"a scene must be at least 32x32 pixels, got {size[0]}x{size[1]}")
     rng = np.random.default_rng([int(seed), SPLITS.index(split)])
     painter = _Painter(rng, (int(size[0]), int(size[1])), sign_crops(split, source=source),
-                       backgrounds(split, folder=folder) if folder else _split_photos(split))
+                       backgrounds(split, folder=folder) if folder else _split_photos(split), view)
     image = painter.background()
     if negatives and rng.random() < P_NEGATIVES:
         painter.negatives(image)
