@@ -4,7 +4,6 @@ tracks, tick two detections and harvest their crops into a workspace, then find 
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +19,6 @@ from waits import PAGE_MS, RUN_MS
 pytestmark = pytest.mark.browser
 
 #: Where the lead looks at this flow's screenshots (besides the suite's tests/artifacts).
-REVIEW_SHOTS = Path(os.environ.get("TSW_REVIEW_SHOTS", "/tmp/h/shots"))
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +56,11 @@ def learned_or_colour() -> str:
 
 
 def shot(page, tmp_path: Path, name: str) -> Path:
-    """A screenshot into the test's folder, copied to the suite's artifacts and the lead's review folder."""
+    """A screenshot into the test's folder, copied to the suite's artifacts (tests/artifacts)."""
     path = tmp_path / f"detect_{name}.png"
     screenshot(page, path)
-    for folder in (SHOTS, REVIEW_SHOTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / path.name)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
     assert page.get_by_test_id("stException").count() == 0
     return path
 

@@ -181,7 +181,7 @@ def test_a_harvested_image_is_listed_on_added_images_with_its_source(ws):
     rec = page.records[0]
     assert rec["source_file"] == "high street.jpg"
     assert provenance_text(rec).startswith("detected in high street.jpg, by ")
-    assert provenance_text(rec).endswith(f", classified by {VERSIONS['model']} as 14")
+    assert provenance_text(rec).endswith(f", classified by {VERSIONS['model']} as class 14")
     batch = rec["batch"]
     assert curation_added.list_added(workspaces.current_added(datasets.get_dataset("ws1")), batch=batch).total == 2
 

@@ -84,14 +84,14 @@ def provenance_text(row: dict) -> str:
 
 def _detection_text(row: dict) -> str:
     """A harvested crop's origin: "detected in dashcam.mp4, frame 12 at 6.0 s, by detector 314a9b5ae6fe,
-    classified by benchmark as 14" (or "as an unknown sign")."""
+    classified by benchmark as class 14" (or "as an unknown sign")."""
     where = row.get("source_file", "an image")
     if row.get("frame") is not None:
         where += f", frame {row['frame']}" + (f" at {row['time_s']:.1f} s" if row.get("time_s") is not None else "")
     verdict = row.get("predicted_class_id")
     return (f"detected in {where}, by {row.get('detector', 'a detector')} {row.get('detector_version', '')}".rstrip()
             + f", classified by {row.get('model', 'a model')} as "
-            + ("an unknown sign" if verdict is None else str(verdict)))
+            + ("an unknown sign" if verdict is None else f"class {verdict}"))
 
 
 def check_target(out: str | os.PathLike, *, overwrite: bool = False, suffix: str | None = None) -> Path:
