@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from cli_support import run_cli
+from core.cli.detect_commands import _detection_line
 from core.data import datasets, workspaces
 from core.data.images import encode_png
 from core.detection import boxes, pipeline, scenes, video
+from core.detection.results import Detection, FileResult
 
 #: A test scene (GTSRB test crops on a test photo) with two signs large enough for the shipped detector.
 SEED = 3
@@ -165,3 +167,10 @@ def test_a_bad_harvest_target_is_refused_before_anything_is_detected(files, data
     res = run_cli("detect", files["png"], *target, root=data_root)
     assert res.returncode == 2 and message in res.stderr and res.stdout == ""
     assert workspaces.current_added(datasets.get_dataset("ws1")) == []
+
+
+def test_a_novel_detection_line_names_the_best_guess():
+    d = Detection((10, 20, 42, 52), 0.9, None, None, 0.61, True, top=[{"class_id": 14, "name": "Stop", "p": 0.61}],
+                  frame=3, time_s=1.5, track=2)
+    line = _detection_line(FileResult("clip.mp4", kind="video"), d)
+    assert line == "clip.mp4 frame 3 (1.50 s) track 2: unknown sign (best guess 14: Stop 61%)  score 0.90  box [10, 20, 42, 52]"

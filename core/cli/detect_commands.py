@@ -85,7 +85,8 @@ def _progress(fraction: float, message: str = "", entry: dict | None = None) -> 
 def _detection_line(r: FileResult, d: Detection) -> str:
     where = r.file if d.frame is None else f"{r.file} frame {d.frame}" + (
         f" ({d.time_s:.2f} s)" if d.time_s is not None else "") + (f" track {d.track}" if d.track else "")
-    what = (f"unknown sign (best guess {d.class_name or '?'} {d.confidence:.0%})" if d.novel or d.class_id is None
+    guess = f"{d.top[0]['class_id']}: {d.top[0]['name']}" if d.top else "none"
+    what = (f"unknown sign (best guess {guess} {d.confidence:.0%})" if d.novel or d.class_id is None
             else f"{d.class_id}: {d.class_name} {d.confidence:.0%}")
     box = ", ".join(f"{v:.0f}" for v in d.box)
     return f"{where}: {what}  score {d.score:.2f}  box [{box}]"
