@@ -391,6 +391,8 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         assert distributed.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     with pytest.raises(ValueError, match="precision"):
         distributed.resolve_precision("fp8", cpu)
+    with pytest.raises(ValueError, match="resolved arithmetic"):
+        distributed.arithmetic_record("auto", cpu)
     with pytest.raises(ValueError, match="precision"):
         _cfg(precision="half").validate()
 
@@ -399,6 +401,10 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
 def test_both_arithmetics_train_and_are_recorded(sample, precision):
     res = training.train(_cfg(epochs=2, precision=precision, max_train_images=300), sample)
     assert res.checkpoint["metrics"]["precision"] == precision
+    arithmetic = res.checkpoint["metrics"]["arithmetic"]
+    assert arithmetic["precision"] == precision and arithmetic["torch"] == str(torch.__version__)
+    assert arithmetic["device"] == "cpu" and arithmetic["cpu_capability"]
+    assert isinstance(arithmetic["amx"], bool) and isinstance(arithmetic["avx512_bf16"], bool)
     assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.5 and np.isfinite(res.history[-1]["loss"])
     assert 0 < res.history[0]["train_pass_seconds"] <= res.history[0]["seconds"]
 

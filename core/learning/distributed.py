@@ -93,6 +93,20 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def arithmetic_record(precision: str, device: torch.device) -> dict:
+    """What decides a training's numbers besides its seed, for the checkpoint: the arithmetic actually used
+    (``fp32``/``bf16``, never ``auto``), the torch version, the device, and the CPU features ``auto`` reads
+    (:func:`native_bf16`) plus the kernel set torch dispatches to (e.g. ``AVX512``). Re-running a card's command on
+    another machine pins the arithmetic with ``--precision``; a different kernel set can still move the last bits."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"record the resolved arithmetic (fp32 or bf16), not {precision!r}")
+    cpu = getattr(torch, "cpu", None)
+    return {"precision": precision, "torch": str(torch.__version__), "device": device.type,
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
+            "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())}
+
+
 def init(device_name: str = "auto") -> Place:
     """Join the job torchrun started (once per process); a plain process stays alone. Returns its place."""
     place = from_env()

@@ -138,6 +138,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         epochs=loop.epochs_done + (parent["epochs"] if parent and cfg.mode != "scratch" else 0),
         history=loop.history, metrics={"best_val_acc": loop.best_score, "best_epoch": loop.best_epoch,
                                        "train_seconds": round(seconds, 1), "precision": precision,
+                                       "arithmetic": distributed.arithmetic_record(precision, device),
                                        **({"classes_without_train_images": data.missing} if data.missing else {}),
                                        **({"new_class_offset": loop.new_class_offset}
                                           if loop.new_class_offset is not None else {})},
