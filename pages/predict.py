@@ -7,7 +7,7 @@ import streamlit as st
 from core.analysis import novelty, prediction
 from core.data.export import plural
 from ui.cache import class_heatmap, load_model, novelty_detector
-from ui.widgets import ig_figure, pick_model, pick_novelty_method, show_model_stats
+from ui.widgets import ig_figure, pick_model, pick_novelty_method, show_model_stats, top_k_bars
 from ui.nav import ensure_router
 
 ensure_router()  # a first visit straight to this page's URL on a fresh server: let Home.py route it
@@ -68,8 +68,4 @@ with slot.container():
             c1.caption(f"input {r.image.shape[1]}\u00d7{r.image.shape[0]} px; brighter = pixels that pushed the "
                        "model more towards its top-1 class")
             with c2:
-                for t in r.top[:5]:
-                    cols = st.columns([1, 6])
-                    if pictograms.get(t["class_id"]):
-                        cols[0].image(str(pictograms[t["class_id"]]), width=32)
-                    cols[1].progress(float(t["p"]), text=f"{t['class_id']}: {t['name']} \u2014 {percent(t['p'])}")
+                top_k_bars(r.top, pictograms)

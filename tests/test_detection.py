@@ -2,20 +2,24 @@
 pipeline's box mapping (EXIF rotation, downscaled search) and bad-input handling."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from cli_support import run_cli
 from core.detection import boxes as bx
 from core.detection import metrics, pipeline, scenes
 from core.detection.classical import ColourDetector
 from core.detection.detector import (STRIDE, HeatmapNet, LearnedDetector, decode, load_detector_file, make_targets,
                                      save_detector)
 from core.detection.results import Detection, FileResult
+from core.detection.tracking import assign_tracks
 
 
 # --- boxes -------------------------------------------------------------------------------------------------------
@@ -152,7 +156,6 @@ def classifier():
 
 
 def _red_disc_photo(w: int = 400, h: int = 300, centre=(300, 80), r: int = 30) -> np.ndarray:
-    import cv2
     image = np.full((h, w, 3), 128, np.uint8)
     cv2.circle(image, centre, r, (220, 20, 20), -1)
     return image
@@ -259,3 +262,41 @@ def test_a_40_megapixel_photo_is_processed_downscaled(classifier):
     assert res.error is None and (res.width, res.height) == (8000, 5000)
     assert any("searched at 2048 px" in n for n in res.notes)
     np.testing.assert_allclose(res.detections[0].box, (5700, 700, 6301, 1301), atol=12)
+
+
+def test_the_file_hash_is_the_same_from_bytes_and_from_a_path(classifier, tmp_path):
+    data = _jpeg(_red_disc_photo())
+    (tmp_path / "a.jpg").write_bytes(data)
+    res = pipeline.detect_files([("a.jpg", data), ("a.jpg", tmp_path / "a.jpg")], detector=ColourDetector(),
+                                classifier=classifier)
+    assert res[0].sha256 == res[1].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_default_tracker_follows_approaching_signs_sampled_at_2_per_second():
+    frames, truth = scenes.make_video(4, n_frames=24, size=(640, 360), n_signs=2)  # a 2 s clip at 12 frames/s
+    sampled = [[Detection(tuple(b), 0.9, int(c), "x", 0.9, False, frame=k) for b, c in zip(t.boxes, t.class_ids)]
+               for k, t in enumerate(truth) if k % 6 == 0]  # 2 frames per second
+    tracks = assign_tracks(sampled)
+    assert len(tracks) == 2 and all(len(t.detections) == 4 for t in tracks)
+
+
+def test_detector_train_command_writes_a_loadable_detector_with_its_command(tmp_path):
+    out = tmp_path / "tiny.pt"
+    res = run_cli("detector", "train", "--steps", "2", "--batch", "4", "--patch", "64", "--patches", "8",
+                  "--channels", "4", "4", "4", "4", "4", "4", "--val-scenes", "2", "--out", out, root=tmp_path)
+    assert res.returncode == 0, res.stderr
+    metrics_out = json.loads(res.stdout)
+    assert 0 <= metrics_out["min_score"] <= 1 and metrics_out["val_scenes"] == 2
+    det = load_detector_file(out)
+    assert det.meta["train"]["command"].startswith("python -m core detector train --steps 2 --batch 4 --patch 64")
+    assert det.min_score == pytest.approx(metrics_out["min_score"], abs=1e-4)
+    bad = run_cli("detector", "train", "--patch", "30", "--out", out, root=tmp_path)
+    assert bad.returncode != 0 and "patch must be a multiple of 4" in bad.stderr
+
+
+def test_scenes_fall_back_to_the_shipped_sample_without_the_shared_data(tmp_path):
+    crops = scenes.sign_crops("test", source=str(tmp_path))
+    assert len(crops) > 0 and crops.images.shape[1] == crops.images.shape[2] and crops.images.shape[3] == 3
+    np.testing.assert_allclose(crops.roi[0], scenes.DEFAULT_ROI)
+    s = scenes.make_scene(1, size=(200, 150), source=str(tmp_path))
+    assert s.image.shape == (150, 200, 3)

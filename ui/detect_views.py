@@ -27,7 +27,7 @@ from core.detection.results import Detection, FileResult
 from core.learning import registry
 from ui.cache import class_heatmap, load_model
 from ui.nav import rerun_page
-from ui.widgets import ig_figure, pick_dataset, pick_model, run_status
+from ui.widgets import ig_figure, pick_dataset, pick_model, run_status, top_k_bars
 
 #: What the uploader takes: photos, and videos PyAV decodes (core.detection.video).
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "mp4", "webm", "mov"]
@@ -266,12 +266,7 @@ def detection_detail(meta: dict, result: FileResult, det: Detection) -> None:
                               "(top-1)"), key="detect_ig", config={"displayModeBar": False})
     with c2:
         st.image(det.crop, width=120, caption=f"crop {det.crop.shape[1]}\u00d7{det.crop.shape[0]} px")
-        pictograms = prediction.class_pictograms(ckpt, [t["class_id"] for t in det.top])
-        for t in det.top[:5]:
-            cols = st.columns([1, 6])
-            if pictograms.get(int(t["class_id"])):
-                cols[0].image(str(pictograms[int(t["class_id"])]), width=32)
-            cols[1].progress(float(t["p"]), text=f"{t['class_id']}: {t['name']} \u2014 {100 * t['p']:.1f} %")
+        top_k_bars(det.top, prediction.class_pictograms(ckpt, [t["class_id"] for t in det.top]))
 
 
 def _harvest(run_id: str, picks: list, settings: dict, picker_key: str) -> None:

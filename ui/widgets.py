@@ -133,6 +133,16 @@ def ig_figure(image, heatmap, *, title: str = "Integrated Gradients"):
     return fig
 
 
+def top_k_bars(top: list[dict], pictograms: dict, *, k: int = 5) -> None:
+    """A classifier's top-``k`` (``[{"class_id", "name", "p"}]``, best first) as bars, each with its class's
+    pictogram (:func:`core.analysis.prediction.class_pictograms`) where there is one."""
+    for t in top[:k]:
+        cols = st.columns([1, 6])
+        if pictograms.get(int(t["class_id"])):
+            cols[0].image(str(pictograms[int(t["class_id"])]), width=32)
+        cols[1].progress(float(t["p"]), text=f"{t['class_id']}: {t['name']} \u2014 {100 * t['p']:.1f} %")
+
+
 def show_errors(errors: list[dict], *, limit: int = 20) -> None:
     """One line per refused file."""
     for e in errors[:limit]:

@@ -77,16 +77,7 @@ def act(dataset: str, refs: Sequence[str], action: str, *, class_id: int | Seque
     workspace takes the action back."""
     info = datasets.get_dataset(dataset)
     refs = check_action(info, refs, action, class_id=class_id, split=split)
-    derived = info.kind != "workspace"
-    if derived:
-        if not workspace:
-            raise ValueError(f"{dataset} is a built dataset and never changes; name a workspace to derive from it "
-                             "and act there")
-        if info.kind != "built":
-            raise ValueError(f"{dataset} cannot be changed; derive a workspace from a built dataset")
-        name = workspaces.derive(dataset, workspace).name
-    else:
-        name = dataset
+    name, derived = workspaces.change_target(info, workspace, doing="act")
     n = len(refs)
     if action == "relabel":
         workspace_changes.relabel_images(name, refs, class_id=class_id)

@@ -152,6 +152,20 @@ def derive(base: str, name: str) -> ds.DatasetInfo:
     return read_info(workspace_dir(name))
 
 
+def change_target(info: ds.DatasetInfo, workspace: str | None, *, doing: str) -> tuple[str, bool]:
+    """The workspace a change to dataset ``info`` goes to, and whether it was derived for it: ``info`` itself when
+    it is a workspace; else a workspace named ``workspace`` derived from it now (built datasets never change).
+    Call it once every other check has passed. ``doing`` completes the message ("act", "harvest")."""
+    if info.kind == "workspace":
+        return info.name, False
+    if not workspace:
+        raise ValueError(f"{info.name} is a built dataset and never changes; name a workspace to derive from it "
+                         f"and {doing} there")
+    if info.kind != "built":
+        raise ValueError(f"{info.name} cannot be changed; derive a workspace from a built dataset")
+    return derive(info.name, workspace).name, True
+
+
 def delete(name: str) -> None:
     """Delete workspace ``name`` with everything added to it. Built datasets cannot be deleted, nor (in demo
     mode) another session's workspace or a shared one."""

@@ -329,14 +329,7 @@ def harvest_run(run_id: str, picks: Sequence[tuple[int, int]] | None = None, *, 
     items = harvest_items(run_id, picks, best_of_tracks=best_of_tracks)
     if not items:
         raise ValueError("nothing to harvest: pick detections in the table (or harvest each track's best crop)")
-    derived = info.kind != "workspace"
-    if derived:
-        if not workspace:
-            raise ValueError(f"{dataset} is a built dataset and never changes; name a workspace to derive from it "
-                             "and harvest there")
-        name = workspaces.derive(dataset, workspace).name
-    else:
-        name = dataset
+    name, derived = workspaces.change_target(info, workspace, doing="harvest")
     meta = read_summary(run_id)
     done = harvest.harvest(name, items, class_id=None if class_id is None else int(class_id),
                            detector_version=str(meta["detector_version"]), model_version=str(meta["model_version"]),

@@ -102,7 +102,7 @@ def train_detector(cfg: DetectorTrainConfig, *, log: Callable[[str], None] = pri
         opt.step()
         sched.step()
         if step % 100 == 0 or step == cfg.steps - 1:
-            log(f"step {step + 1}/{cfg.steps} loss {float(loss):.3f} (focal {parts['focal']:.3f}, "
+            log(f"step {step + 1}/{cfg.steps} loss {float(loss.detach()):.3f} (focal {parts['focal']:.3f}, "
                 f"l1 {parts['l1']:.3f}) {time.time() - t0:.0f} s")
     net.eval()
     detector = LearnedDetector(net)

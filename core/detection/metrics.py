@@ -111,10 +111,11 @@ def _area(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 def best_threshold(images: list[ImageEval], *, iou_threshold: float = IOU_MATCH) -> tuple[float, float]:
-    """The score threshold with the best F1 over ``images`` (class-agnostic), and that F1."""
+    """The score threshold with the best F1 over ``images`` (class-agnostic), and that F1; (1.0, 0.0) when there is
+    no detection at all."""
     scores, tp, n_gt = _pooled(images, iou_threshold=iou_threshold, with_class=False)
-    if len(scores) == 0:
-        raise ValueError("no detections to choose a threshold from")
+    if len(scores) == 0:  # an untrained detector: nothing to keep, and nothing found
+        return 1.0, 0.0
     ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
     f1 = 2 * ctp / np.maximum(ctp + cfp + n_gt, 1)
     k = int(np.argmax(f1))

@@ -180,8 +180,10 @@ def detect_files(items: list[tuple[str, bytes | str | os.PathLike]], *, detector
 
 
 def _sha256(src) -> str:
-    data = src if isinstance(src, bytes) else Path(src).read_bytes()
-    return hashlib.sha256(data).hexdigest()
+    if isinstance(src, bytes):
+        return hashlib.sha256(src).hexdigest()
+    with open(src, "rb") as f:  # in chunks: a dashcam video may be a gigabyte
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _detect_photo(name: str, src, *, detector: Proposer, classifier: Classifier,

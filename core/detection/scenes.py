@@ -162,7 +162,7 @@ class _Painter:
         rng, (w, h) = self.rng, self.size
         for _ in range(rng.integers(1, 4)):
             kind = rng.choice(["disc", "ring", "lights", "text", "board"])
-            r = int(rng.uniform(6, 40))
+            r = int(rng.uniform(6, max(7.0, min(40.0, min(w, h) / 3))))  # fits small training patches too
             cx, cy = int(rng.uniform(r, w - r)), int(rng.uniform(r, h - r))
             red = (int(200 + rng.integers(0, 55)), int(rng.integers(0, 60)), int(rng.integers(0, 60)))
             blue = (int(rng.integers(0, 60)), int(rng.integers(40, 110)), int(150 + rng.integers(0, 105)))
