@@ -4,7 +4,8 @@ Design (CenterNet-style, sized for 2 CPU cores):
 
 - The network sees an RGB image and outputs, every 4 pixels (stride 4), a sign-centre score (a heatmap whose peaks
   are sign centres), the centre's sub-cell offset and the sign's log width and height. Dilated 3x3 convolutions
-  give each output a receptive field of about 127 px at about 57k multiply-adds per output cell.
+  give each output a receptive field of about 127 px, at about 57k multiply-adds per output cell with the default
+  channels (:data:`CHANNELS`) and 111k with the shipped detector's wider ones (24-32-48-48-64-64, 109k parameters).
 - It is trained on signs of :data:`TRAIN_SIZES` px; a few-scale pyramid (:data:`LEVELS`) covers 16-160 px signs
   and more: each level keeps the boxes of the sizes it was trained for, then non-maximum suppression merges levels.
 - It is class-agnostic: what the sign is, is the classifier's job (:mod:`core.detection.pipeline`).
