@@ -13,3 +13,4 @@ from core.curation import import_run  # noqa: F401
 from core.analysis import embed_run  # noqa: F401
 from core.analysis import issues_run  # noqa: F401
 from core.detection import detect_run  # noqa: F401
+from core.feedback import generate_run  # noqa: F401

@@ -1,4 +1,5 @@
-"""Added images: everything users added to a workspace; filter, page, move between splits, edit, delete, undo."""
+"""Added images: everything users added to a workspace; filter, page, move between splits, edit, delete, undo.
+Generated images carry a badge (and "switched off" while the workspace leaves them out)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -8,6 +9,7 @@ from core.curation import added as curation_added
 from core.data.export import plural, provenance_text
 from core.data.images import load_image
 from ui.export_views import workspace_download
+from ui.generated_views import MARK, badge
 from ui.widgets import pick_workspace
 from ui.nav import ensure_router
 
@@ -43,6 +45,7 @@ kind, text = st.session_state.pop("added_flash", (None, None))
 if kind:
     getattr(st, kind)(text)
 records = added(info.name, info.fingerprint)
+switched_off = not workspaces.generated_in_use(info)
 with st.expander("Download this workspace (zip)", icon=":material/download:"):
     workspace_download(info.name)
 
@@ -52,7 +55,7 @@ def class_label(cid: int) -> str:
     return "Extra (no class yet)" if cid == workspaces.EXTRA_CLASS else f"{cid}: {info.classes.get(cid, '?')}"
 
 
-c = st.columns([2, 1, 2, 1, 1])
+c = st.columns([2, 1, 2, 1, 1, 1])
 class_id = c[0].selectbox("Class", [None] + sorted({r["class_id"] for r in records}), key="added_class",
                           persist_state="session",
                           format_func=lambda x: "All classes" if x is None else class_label(x))
@@ -63,12 +66,14 @@ batch = c[2].selectbox("Upload batch", [None] + sorted({r.get("batch") for r in 
                        format_func=lambda b: b or "All batches")
 aug = c[3].selectbox("Augmented", [None, True, False], key="added_aug", persist_state="session",
                      format_func={None: "Either", True: "Variants", False: "Uploads"}.get)
-page_size = c[4].selectbox("Per page", [24, 48, 96], index=1, key="added_page_size", persist_state="session")
-flt = (class_id, split, batch, aug, page_size, info.name)
+gen = c[4].selectbox("Generated", [None, True, False], key="added_generated", persist_state="session",
+                     format_func={None: "Either", True: "Generated only", False: "Hide generated"}.get)
+page_size = c[5].selectbox("Per page", [24, 48, 96], index=1, key="added_page_size", persist_state="session")
+flt = (class_id, split, batch, aug, gen, page_size, info.name)
 if st.session_state.get("added_filter") != flt:
     st.session_state.added_filter, st.session_state.added_page = flt, 1
-res = curation_added.list_added(records, class_id=class_id, split=split, batch=batch, augmented=aug,
-                          page=st.session_state.added_page, page_size=page_size)
+res = curation_added.list_added(records, class_id=class_id, split=split, batch=batch, augmented=aug, generated=gen,
+                                page=st.session_state.added_page, page_size=page_size)
 
 nav = st.columns([1, 1, 3, 2])
 nav[0].button("\u2190 Previous", disabled=res.page <= 1, key="added_prev",
@@ -86,18 +91,27 @@ if not res.records:
 cols = st.columns(COLUMNS)
 for i, r in enumerate(res.records):
     with cols[i % COLUMNS]:
-        st.image(str(info.image_path(r["file"])), width=72,
-                 caption=f"{r['id']} {r['split']}" + ("*" if curation_added.is_augmented(r) else ""))
-        st.checkbox("select", key=f"added_sel_{r['id']}", label_visibility="collapsed")
-chosen = [r["id"] for r in res.records if st.session_state.get(f"added_sel_{r['id']}")]
-st.caption("\\* an augmented variant of an upload. Tick images to move or delete them.")
+        made = workspaces.is_generated(r)
+        st.image(str(info.image_path(r["file"])), width=72, caption=(f"{MARK} " if made else "")
+                 + f"{r['id']} {r['split']}" + ("*" if curation_added.is_augmented(r) else ""))
+        if made:
+            st.markdown(badge(switched_off=switched_off))
+        # a switched-off generated image is in no split: switch them on to move, edit or delete it
+        st.checkbox("select", key=f"added_sel_{r['id']}", label_visibility="collapsed", disabled=made and switched_off)
+chosen = [r["id"] for r in res.records if st.session_state.get(f"added_sel_{r['id']}")
+          and not (switched_off and workspaces.is_generated(r))]
+st.caption("\\* an augmented variant of an upload; \u2726 generated (Explore has the switch that leaves generated "
+           "images out of training and evaluation). Tick images to move or delete them.")
 
 st.subheader(f"{len(chosen)} selected")
 c = st.columns([1, 1, 1, 2])
 target = c[0].selectbox("Move to", datasets.SPLITS, key="added_target", persist_state="session")
+force = target == "test" and any(workspaces.is_generated(r) for r in res.records if r["id"] in chosen) and \
+    c[3].checkbox("Allow generated images in test (warning: the test then measures the generator, not the model)",
+                  key="added_force_test")
+moved = lambda: workspace_changes.move_images(info.name, chosen, split=target, force=force)  # noqa: E731
 c[1].button("Move", key="added_move", disabled=not chosen, on_click=act,
-            args=(lambda: f"Moved {plural(workspace_changes.move_images(info.name, chosen, split=target), 'image')} "
-                          f"to {target}.",))
+            args=(lambda: f"Moved {plural(moved(), 'image')} to {target}.",))
 c[2].button("Delete", key="added_delete", disabled=not chosen, on_click=act,
             args=(lambda: f"Moved {plural(workspace_changes.delete_images(info.name, chosen), 'image')} to the "
                           "trash (Undo brings them back).",))
@@ -121,7 +135,8 @@ p[0].image(image, width=120, caption=f"now {w}\u00d7{h}")
 try:
     edited = curation_added.apply_edit(image, crop=crop, rotate=rotate, flip=flip)
     p[1].image(edited, width=120, caption=f"edited {edited.shape[1]}\u00d7{edited.shape[0]}")
-    p[2].caption(f"Provenance: {provenance_text(rec)}"
+    p[2].caption((f"{badge(switched_off=switched_off)} " if workspaces.is_generated(rec) else "")
+                 + f"Provenance: {provenance_text(rec)}"
                  + (f"; replaces image {rec['parent']}" if rec.get("parent") else "")
                  + (f"; added in batch {rec['batch']}" if rec.get("batch") else ""))
     p[2].button("Save as a new version", key="added_save", disabled=crop is None and not rotate and flip is None,

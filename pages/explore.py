@@ -12,6 +12,7 @@ from core.analysis.issues_run import IssuesRun, issues_status, shown_issues
 from core.data.datasets import SPLITS
 from ui.nav import ensure_router, rerun_page
 from ui.cache import cached_index
+from ui.generated_views import generated_controls, thumb_captions
 from ui.issues_views import show_findings, show_message, stale_note, undo_bar
 from ui.widgets import pick_dataset, pick_model, run_status, thumbnail_grid
 
@@ -35,7 +36,8 @@ def image_dialog(row: dict) -> None:
         mid.image(str(d.pictogram), width=140, caption="reference pictogram")
     else:
         mid.caption("No reference pictogram for this class.")
-    right.markdown(f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
+    right.markdown((f"**Generated** {d.generated.removeprefix('generated ')}  \n" if d.generated else "")
+                   + f"**Class** {d.class_id}: {d.class_name}  \n**Split** {d.split}  \n"
                    f"**Size** {d.width}\u00d7{d.height} px (original {d.original_size})  \n"
                    f"**Source** {d.source}  \n**Track** {d.track or 'n/a'}  \n**File** `{d.file}`")
 
@@ -49,14 +51,15 @@ with tab_browse:
     query = c3.text_input("Search file names", key="explore_query", persist_state="session", placeholder="e.g. 00014_")
     sort = c4.selectbox("Sort by", browse.SORTS, key="explore_sort", persist_state="session")
     page_size = c5.selectbox("Per page", [12, 24, 48, 96], index=2, key="explore_page_size", persist_state="session")
+    generated = generated_controls(info, key="explore_generated")  # the one switch, and hiding them here
 
     # Page state survives reruns; it resets when the filter changes.
-    filter_key = (info.name, split, class_id, query, sort, page_size)
+    filter_key = (info.name, split, class_id, query, sort, page_size, generated)
     if st.session_state.get("explore_filter") != filter_key:
         st.session_state.explore_filter = filter_key
         st.session_state.explore_page = 1
     result = browse.browse(info, split=split, class_id=class_id, page=st.session_state.explore_page,
-                           page_size=page_size, query=query, sort=sort, index=index)
+                           page_size=page_size, query=query, sort=sort, index=index, generated=generated)
 
     def turn_page(delta: int) -> None:
         st.session_state.explore_page = result.page + delta
@@ -76,9 +79,8 @@ with tab_browse:
         grid.info("No images in this selection.")
     else:
         with grid:
-            clicked = thumbnail_grid([str(p) for p in result.paths],
-                                     [f"{r['class_id']} \u00b7 {p.stem[-8:]}"
-                                      for r, p in zip(result.rows, result.paths)], key="explore_thumb", columns=COLUMNS)
+            clicked = thumbnail_grid([str(p) for p in result.paths], thumb_captions(result.rows, result.paths),
+                                     key="explore_thumb", columns=COLUMNS)
         if clicked is not None:
             image_dialog(result.rows[clicked])
 

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
 #: Layers, lowest first: a module may import its own package and the ones before it.
-LAYERS = ("base", "runs", "data", "learning", "analysis", "curation", "detection", "cli")
+LAYERS = ("base", "runs", "data", "learning", "analysis", "curation", "feedback", "detection", "cli")
 #: Top-level modules of core and the layer they sit in.
 TOP_MODULES = {"core": "cli", "core.__main__": "cli", "core.kinds": "cli"}
 MAX_MODULE_LINES = 420

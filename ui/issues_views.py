@@ -1,7 +1,8 @@
 """The Explore page's Data issues: findings as tables (the image, its given label, the suggested one, the score;
 a leak with its matching image beside it), rows picked with a tick, and the actions on the picked rows (relabel,
 remove, move, send to the Extra bucket) with undo. Built datasets never change: acting on one derives a workspace
-first, in the same click, and the page moves to it."""
+first, in the same click, and the page moves to it. Findings on generated images are marked (a "Generated"
+column)."""
 from __future__ import annotations
 
 import base64
@@ -15,6 +16,7 @@ from core.analysis.data_issues import class_label
 from core.analysis.issues_run import ShownIssues
 from core.data import datasets, workspace_changes, workspaces
 from core.data.images import encode_png, load_image
+from ui.generated_views import findings_mark, generated_files
 
 #: Findings shown per list (worst first); the rest are counted.
 SHOWN = 100
@@ -58,6 +60,9 @@ def findings_table(info: datasets.DatasetInfo, rows: list[dict], kind: str, *, k
         table["Similarity"] = [f"{r['score']:.3f}" for r in shown]
     else:
         table["Novelty"] = [f"{r['score']:.2f}" for r in shown]
+    marks = findings_mark(shown, generated_files(info.name, info.fingerprint))
+    if marks is not None:
+        table["Generated"] = marks
     table["Why"] = [r["reason"] for r in shown]
     table["File"] = [Path(r["file"]).name for r in shown]
     every = st.toggle("Pick every finding shown", key=f"{key}_every")

@@ -92,10 +92,12 @@ def image_properties(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def source_of(row: dict, record: dict | None = None) -> str:
-    """An index row's source in one word: GTSRB, TSRD, augmented, uploaded, or :data:`OTHER_SOURCE`.
+    """An index row's source in one word: GTSRB, TSRD, augmented, generated, uploaded, or :data:`OTHER_SOURCE`.
 
     ``record``: the workspace's added-image record of an added row (its provenance: an augmented variant has a
     ``variant`` in its recipe, or a ``parent_index``)."""
+    if row.get("generated"):
+        return "generated"
     if row.get("origin") == "added":
         recipe = (record or {}).get("recipe") or {}
         return "augmented" if recipe.get("variant") or "parent_index" in (record or {}) else "uploaded"

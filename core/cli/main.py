@@ -14,7 +14,7 @@ import sys
 import core.kinds  # noqa: F401  (registers every run kind)
 from core import runs
 from core.cli import (analysis_commands, compare_commands, curation_commands, data_commands, detect_commands,
-                      detector_commands, export_commands, issues_commands, train_commands)
+                      detector_commands, generate_commands, export_commands, issues_commands, train_commands)
 from core.learning import registry
 
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_commands.add_commands(sub)
     export_commands.add_commands(sub)
     detector_commands.add_commands(sub)
+    generate_commands.add_commands(sub)
     r = sub.add_parser("runs", help="list runs (all long work: training, evaluation, imports, maps...), newest first")
     r.add_argument("action", choices=["list"])
     r.add_argument("--kind", choices=runs.kind_names())

@@ -1,7 +1,7 @@
-"""Curation: what users added to a workspace: one page of its added-image records (filtered, newest first),
-whether a record is an augmented variant, edits (crop, rotate, flip) saved as a new version of an image, and
-giving a group of images a class (a new one or an existing one), dealt to train, val and test the way an import
-deals uploads (:func:`core.curation.importing.smart_segregation`).
+"""Curation: what users added to a workspace: one page of its added-image records (filtered, newest first; generated
+images alone or hidden), whether a record is an augmented variant, edits (crop, rotate, flip) saved as a new version
+of an image, and giving a group of images a class (a new one or an existing one), dealt to train, val and test the
+way an import deals uploads (:func:`core.curation.importing.smart_segregation`).
 
 Adding images is :mod:`core.curation.importing`.
 """
@@ -32,14 +32,16 @@ class AddedPage:
 
 
 def list_added(records: Sequence[dict], *, class_id: int | None = None, split: str | None = None,
-               batch: str | None = None, augmented: bool | None = None, page: int = 1,
-               page_size: int = 48) -> AddedPage:
-    """One page of added-image records (from :func:`core.data.workspaces.current_added`), filtered, newest first."""
+               batch: str | None = None, augmented: bool | None = None, generated: bool | None = None,
+               page: int = 1, page_size: int = 48) -> AddedPage:
+    """One page of added-image records (from :func:`core.data.workspaces.current_added`), filtered, newest first;
+    ``generated``: None every record, True only generated images, False none of them."""
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     rows = [r for r in records if (class_id is None or r["class_id"] == class_id)
             and (split is None or r["split"] == split) and (batch is None or r.get("batch") == batch)
-            and (augmented is None or is_augmented(r) == augmented)]
+            and (augmented is None or is_augmented(r) == augmented)
+            and (generated is None or workspaces.is_generated(r) == generated)]
     rows.sort(key=lambda r: r["seq"], reverse=True)
     pages = max(1, math.ceil(len(rows) / page_size))
     page = min(max(1, int(page)), pages)

@@ -21,8 +21,9 @@ from core.base.text import plural
 from core.data import built as ds
 from core.data import quotas
 from core.data.images import encode_png
-from core.data.workspaces import (ADDED_DIR, EXTRA, EXTRA_CLASS, added_records, read_header, read_info, read_json,
-                                  read_rows, require_writable, workspace_dir, write_version)
+from core.data.workspaces import (ADDED_DIR, EXTRA, EXTRA_CLASS, GENERATED_OFF, added_records, current_added,
+                                  is_generated, read_header, read_info, read_json, read_rows, require_writable,
+                                  workspace_dir, write_version)
 
 #: Changes that ``undo`` can take back, newest last.
 UNDO_DEPTH = 20
@@ -36,6 +37,7 @@ class Change:
 
     def __init__(self, path: Path, head: dict, state: dict):
         self.what = ""  # set by an edit that can say what it did better than its caller (class names)
+        self.force_test = False  # True: :meth:`move` may put a generated image in a test split (else it refuses)
         self.path, self.head, self.state = path, head, state
         self.new_records: list[dict] = []
         self._added: dict[str, dict] | None = None
@@ -59,7 +61,8 @@ class Change:
             if "parent_index" in rec:
                 rec["parent"] = ids[rec.pop("parent_index")]
             self.new_records.append({**rec, "id": rid, "seq": self.head["seq"]})
-            self._count(rec["split"], rec["class_id"], +1)
+            if not (is_generated(rec) and self.state.get(GENERATED_OFF)):  # switched off: not in the counts
+                self._count(rec["split"], rec["class_id"], +1)
             ids.append(rid)
         return ids
 
@@ -69,6 +72,9 @@ class Change:
         if cid != row["class_id"] and row["origin"] != "added":
             raise ValueError(f"{row['file']}: images of the base dataset keep their class; only added images "
                              "can be relabelled")
+        if split == "test" != row["split"] and row.get("generated") and not self.force_test:
+            raise ValueError(f"image {row['id']} is generated: in a test split it would make the test measure the "
+                             "generator, not the model; move it to train or val, or force it (force=True)")
         self._set(row, {"split": split, "class_id": cid})
         self._count(row["split"], row["class_id"], -1)
         self._count(split, cid, +1)
@@ -122,8 +128,7 @@ def change(name: str, what: str = "") -> Iterator[Change]:
         before = {k: json.loads(json.dumps(head.get(k, {}))) for k in _STATE_FIELDS}
         ch = Change(path, head, read_json(path / head["state"]))
         yield ch
-        what = ch.what or what
-        if what:
+        if what := ch.what or what:
             head["undo"] = (head.get("undo", []) + [{**before, "what": what, "at": time.time()}])[-UNDO_DEPTH:]
         ch.commit()
 
@@ -140,8 +145,7 @@ def undo(name: str) -> str:
         if not ch.head.get("undo"):
             raise ValueError(f"workspace {name!r} has nothing to undo")
         last = ch.head["undo"].pop()
-        for k in _STATE_FIELDS:
-            ch.head[k] = last[k]
+        ch.head.update({k: last[k] for k in _STATE_FIELDS})
         ch.state = read_json(ch.path / last["state"])
     return last["what"]
 
@@ -169,8 +173,7 @@ def class_from_images(name: str, class_name: str, refs: Sequence[str], *, split:
     class_name = _check_class_name(class_name)
     if split not in ds.SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(ds.SPLITS)}")
-    refs = list(dict.fromkeys(refs))
-    if not refs:
+    if not (refs := list(dict.fromkeys(refs))):
         raise ValueError(f"no images given for the new class {class_name!r}: pick at least one")
     with change(name, f"create class {class_name!r} from {plural(len(refs))}") as ch:
         cid = _new_class(ch, name, class_name)
@@ -199,8 +202,7 @@ def remove_class(name: str, class_id: int) -> None:
     """Remove a class that has no images in any split (nor in the Extra bucket's history)."""
     with change(name, f"remove class {class_id}") as ch:
         _check_class(ch, name, class_id)
-        n = sum(c.get(str(class_id), 0) for c in ch.head["counts"].values())
-        if n:
+        if n := sum(c.get(str(class_id), 0) for c in ch.head["counts"].values()):
             raise ValueError(f"class {class_id} ({ch.classes[str(class_id)]}) still has {plural(n)}; move or "
                              "delete them first")
         del ch.classes[str(class_id)]
@@ -215,26 +217,29 @@ def _check_class(ch: Change, name: str, class_id: int) -> None:
 
 def _check_unique(ch: Change, name: str, class_name: str, *, but: int | None = None) -> None:
     taken = {v.casefold(): k for k, v in ch.classes.items() if but is None or k != str(but)}
-    if class_name.casefold() in taken:
-        cid = taken[class_name.casefold()]
+    if (cid := taken.get(class_name.casefold())) is not None:
         raise ValueError(f"workspace {name!r} has a class named {ch.classes[cid]!r} already (id {cid}); "
                          "class names are compared without case")
 
 
-def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence[str], class_id: int,
-               sources: Sequence[str], records: Sequence[dict] | None = None) -> list[str]:
+def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence[str],
+               class_id: int | Sequence[int], sources: Sequence[str], records: Sequence[dict] | None = None) -> list[str]:
     """Add RGB uint8 images to one class (or the Extra bucket: ``class_id`` ``EXTRA_CLASS``, split ``EXTRA``);
-    ``split`` is one for all or one per image; ``records`` (one dict each) are kept with them (provenance).
+    ``split`` and ``class_id`` are one for all or one per image (classes, not Extra); ``records`` (one dict each)
+    are kept with them (provenance).
 
     One change: files are written first (content-addressed), then one commit, so a crash or kill leaves the
     previous version. Returns the new images' ids, in order.
     """
     splits = [split] * len(images) if isinstance(split, str) else list(split)
-    if len(splits) != len(images) or len(sources) != len(images) or (records is not None and len(records) != len(images)):
-        raise ValueError(f"{len(images)} images need as many splits, sources and records")
+    cids = [int(class_id)] * len(images) if np.isscalar(class_id) else [int(c) for c in class_id]
+    if len({len(images), len(splits), len(sources), len(cids), len(images if records is None else records)}) > 1:
+        raise ValueError(f"{len(images)} images need as many splits, classes, sources and records")
+    if EXTRA_CLASS in cids and not np.isscalar(class_id):
+        raise ValueError("the Extra bucket takes images one class_id for all (EXTRA_CLASS), not per image")
+    class_id = int(class_id) if np.isscalar(class_id) else cids[0] if cids else EXTRA_CLASS
     valid = (EXTRA,) if class_id == EXTRA_CLASS else ds.SPLITS
-    bad = sorted(set(splits) - set(valid))
-    if bad:
+    if bad := sorted(set(splits) - set(valid)):
         raise ValueError(f"unknown split {bad[0]!r} for class {class_id}; valid: {', '.join(valid)}")
     require_writable(name)
     quotas.check_workspaces_disk(sum(_png_bound(im) for im in images),
@@ -244,9 +249,10 @@ def add_images(name: str, images: Sequence[np.ndarray], *, split: str | Sequence
     os.sync()  # the images are on disk before the overlay that names them (one sync, not one per file)
     with change(name, f"add {plural(len(images))}") as ch:
         if class_id != EXTRA_CLASS:
-            _check_class(ch, name, class_id)
+            for cid in sorted(set(cids)):
+                _check_class(ch, name, cid)
         now = time.time()
-        return ch.add_records([{**(records[k] if records else {}), "split": splits[k], "class_id": int(class_id),
+        return ch.add_records([{**(records[k] if records else {}), "split": splits[k], "class_id": cids[k],
                                 "file": rel, "sha256": sha, "source": sources[k], "orig_w": int(im.shape[1]),
                                 "orig_h": int(im.shape[0]), "added": now}
                                for k, (im, (rel, sha)) in enumerate(zip(images, files))])
@@ -272,11 +278,13 @@ def replace_image(name: str, image_id: str, image: np.ndarray, *, record: dict) 
     return new_id
 
 
-def move_images(name: str, refs: Sequence[str], *, split: str, class_id: int | None = None) -> int:
+def move_images(name: str, refs: Sequence[str], *, split: str, class_id: int | None = None,
+                force: bool = False) -> int:
     """Move images (added ones by id, any by ``file`` in the index) to ``split``, optionally giving added
     images another class (an Extra image gets its class this way). An added image's augmented variants (current
     records made from it: ``parent`` chains) move with it, so no variant is left behind in the other split as a
-    near-duplicate (leakage). Returns how many were asked to move (variants not counted)."""
+    near-duplicate (leakage). A generated image goes to test only with ``force``. Returns how many were asked to
+    move (variants not counted)."""
     if split not in ds.SPLITS + (EXTRA,):
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(ds.SPLITS + (EXTRA,))}")
     if (split == EXTRA) != (class_id == EXTRA_CLASS) and (class_id is not None or split == EXTRA):
@@ -290,9 +298,27 @@ def move_images(name: str, refs: Sequence[str], *, split: str, class_id: int | N
             ch.what = f"{what} as {class_id}: {ch.classes[str(class_id)]}"
         if row["split"] == EXTRA and class_id is None:
             raise ValueError(f"image {row.get('id', row['file'])} is in the Extra bucket: give it a class to move it")
+        ch.force_test = force
         ch.move(row, split, class_id)
 
     return _edit_images(name, refs, move, what, with_variants=True)
+
+
+def use_generated(name: str, use: bool) -> str:
+    """The one switch of ``name``'s generated images: ``use=False`` leaves them out of its rows, counts and splits
+    (training, evaluation, Explore, Data issues; still listed), True puts them back. One change, undoable; a new
+    version, so models and reports name the state they used (back on is the earlier version). Returns a message."""
+    with change(name, "use generated images" if use else "switch generated images off") as ch:
+        made = [r for r in current_added(read_info(ch.path)) if is_generated(r)]
+        if not use and not made:
+            raise ValueError(f"workspace {name!r} has no generated images: there is nothing to switch off")
+        if ch.state.pop(GENERATED_OFF, False) != use:  # already so: nothing written, no undo step
+            raise ValueError(f"generated images are already {'in use' if use else 'switched off'} in {name!r}")
+        ch.state.update({} if use else {GENERATED_OFF: True})
+        for r in made:
+            ch._count(r["split"], r["class_id"], +1 if use else -1)
+    return (f"{plural(len(made), 'generated image')} "
+            f"{'back in' if use else 'switched off: out of'} training and evaluation.")
 
 
 def relabel_images(name: str, refs: Sequence[str], *, class_id: int | Sequence[int]) -> int:
@@ -342,17 +368,14 @@ def _with_variants(ch: Change, rows: list[dict]) -> list[dict]:
     them: augmented variants), each once."""
     current = [r for r in read_rows(read_info(ch.path)) if r["origin"] == "added"]
     parent = {r["id"]: r.get("parent") for r in added_records(ch.path, ch.head)}
-    chosen = {r["id"] for r in rows if r["origin"] == "added"}
-    if not chosen:
+    if not (chosen := {r["id"] for r in rows if r["origin"] == "added"}):
         return rows
 
     def made_from_chosen(rid: str) -> bool:
         seen = set()
-        while (rid := parent.get(rid)) is not None and rid not in seen:
-            if rid in chosen:
-                return True
+        while (rid := parent.get(rid)) is not None and rid not in seen and rid not in chosen:
             seen.add(rid)
-        return False
+        return rid in chosen
 
     taken = {r.get("id", r["file"]) for r in rows}
     return rows + [r for r in current if r["id"] not in taken and made_from_chosen(r["id"])]
@@ -362,8 +385,7 @@ def _current_rows(ch: Change, name: str, refs: Sequence[str]) -> list[dict]:
     """The current rows of ``refs`` (added images by id, any by ``file``), each once; ValueError if one is unknown."""
     rows = read_rows(read_info(ch.path))
     current = {r["file"]: r for r in rows} | {r["id"]: r for r in rows if r["origin"] == "added"}
-    unknown = [f for f in refs if f not in current]
-    if unknown:
+    if unknown := [f for f in refs if f not in current]:
         raise ValueError(f"{plural(len(unknown))} {'is' if len(unknown) == 1 else 'are'} not in workspace {name!r}, "
                          f"e.g. {unknown[0]!r}")
     return [current[ref] for ref in dict.fromkeys(refs)]
@@ -379,8 +401,7 @@ def _check_class_name(class_name: str) -> str:
 
 
 def _png_bound(image: np.ndarray) -> int:
-    """Bytes the PNG of ``image`` takes at most (raw pixels plus PNG and deflate overhead): demo mode checks its
-    disk cap against this before writing."""
+    """Bytes the PNG of ``image`` takes at most (pixels plus PNG overhead): demo mode's disk cap checks this."""
     return int(image.nbytes * 1.01) + image.shape[0] + 1024
 
 

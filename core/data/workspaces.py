@@ -32,6 +32,9 @@ In demo mode (:mod:`core.base.demo`) a workspace derived in a demo session recor
 (:func:`require_writable`), and its workspaces are swept :data:`core.base.demo.DEMO_WORKSPACE_TTL_S` after their
 creation (:func:`sweep_expired`, at most once a minute from :func:`list_workspaces` and on every :func:`derive`).
 
+**Generated images** (added records of ``origin`` "generated") are marked in every row (``generated``); one switch
+in the state file (a version; undo takes it back) leaves them out of rows, counts and splits (:func:`generated_in_use`).
+
 Reading a split reuses the base's decoded cache (rows the overlay does not touch come straight from it) and
 caches the assembled arrays per version, so it is as fast as reading the base.
 """
@@ -63,6 +66,8 @@ EXTRA_CLASS = -1
 FORMAT = 1
 #: The published system's "Main dataset" (its hardest set plus everything added in the UI) is a workspace.
 DEFAULT_NAME = "Main"
+#: The state-file key of the one switch: true while generated images are left out of the splits.
+GENERATED_OFF = "generated_off"
 #: Seconds between two sweeps of expired demo workspaces triggered by listing them.
 SWEEP_INTERVAL_S = 60.0
 _last_sweep: float | None = None
@@ -224,24 +229,23 @@ def read_rows(info: ds.DatasetInfo, split: str | None = None) -> list[dict]:
     """Index rows of the workspace's current version: base rows (minus deleted, with moved splits), then added.
 
     Each row has the columns of ``index.csv`` plus ``origin``: ``"base:<split>"`` or ``"added"`` (these also
-    carry their ``id``).
+    carry their ``id``), and ``generated`` (an added image of origin "generated"; left out while switched off).
     """
     head = read_header(info.path)
     state = read_json(info.path / head["state"])
     base = _base_info(head["base"])
     rows = []
     for r in ds.read_rows(base):
-        row = {**r, "origin": f"base:{r['split']}", **state["base"].get(r["file"], {})}
+        row = {**r, "origin": f"base:{r['split']}", "generated": False, **state["base"].get(r["file"], {})}
         if not row.pop("deleted", False):
             rows.append(row)
     for rec in added_records(info.path, head):
-        ch = state["added"].get(rec["id"], {})
-        if not ch.get("deleted"):
+        ch, made = state["added"].get(rec["id"], {}), is_generated(rec)
+        if not ch.get("deleted") and not (made and state.get(GENERATED_OFF)):
             rows.append({"split": ch.get("split", rec["split"]), "class_id": ch.get("class_id", rec["class_id"]),
-                         "file": rec["file"],
-                         "source": rec.get("source", ""), "track": rec.get("track", ""),
+                         "file": rec["file"], "source": rec.get("source", ""), "track": rec.get("track", ""),
                          "orig_w": rec.get("orig_w", 0), "orig_h": rec.get("orig_h", 0), "origin": "added",
-                         "id": rec["id"]})
+                         "id": rec["id"], "generated": made})
     return [r for r in rows if split is None or r["split"] == split]
 
 
@@ -250,12 +254,26 @@ def current_added(info: ds.DatasetInfo) -> list[dict]:
     and class; ``deleted`` ones (in the trash) are left out."""
     head = read_header(info.path)
     state = read_json(info.path / head["state"])["added"]
-    out = []
-    for rec in added_records(info.path, head):
-        ch = state.get(rec["id"], {})
-        if not ch.get("deleted"):
-            out.append({**rec, **ch})
-    return out
+    return [{**rec, **state.get(rec["id"], {})} for rec in added_records(info.path, head)
+            if not state.get(rec["id"], {}).get("deleted")]
+
+
+def is_generated(record: dict) -> bool:
+    """Whether an added-image record (or a row of :func:`read_rows`) is a generated image."""
+    return record.get("origin") == "generated" or record.get("generated") is True
+
+
+def generated_in_use(info: ds.DatasetInfo) -> bool:
+    """The one switch: whether the current version's splits hold its generated images (True unless switched off
+    with :func:`core.data.workspace_changes.use_generated`; always True for a built dataset)."""
+    if info.kind != "workspace":
+        return True
+    return not read_json(info.path / read_header(info.path)["state"]).get(GENERATED_OFF, False)
+
+
+def generated_count(info: ds.DatasetInfo) -> int:
+    """How many generated images the current version has (in use or switched off; 0 for a built dataset)."""
+    return sum(map(is_generated, current_added(info))) if info.kind == "workspace" else 0
 
 
 def added_records(path: Path, head: dict | None = None) -> list[dict]:
