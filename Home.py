@@ -91,6 +91,7 @@ PAGES = {
     "Models": [
         st.Page("pages/evaluate.py", title="Evaluate models", icon=":material/analytics:"),
         st.Page("pages/improve.py", title="Improve model", icon=":material/model_training:"),
+        st.Page("pages/generate.py", title="Make more like these", icon=":material/auto_awesome:"),
         st.Page("pages/predict.py", title="Make prediction", icon=":material/image_search:"),
     ],
     "Detect": [

@@ -198,6 +198,109 @@ def quality(args, s: dict, results: dict) -> None:
     save(results)
 
 
+MD = HERE / "feedback.md"
+LABELS = {"baseline": "shipped benchmark (no fine-tuning)", "none": "fine-tune, train images only",
+          "copies": "**control**: the real hard images (copies)", "augment": "targeted augmentation (worst of 4)",
+          "latent": "generator neighbours (latent)", "patch": "activation-maximisation patches"}
+
+
+def _stat(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    v = np.asarray(values, float) * scale
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Per arm: the seeds run and each measure's values over them."""
+    rows = [{"arm": "baseline", "seeds": [], "values": {k: [v] for k, v in _flat(results["baseline"]).items()}}]
+    for arm in ARMS:
+        runs_ = [v for k, v in results["runs"].items() if k.split("/")[0] == arm]
+        if runs_:
+            flat = [_flat(r) for r in runs_]
+            rows.append({"arm": arm, "seeds": [k.split("/")[1] for k in results["runs"] if k.split("/")[0] == arm],
+                         "values": {k: [f[k] for f in flat] for k in flat[0]},
+                         "generate_s": float(np.mean([r["generate_s"] for r in runs_])),
+                         "finetune_s": float(np.mean([r["finetune_s"] for r in runs_]))})
+    return rows
+
+
+def _flat(m: dict) -> dict:
+    return {f"{split}.{k}": v for split in ("valB", "test") for k, v in m[split].items()}
+
+
+def write_markdown(results: dict, path: Path = MD) -> str:
+    rows = summary_rows(results)
+    st, h, q, w = results["settings"], results["hard"], results.get("quality"), results["worst"]
+    out = [TITLE, "", INTRO.format(**st, **h, n_classes=len(h["classes"]), worst_b=w["valB"], worst_t=w["test"]), "",
+           "## Effect on the model (mean ± std over the seeds; percent)", "",
+           "| arm | seeds | val B acc | val B 5-worst F1 | **test acc** | **test F1, 5 worst (val B)** | test F1, 5 "
+           "worst (test) | test macro F1 | generate s | fine-tune s |", "|---" * 10 + "|"]
+    for r in rows:
+        v = r["values"]
+        out.append(f"| {LABELS[r['arm']]} | {len(r['seeds']) or '-'} | {_stat(v['valB.acc'])} | "
+                   f"{_stat(v['valB.worst5_valB'], digits=1)} | {_stat(v['test.acc'])} | "
+                   f"{_stat(v['test.worst5_valB'], digits=1)} | {_stat(v['test.worst5_test'], digits=1)} | "
+                   f"{_stat(v['test.macro_f1'], digits=1)} | {r.get('generate_s', 0):.1f} | "
+                   f"{r.get('finetune_s', 0):.0f} |")
+    if q:
+        out += ["", "## Image quality: FID / KID on the benchmark's penultimate features (300 values)", "",
+                f"Against {q['n_real_half']:,} real official-test images (one half of the test set, seed 0); the floor "
+                f"is the other half's first {q['floor']['n']:,} real images (same size as each generated set). Lower "
+                "is closer to real. Per class: KID of the generated images of each hard image's class against that "
+                "class's real test images, and the floor at the same size.", "",
+                "| images | n | FID | KID | per-class KID (mean over classes) | per-class KID floor |", "|---" * 6 + "|",
+                f"| real test, other half (floor) | {q['floor']['n']:,} | {q['floor']['fid']:.1f} | "
+                f"{q['floor']['kid']:.3f} | | |"]
+        for name, r in q["sets"].items():
+            pc = r["per_class"]
+            mean = np.mean([c["kid"] for c in pc.values()]) if pc else float("nan")
+            floor = np.mean([c["kid_floor"] for c in pc.values()]) if pc else float("nan")
+            out.append(f"| {LABELS.get(name, name)} | {r['n']:,} | {r['fid']:.1f} | {r['kid']:.3f} | {mean:.3f} "
+                       f"| {floor:.3f} |")
+        out += ["", "Per class (KID, generated vs the class's real test images; floor in brackets):", "",
+                "| class | " + " | ".join(q["sets"]) + " |", "|---" * (len(q["sets"]) + 1) + "|"]
+        for c in q["per_class_classes"]:
+            cells = [f"{r['per_class'][str(c)]['kid']:.3f} ({r['per_class'][str(c)]['kid_floor']:.3f})"
+                     if str(c) in r["per_class"] else "-" for r in q["sets"].values()]
+            out.append(f"| {c} | " + " | ".join(cells) + " |")
+    out += ["", FINDINGS_HEADER, "", _kept_findings(path), "", COMMANDS.format(**st)]
+    text = "\n".join(out) + "\n"
+    path.write_text(text)
+    return text
+
+
+def _kept_findings(path: Path) -> str:
+    """The hand-written "What it shows" section of an existing file (kept when the tables are rewritten)."""
+    text = path.read_text() if path.is_file() else ""
+    if FINDINGS_HEADER not in text:
+        return "(to be written from the tables above)"
+    return text.split(FINDINGS_HEADER, 1)[1].split("## Reproduce", 1)[0].strip()
+
+
+TITLE = "# Feedback learning: does \"make more like these\" help? (issue 26)"
+INTRO = """Made by `experiments/feedback.py` (results: `experiments/results/feedback.json`); every number below comes from
+that file. The shipped `benchmark.pt` (43 classes, 99.14 % on the official GTSRB test) is fine-tuned for {steps}
+steps of {batch} images (AdamW, learning rate {lr} with a cosine decay, in-model augmentation p {augment_p}); a share
+{extra_share} of every batch comes from the arm's extra images, the rest from GTSRB train. GTSRB's validation split
+(by track) is cut by track into halves: **val A** ({val_a:,} images) gives the hard images — the benchmark's
+{wrong} mistakes there plus its {images} − {wrong} correct answers below 0.6 confidence, {images} images of
+{n_classes} classes, what a user ticks in a report — and **val B** ({val_b:,} images) chooses: the 5 classes the
+benchmark does worst on there by F1 ({worst_b}) and the arm to ship. The official test (12,630 images) is measured
+for every run and never used to choose; "5 worst (test)" are the benchmark's own 5 worst test classes ({worst_t}),
+a measurement only. Each generating arm makes {per_image} images per hard image; the control repeats each real
+hard image {per_image} times (the in-model augmentation varies them), so every arm has the same number of extra
+images and the same steps."""
+FINDINGS_HEADER = "## What it shows"
+COMMANDS = """## Reproduce
+
+```bash
+python -m core datasets build --source ../shared/data --only GTSRB
+python -m core generator train --dataset GTSRB --epochs 6 --feature-weight 2.0 --out artifacts/generator.pt
+python experiments/feedback.py --steps {steps} --batch {batch} --extra-share {extra_share} --lr {lr} \\
+    --augment-p {augment_p} --per-image {per_image} --seeds 0 1 2
+python experiments/feedback.py --report-only      # this file again from the results
+```"""
+
+
 def save(results: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".tmp")
@@ -234,7 +337,9 @@ def main() -> int:
         results["worst"] = s["worst"]
         run_arms(args, s, results)
         quality(args, s, results)
-    print(f"results: {RESULTS}")
+    if "runs" in results:
+        write_markdown(results)
+    print(f"results: {RESULTS}; table: {MD}")
     return 0
 
 

@@ -17,6 +17,7 @@ from core.data import uploads
 from core.data.datasets import SPLITS
 from core.data.images import resize_to_input
 from ui.cache import load_model, novelty_detector
+from ui.generate_views import more_like_these
 from ui.map_views import GROUP_SHAPES, compute_button, load_map, place_new, style
 from ui.nav import ensure_router
 from ui.widgets import pick_dataset, pick_model, pick_novelty_method
@@ -129,6 +130,11 @@ picked = embedding.selected_points(points, n_map=len(ref.files), n_new=len(new_i
 if picked:
     pages = math.ceil(len(picked) / PAGE)
     st.subheader(f"{plural(len(picked), 'image')} selected")
+    mine = [ref.files[i] for kind, i in picked if kind == 0]
+    if mine and not stale and st.button("Make more like these", key=f"vis_more_{view}", icon=":material/auto_awesome:",
+                                        help=f"Open Make more like these with the {plural(len(mine), 'image')} of "
+                                             "the map selected"):
+        more_like_these(info.name, mine, model=model.name)
     page = st.number_input("Page", 1, pages, 1, key=f"vis_page_{view}") if pages > 1 else 1
     first = (int(page) - 1) * PAGE
     part = picked[first:first + PAGE]

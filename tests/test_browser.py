@@ -35,7 +35,8 @@ def app(tmp_path_factory):
 
 #: Streamlit's menu: Home.py's st.navigation, page titles in sections. Never the files' own names.
 MENU = {"Home", "Explore dataset", "Visualise classes", "Add new classes", "Add new images", "Added images",
-        "Evaluate models", "Improve model", "Make prediction", "Detect signs"}
+        "Evaluate models", "Improve model", "Make more like these", "Make prediction",
+        "Detect signs"}
 #: Home's "Start here" links and the heading of the page each opens.
 START_HERE = [("Explore dataset", "Explore dataset"), ("Evaluate models", "Evaluate models"),
               ("Add new classes", "Add new classes")]

@@ -288,3 +288,25 @@ def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mod
     assert not at.exception, at.exception
     assert where("PlantedFix", "test/1/te004.png")[1] == 1
     assert "Likely mislabelled (1)" in [t.label for t in at.tabs]
+
+
+def test_make_more_like_these_opens_the_generate_page_with_the_picked_findings(router_mode):
+    planted()
+    at = AppTest.from_file(HOME, default_timeout=PAGE_S)
+    at.run()
+    at.switch_page("pages/explore.py").run()
+    at.selectbox(key="dataset").set_value("Planted").run()
+    at.selectbox(key="issues_model").set_value("benchmark").run()
+    at.selectbox(key="issues_split").set_value("test").run()
+    at.button(key="issues_go").click().run()
+    (run,) = runs.list_runs("issues")
+    assert finished(run["id"])["status"] == "done"
+    at.run()
+    assert at.button(key="issues_mislabelled_generate").disabled  # nothing picked yet
+    version = datasets.get_dataset("Planted").fingerprint
+    at.toggle(key=f"issues_table_mislabelled_{version}_{run['id']}_every").set_value(True).run()
+    at.button(key="issues_mislabelled_generate").click().run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Make more like these"]
+    assert at.radio(key="gen_source").value == "dataset" and at.selectbox(key="gen_dataset").value == "Planted"
+    assert at.text_area(key="gen_refs").value == "test/1/te004.png"

@@ -17,6 +17,7 @@ from core.analysis.issues_run import ShownIssues
 from core.data import datasets, workspace_changes, workspaces
 from core.data.images import encode_png, load_image
 from ui.generated_views import findings_mark, generated_files
+from ui.generate_views import more_like_these
 
 #: Findings shown per list (worst first); the rest are counted.
 SHOWN = 100
@@ -117,6 +118,9 @@ def action_bar(info: datasets.DatasetInfo, picked: list[dict], kind: str, *, key
     label = f"Apply to {plural(len(picked))}" + ("" if info.kind == "workspace" else " in a new workspace")
     st.button(label, key=f"{key}_apply", disabled=not picked, type="primary", on_click=_act,
               args=(info.name, [r["file"] for r in picked], action, class_id, split, workspace.strip(), picker_key))
+    if st.button("Make more like these", key=f"{key}_generate", disabled=not picked, icon=":material/auto_awesome:",
+                 help="Open Make more like these with the picked images as its source"):
+        more_like_these(info.name, [r["file"] for r in picked])
 
 
 def undo_bar(info: datasets.DatasetInfo, *, key: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from core import runs
 from core.analysis import reports
 from core.analysis.explain import report_model_file
@@ -44,14 +46,18 @@ class GenerateRun:
             model = report_model_file(report)
             if not self.indices:
                 raise ValueError("pick at least one image of the report")
+            n = len(report.predictions.y_true)
+            if bad := [i for i in self.indices if not 0 <= int(i) < n]:
+                raise ValueError(f"report {self.report} has {n:,} images (rows 0 to {n - 1}); row {bad[0]} is not one")
+            true_ids = report.predictions.y_true[np.asarray(self.indices, int)]
             inputs = {"report": self.report, "model": registry.model_input(model)}
         else:
-            inputs = {"dataset": datasets.dataset_input(datasets.get_dataset(self.dataset)),
-                      "model": registry.model_input(self.model)}
-            if not self.refs:
-                raise ValueError("name at least one image of the dataset")
+            info = datasets.get_dataset(self.dataset)
+            true_ids = [r["class_id"] for r in sources.index_rows(info, self.refs)]
+            inputs = {"dataset": datasets.dataset_input(info), "model": registry.model_input(self.model)}
+        classes = load_checkpoint(registry.model_path(inputs["model"]["name"]))["class_ids"]
+        sources.check_classes(true_ids, classes, model=self.model_ref())
         if method.uses_generator:
-            classes = load_checkpoint(registry.model_path(inputs["model"]["name"]))["class_ids"]
             inputs["generator"] = gen.load_generator(class_ids=classes).version  # refuses another class set
         return inputs
 

@@ -64,7 +64,6 @@ def from_report(report_id: str, *, indices: Sequence[int] | None = None, which: 
     report = reports.load_report(report_id)
     if report.stale:
         raise ValueError(f"report {report_id}: {report.stale}")
-    report_model_file(report)  # the model still exists and is the version that made the report
     n = len(report.predictions.y_true)
     rows = report_rows(report, which=which, max_confidence=max_confidence)[:max(0, int(limit))] \
         if indices is None else np.asarray([int(i) for i in indices], int)
@@ -76,6 +75,8 @@ def from_report(report_id: str, *, indices: Sequence[int] | None = None, which: 
                          "yourself or choose another report")
     _check_count(len(rows))
     p = report.predictions
+    check_classes(p.y_true[rows], load_checkpoint(report_model_file(report))["class_ids"],
+                  model=report.summary["model"])
     images = reports.report_images(report, rows)
     return [Mistake(im, int(p.y_true[i]), int(p.y_pred[i]), float(p.confidence[i]), report.summary["dataset"],
                     p.files[i], report_id) for im, i in zip(images, rows)]
@@ -84,6 +85,19 @@ def from_report(report_id: str, *, indices: Sequence[int] | None = None, which: 
 def from_images(dataset: str, refs: Sequence[str], *, model: str) -> list[Mistake]:
     """Images of ``dataset`` by index ``file`` (or an added image's id), classified by ``model`` now."""
     info = datasets.get_dataset(dataset)
+    picked = index_rows(info, refs)
+    ckpt = load_checkpoint(registry.model_path(model))
+    check_classes([r["class_id"] for r in picked], ckpt["class_ids"], model=model)
+    net = model_from_checkpoint(ckpt)
+    images = [load_image(info.image_path(r["file"])) for r in picked]
+    probs = predict_proba(net, images)
+    ids = list(ckpt["class_ids"])
+    return [Mistake(im, int(r["class_id"]), int(ids[int(pr.argmax())]), float(pr.max()), dataset, r["file"], None)
+            for im, r, pr in zip(images, picked, probs)]
+
+
+def index_rows(info: datasets.DatasetInfo, refs: Sequence[str]) -> list[dict]:
+    """The index rows of ``refs`` (files, or added images' ids), each once; ValueError naming an unknown one."""
     refs = list(dict.fromkeys(str(r).strip() for r in refs if str(r).strip()))
     if not refs:
         raise ValueError("no images given: name at least one image file of the dataset")
@@ -92,16 +106,20 @@ def from_images(dataset: str, refs: Sequence[str], *, model: str) -> list[Mistak
     known = {r["file"]: r for r in rows} | {r["id"]: r for r in rows if r.get("id")}
     unknown = [r for r in refs if r not in known]
     if unknown:
-        raise ValueError(f"{plural(len(unknown))} not in {dataset}, e.g. {unknown[0]!r}; give files as the "
+        raise ValueError(f"{plural(len(unknown))} not in {info.name}, e.g. {unknown[0]!r}; give files as the "
                          "dataset's index names them (Explore shows them)")
-    ckpt = load_checkpoint(registry.model_path(model))
-    net = model_from_checkpoint(ckpt)
-    picked = [known[r] for r in refs]
-    images = [load_image(info.image_path(r["file"])) for r in picked]
-    probs = predict_proba(net, images)
-    ids = list(ckpt["class_ids"])
-    return [Mistake(im, int(r["class_id"]), int(ids[int(pr.argmax())]), float(pr.max()), dataset, r["file"], None)
-            for im, r, pr in zip(images, picked, probs)]
+    return [known[r] for r in refs]
+
+
+def check_classes(true_ids: Sequence[int], model_ids: Sequence[int], *, model: str) -> None:
+    """ValueError when a source image's class is not one of the model's: no method can make images of a class the
+    model does not know."""
+    lacking = sorted({int(c) for c in true_ids} - {int(c) for c in model_ids})
+    if lacking:
+        n = sum(int(c) in lacking for c in true_ids)
+        raise ValueError(f"{plural(n)} picked {'is' if n == 1 else 'are'} of class {lacking[0]}"
+                         f"{' and others' if len(lacking) > 1 else ''}, which the model {model} does not know: pick "
+                         "images of its classes, or choose a model that has the class")
 
 
 def _check_count(n: int) -> None:
