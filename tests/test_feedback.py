@@ -222,3 +222,22 @@ def test_cli_generate_from_a_report_into_a_workspace_and_refusals(data_root):
                    root=data_root)
     assert test.returncode == 2 and "test split" in test.stderr
     assert len(workspaces.current_added(datasets.get_dataset("ws3"))) == 4  # the refusals wrote nothing
+
+
+def test_cli_switches_generated_images_off_and_on_and_guards_moves_to_test(data_root):
+    model = _register()
+    workspaces.derive(SAMPLE, "ws4")
+    before = datasets.get_dataset("ws4")
+    ids = generation.add_generated("ws4", generation.generate(_mistakes(1), method="copies", per_image=2,
+                                                              model=model)).ids
+    off = run_cli("images", "generated", "--dataset", "ws4", "off", root=data_root)
+    assert off.returncode == 0, off.stderr
+    info = datasets.get_dataset("ws4")
+    assert info.counts["train"][14] == before.counts["train"][14]
+    assert not any(r.get("generated") for r in datasets.read_index(info))
+    assert run_cli("images", "generated", "--dataset", "ws4", "on", root=data_root).returncode == 0
+    moved = run_cli("images", "move", "--dataset", "ws4", "--to", "test", ids[0], root=data_root)
+    assert moved.returncode == 2 and "generator" in moved.stderr
+    forced = run_cli("images", "move", "--dataset", "ws4", "--to", "test", "--force-test", ids[0], root=data_root)
+    assert forced.returncode == 0, forced.stderr
+    assert {r["id"]: r for r in workspaces.current_added(datasets.get_dataset("ws4"))}[ids[0]]["split"] == "test"

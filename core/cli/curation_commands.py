@@ -91,12 +91,17 @@ def _images(args: argparse.Namespace) -> int:
     if args.action == "undo":
         print(f"undone: {workspace_changes.undo(args.dataset)}")
         return 0
+    if args.action == "generated":  # the one switch: generated images in or out of training and evaluation
+        if args.items not in (["on"], ["off"]):
+            raise ValueError("images generated needs on or off: images generated --dataset WS off")
+        print(workspace_changes.use_generated(args.dataset, args.items == ["on"]))
+        return 0
     if not args.items:
         raise ValueError(f"images {args.action} needs image ids (see: images list)")
     if args.action == "move":
         if not args.to:
             raise ValueError("images move needs --to train|val|test")
-        n = workspace_changes.move_images(args.dataset, args.items, split=args.to)
+        n = workspace_changes.move_images(args.dataset, args.items, split=args.to, force=args.force_test)
     elif args.action == "relabel":
         if not args.to:
             raise ValueError("images relabel needs --to CLASS (a class id or name; see: classes list)")
@@ -124,14 +129,15 @@ def add_commands(sub) -> None:
   images add --dataset WS --class ID|extra PATH... [--augment GROUP[,GROUP...]] [--variants N]
              [--to trainval|test] [--val-ratio R] [--model NAME] [--seed N] [--on-leak report|skip] --json
   images list --dataset WS --json
-  images move --dataset WS --to SPLIT ID...
+  images move --dataset WS --to SPLIT ID... [--force-test]   (generated images go to test only forced)
+  images generated --dataset WS on|off    (the one switch: generated images in or out of training and evaluation)
   images relabel --dataset WS --to CLASS ID...   (CLASS: an id or a class name; base images too)
   images delete --dataset WS ID...        (to the trash: images undo brings them back)
   images undo --dataset WS
 
 PATH: image files, folders (walked) or zip archives. Augmentation groups: {', '.join(augment.list_groups())}.
 """)
-    i.add_argument("action", choices=["add", "list", "move", "relabel", "delete", "undo"])
+    i.add_argument("action", choices=["add", "list", "move", "relabel", "delete", "undo", "generated"])
     i.add_argument("items", nargs="*", metavar="PATH|ID",
                    help="add: files, folders, zips; move, relabel, delete: image ids or files")
     i.add_argument("--dataset", required=True, help="the workspace")
@@ -143,5 +149,6 @@ PATH: image files, folders (walked) or zip archives. Augmentation groups: {', '.
                      help_prefix="add: ")
     i.add_argument("--model", help="add: model whose features drive smart segregation (default: "
                    f"{importing.SEGREGATION_MODEL})")
+    i.add_argument("--force-test", action="store_true", help="move: allow generated images into a test split")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_images)
