@@ -246,7 +246,8 @@ def test_cli_relabels_by_class_name_or_id_and_undoes(ws, data_root):
 # -- the Data issues tab -------------------------------------------------------------------------------------------
 
 
-def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mode):
+def _issues_tab() -> AppTest:
+    """Explore's Data issues tab on the planted dataset, benchmark on test, before Find is pressed."""
     planted()
     at = AppTest.from_file(HOME, default_timeout=PAGE_S)
     at.run()
@@ -254,6 +255,11 @@ def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mod
     at.selectbox(key="dataset").set_value("Planted").run()
     at.selectbox(key="issues_model").set_value("benchmark").run()
     at.selectbox(key="issues_split").set_value("test").run()
+    return at
+
+
+def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mode):
+    at = _issues_tab()
     assert at.button(key="issues_go").label == "Find data issues"
     at.button(key="issues_go").click().run()
     assert not at.exception, at.exception
@@ -291,13 +297,7 @@ def test_data_issues_tab_finds_acts_in_a_derived_workspace_and_undoes(router_mod
 
 
 def test_make_more_like_these_opens_the_generate_page_with_the_picked_findings(router_mode):
-    planted()
-    at = AppTest.from_file(HOME, default_timeout=PAGE_S)
-    at.run()
-    at.switch_page("pages/explore.py").run()
-    at.selectbox(key="dataset").set_value("Planted").run()
-    at.selectbox(key="issues_model").set_value("benchmark").run()
-    at.selectbox(key="issues_split").set_value("test").run()
+    at = _issues_tab()
     at.button(key="issues_go").click().run()
     (run,) = runs.list_runs("issues")
     assert finished(run["id"])["status"] == "done"

@@ -26,8 +26,7 @@ from core.detection.boxes import scale_boxes
 from core.detection.results import Detection, FileResult
 from core.learning import registry
 from ui.cache import class_heatmap, load_model
-from ui.nav import rerun_page
-from ui.widgets import ig_figure, pick_dataset, pick_model, run_status, top_k_bars
+from ui.widgets import follow_runs, ig_figure, pick_dataset, pick_model, top_k_bars
 
 #: What the uploader takes: photos, and videos PyAV decodes (core.detection.video).
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "mp4", "webm", "mov"]
@@ -85,25 +84,7 @@ def settings() -> dict | None:
 @st.fragment(run_every=1.0)
 def detect_jobs() -> None:
     """The detect runs under way (progress, cancel) and this session's failed ones; a run that ends opens."""
-    active = [j for j in runs.list_runs("detect", statuses=runs.ACTIVE) if demo.visible(j.get(demo.SESSION_FIELD))]
-    for job in active:
-        run_status(job)
-        if runs.cancellable(job["id"]) and st.button("Cancel", key=f"detect_cancel_{job['id']}"):
-            runs.cancel(job["id"])
-    watch = st.session_state.setdefault("_detect_watch", set())
-    watch |= {j["id"] for j in active}
-    recs = {i: runs.get(i) for i in sorted(watch)}
-    ended = {i for i, j in recs.items() if j is None or j["status"] not in runs.ACTIVE}
-    watch -= ended
-    st.session_state._detect_ended = (st.session_state.get("_detect_ended", [])
-                                      + [recs[i] for i in sorted(ended) if recs[i]])[-3:]
-    for job in st.session_state._detect_ended:
-        if job["status"] != "done":
-            run_status(job)
-    done = [recs[i] for i in ended if recs[i] and recs[i]["status"] == "done"]
-    if done:  # open the newest result at once
-        st.session_state.detect_open = max(done, key=lambda j: j["created"])["id"]
-        rerun_page()
+    follow_runs("detect", prefix="detect", open_key="detect_open")
 
 
 def run_label(job: dict) -> str:

@@ -17,8 +17,7 @@ from core.base.text import plural
 from core.data import datasets, workspaces
 from core.feedback import generate, generate_run, methods, sources
 from core.learning import registry
-from ui.nav import rerun_page
-from ui.widgets import pick_dataset, pick_model, run_status
+from ui.widgets import follow_runs, pick_dataset, pick_model
 
 #: The sources of the images to make more like, as the radio names them.
 SOURCES = {"report": "A report's mistakes", "dataset": "Images of a dataset"}
@@ -167,25 +166,7 @@ def finished_runs() -> list[dict]:
 @st.fragment(run_every=1.0)
 def generate_jobs() -> None:
     """The generate runs under way (progress, cancel) and this session's failed ones; a run that ends opens."""
-    active = [j for j in runs.list_runs("generate", statuses=runs.ACTIVE) if demo.visible(j.get(demo.SESSION_FIELD))]
-    for job in active:
-        run_status(job)
-        if runs.cancellable(job["id"]) and st.button("Cancel", key=f"gen_cancel_{job['id']}"):
-            runs.cancel(job["id"])
-    watch = st.session_state.setdefault("_gen_watch", set())
-    watch |= {j["id"] for j in active}
-    recs = {i: runs.get(i) for i in sorted(watch)}
-    ended = {i for i, j in recs.items() if j is None or j["status"] not in runs.ACTIVE}
-    watch -= ended
-    st.session_state._gen_ended = (st.session_state.get("_gen_ended", [])
-                                   + [recs[i] for i in sorted(ended) if recs[i]])[-3:]
-    for job in st.session_state._gen_ended:
-        if job["status"] != "done":
-            run_status(job)  # why it failed, with the fix
-    done = [recs[i] for i in ended if recs[i] and recs[i]["status"] == "done"]
-    if done:  # open the newest preview at once
-        st.session_state.gen_open = max(done, key=lambda j: j["created"])["id"]
-        rerun_page()
+    follow_runs("generate", prefix="gen", open_key="gen_open")
 
 
 def pick_run() -> str | None:

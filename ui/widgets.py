@@ -16,6 +16,8 @@ from core.learning import registry
 from core.data.images import resize_to_input
 from core.base import demo
 from core.base.progress import describe_seconds
+from core import runs
+from ui.nav import rerun_page
 from core.analysis.curves import history_frames
 
 
@@ -231,3 +233,27 @@ def run_status(job: dict) -> None:
         st.error(text)
         return
     st.progress(float(job.get("progress") or 0.0), text=text)
+
+
+def follow_runs(kind: str, *, prefix: str, open_key: str) -> None:
+    """The ``kind`` runs under way (progress, cancel) and this session's failed ones; when one ends done it opens
+    (``st.session_state[open_key]`` = its id) and the page reruns. Call it inside ``st.fragment(run_every=...)``."""
+    active = [j for j in runs.list_runs(kind, statuses=runs.ACTIVE) if demo.visible(j.get(demo.SESSION_FIELD))]
+    for job in active:
+        run_status(job)
+        if runs.cancellable(job["id"]) and st.button("Cancel", key=f"{prefix}_cancel_{job['id']}"):
+            runs.cancel(job["id"])
+    watch = st.session_state.setdefault(f"_{prefix}_watch", set())
+    watch |= {j["id"] for j in active}
+    recs = {i: runs.get(i) for i in sorted(watch)}
+    ended = {i for i, j in recs.items() if j is None or j["status"] not in runs.ACTIVE}
+    watch -= ended
+    st.session_state[f"_{prefix}_ended"] = (st.session_state.get(f"_{prefix}_ended", [])
+                                            + [recs[i] for i in sorted(ended) if recs[i]])[-3:]
+    for job in st.session_state[f"_{prefix}_ended"]:
+        if job["status"] != "done":
+            run_status(job)  # why it failed, with the fix
+    done = [recs[i] for i in ended if recs[i] and recs[i]["status"] == "done"]
+    if done:  # open the newest result at once
+        st.session_state[open_key] = max(done, key=lambda j: j["created"])["id"]
+        rerun_page()
