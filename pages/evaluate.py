@@ -7,6 +7,7 @@ import streamlit as st
 from core.analysis import reports
 from core import runs
 from core.analysis.evaluate_run import EvaluateRun
+from core.learning.tta import VIEWS, describe as tta_views
 from core.data.datasets import SPLITS
 from ui.compare_views import compare_models
 from ui.evaluate_views import show_comparison, show_report, show_slices
@@ -45,10 +46,13 @@ with st.container(border=True):
                                persist_state="session", horizontal=True,
                                format_func={"model": "only the model's classes",
                                             "all": "all classes (the model's unknown classes count as errors)"}.get)
+        tta = st.checkbox("Test-time augmentation", key="eval_tta", persist_state="session",
+                          help=f"Average the model's probabilities over {tta_views()} (about "
+                               f"{len(VIEWS)}x the time; the report says so)")
         if st.button("Run evaluation", type="primary", key="eval_run", disabled=model is None or info is None):
             try:
                 job_id = runs.start("evaluate", EvaluateRun(model=model.name, dataset=info.name, split=split,
-                                                            classes=classes))
+                                                            classes=classes, tta=tta))
                 st.session_state.eval_report = job_id
                 st.session_state.setdefault("_eval_watch", set()).add(job_id)  # announce it when it ends
                 st.success(f"Started {job_id} (up to 5 evaluations run at once; more wait in the queue).")

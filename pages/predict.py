@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.learning.tta import VIEWS, describe
 from core.analysis import novelty, prediction
 from core.data.export import plural
 from ui.cache import class_heatmap, load_model, novelty_detector
@@ -40,8 +41,10 @@ with slot.container():
     if why_not:
         st.caption(f"No novelty check for this model: {why_not}")
     method = pick_novelty_method(key="predict_novelty") if detector is not None else novelty.DEFAULT_METHOD
+    tta = st.checkbox("Test-time augmentation", key="predict_tta", persist_state="session",
+                      help=f"Average the probabilities over {describe()} (about {len(VIEWS)}x the time)")
     results = prediction.predict_images(ckpt, [(f.name, f.getvalue()) for f in files], model=model,
-                                        detector=detector, method=method)
+                                        detector=detector, method=method, tta=tta)
     n_bad = sum(r.error is not None for r in results)
     st.caption(f"{plural(len(results) - n_bad, 'image')} predicted" + (f", {n_bad:,} refused" if n_bad else ""))
     table = pd.DataFrame(prediction.summary_rows(results)).astype({"class_id": "Int64"})  # refused: empty, not 14.0

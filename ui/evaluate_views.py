@@ -30,7 +30,8 @@ ORDER_LABELS = {"confidence_desc": "most confident first", "confidence_asc": "le
 def show_report(report: reports.Report) -> None:
     s = report.summary
     st.caption(f"{s['model']} on {s['dataset']}/{s['split']}: {plural(s['n'], 'image')}, {s['images_per_s']:.0f} "
-               "images/s" + (f"; dataset version {s['dataset_version']}" if s.get("dataset_version") else ""))
+               "images/s" + (f"; dataset version {s['dataset_version']}" if s.get("dataset_version") else "")
+               + (f"; test-time augmentation: {s['tta_views']} views averaged" if s.get("tta_views", 1) > 1 else ""))
     if report.stale:
         st.warning(f"Stale report: {report.stale}")
     ov = s["metrics"]

@@ -27,6 +27,8 @@ class EvaluateRun:
     #: "model": only the images of the model's classes (as a model should be judged); "all": every image, so
     #: images of classes the model lacks count as errors (the published table's row 20 did this)
     classes: str = "model"
+    #: test-time augmentation: probabilities averaged over :data:`core.learning.tta.VIEWS` (about 6x the time)
+    tta: bool = False
 
     def check(self) -> dict:
         if self.classes not in CLASS_CHOICES:
@@ -35,7 +37,7 @@ class EvaluateRun:
                 "dataset": datasets.dataset_input(datasets.require_split(self.dataset, self.split))}
 
     def title(self) -> str:
-        return f"evaluate {self.model} on {self.dataset}/{self.split}"
+        return f"evaluate {self.model} on {self.dataset}/{self.split}" + (" with TTA" if self.tta else "")
 
 
 def run_evaluate(ctx: runs.RunContext, cfg: EvaluateRun) -> dict:
@@ -47,7 +49,8 @@ def run_evaluate(ctx: runs.RunContext, cfg: EvaluateRun) -> dict:
     if len(split) == 0:
         raise ValueError(f"{cfg.dataset}/{cfg.split} has no images of the model's classes")
     summary, preds = evaluate_checkpoint(ckpt, split.images, split.labels, files=split.files,
-                                         progress=sub_range(ctx.progress, 0.05, 0.95), should_stop=ctx.should_stop)
+                                         progress=sub_range(ctx.progress, 0.05, 0.95), should_stop=ctx.should_stop,
+                                         tta=bool(cfg.tta))
     ctx.check()
     summary["model_classes"] = [int(c) for c in ckpt["class_ids"]]  # model diffs compare on the shared classes
     rec = reports.save_report(ctx.run_id, summary, preds, model=cfg.model, model_version=registry.file_version(path),

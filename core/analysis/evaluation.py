@@ -14,6 +14,7 @@ import numpy as np
 from core.analysis import metrics
 from core.data.importers import load_npz
 from core.learning.inference import predict_proba
+from core.learning.tta import VIEWS as TTA_VIEWS
 from core.learning.models import model_from_checkpoint
 from core.base.progress import ProgressFn, StopFn
 
@@ -34,10 +35,12 @@ class Predictions:
 
 
 def predict_arrays(model, class_ids: list[int], images: np.ndarray, labels: np.ndarray, *, files: list[str] | None = None,
-                   progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> tuple[Predictions, float]:
-    """Run the model; returns predictions in class ids and images per second."""
+                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                   tta: bool = False) -> tuple[Predictions, float]:
+    """Run the model (``tta``: averaged over the test-time views); returns predictions in class ids and images per
+    second."""
     t0 = time.perf_counter()
-    proba = predict_proba(model, images, progress=progress, should_stop=should_stop)
+    proba = predict_proba(model, images, progress=progress, should_stop=should_stop, tta=tta)
     seconds = time.perf_counter() - t0
     ids = np.asarray(class_ids, np.int64)
     k = min(TOP_K, proba.shape[1])
@@ -61,14 +64,17 @@ def summarise(preds: Predictions, *, class_ids: list[int], images_per_s: float) 
 
 
 def evaluate_checkpoint(ckpt: dict, images: np.ndarray, labels: np.ndarray, *, files: list[str] | None = None,
-                        progress: ProgressFn | None = None,
-                        should_stop: StopFn | None = None) -> tuple[dict, Predictions]:
+                        progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                        tta: bool = False) -> tuple[dict, Predictions]:
+    """The summary (:func:`summarise`, plus ``tta_views``: 1, or the number of test-time views averaged) and the
+    predictions of a checkpoint on images with their labels."""
     if len(labels) == 0:
         raise ValueError("nothing to evaluate: the split is empty")
     model = model_from_checkpoint(ckpt)
     preds, ips = predict_arrays(model, ckpt["class_ids"], images, labels, files=files, progress=progress,
-                                should_stop=should_stop)
-    return summarise(preds, class_ids=ckpt["class_ids"], images_per_s=ips), preds
+                                should_stop=should_stop, tta=tta)
+    summary = summarise(preds, class_ids=ckpt["class_ids"], images_per_s=ips)
+    return {**summary, "tta_views": len(TTA_VIEWS) if tta else 1}, preds
 
 
 def load_npz_images(path: Path) -> np.ndarray:

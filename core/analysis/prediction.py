@@ -55,15 +55,16 @@ def load_inputs(items: list[tuple[str, bytes | str | os.PathLike]]) -> list[Imag
 
 def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]], *, model=None,
                    top_k: int = TOP_K, detector: Detector | None = None,
-                   method: str = DEFAULT_METHOD) -> list[ImagePrediction]:
-    """Top-k labels with confidence for each input, in input order; with a novelty ``detector``, each result
-    also says whether the image is probably not one of the model's classes (by novelty ``method``)."""
+                   method: str = DEFAULT_METHOD, tta: bool = False) -> list[ImagePrediction]:
+    """Top-k labels with confidence for each input, in input order (``tta``: averaged over the test-time views);
+    with a novelty ``detector``, each result also says whether the image is probably not one of the model's
+    classes (by novelty ``method``, on the plain image)."""
     get_method(method)  # an unknown method: ValueError listing the valid ones, before any work
     results = load_inputs(items)
     good = [r for r in results if r.error is None]
     if good:
         model = model or model_from_checkpoint(ckpt)
-        proba = predict_proba(model, [r.image for r in good])
+        proba = predict_proba(model, [r.image for r in good], tta=tta)
         k = min(top_k, proba.shape[1])
         for r, p in zip(good, proba):
             order = np.argsort(-p)[:k]
@@ -79,8 +80,9 @@ def predict_images(ckpt: dict, items: list[tuple[str, bytes | str | os.PathLike]
 
 
 def predict_paths(ckpt: dict, paths: list[str], *, model=None, detector: Detector | None = None,
-                  method: str = DEFAULT_METHOD) -> list[ImagePrediction]:
-    return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector, method=method)
+                  method: str = DEFAULT_METHOD, tta: bool = False) -> list[ImagePrediction]:
+    return predict_images(ckpt, [(str(p), Path(p)) for p in paths], model=model, detector=detector, method=method,
+                          tta=tta)
 
 
 def summary_rows(results: list[ImagePrediction]) -> list[dict]:

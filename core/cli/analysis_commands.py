@@ -18,7 +18,7 @@ from core.analysis import corruptions, evaluation, novelty, prediction, reports
 from core.analysis.evaluate_run import CLASS_CHOICES, EvaluateRun
 from core.base import files
 from core.data import datasets
-from core.learning import models, registry
+from core.learning import models, registry, tta
 
 
 def _model_ref(text: str) -> str:
@@ -29,6 +29,9 @@ def _model_ref(text: str) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.record:
+        if args.tta:
+            raise ValueError("--record keeps the model's plain accuracy; drop --tta (a TTA report is kept as a "
+                             "report)")
         if args.classes == "model":
             raise ValueError("--record keeps the accuracy on the whole split; drop --classes model")
         if not Path(args.model).is_file():
@@ -37,7 +40,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.npz:
         if args.dataset:
             raise ValueError("give --dataset NAME (with --split) or --npz FILE, not both")
-        summary, test_set = _evaluate_npz(Path(args.npz), args.model), Path(args.npz).name
+        summary, test_set = _evaluate_npz(Path(args.npz), args.model, tta=args.tta), Path(args.npz).name
     elif args.dataset:
         summary, test_set = _evaluate_split(args), f"{args.dataset}/{args.split}"
     else:
@@ -61,7 +64,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_split(args: argparse.Namespace) -> dict:
     """An evaluate run in this process; the summary of the report it saved, with the report's id."""
-    cfg = EvaluateRun(model=_model_ref(args.model), dataset=args.dataset, split=args.split, classes=args.classes)
+    cfg = EvaluateRun(model=_model_ref(args.model), dataset=args.dataset, split=args.split, classes=args.classes,
+                      tta=args.tta)
     run_id = runs.start("evaluate", cfg, foreground=True)
     rec = runs.get(run_id)
     if rec["status"] != "done":
@@ -69,10 +73,10 @@ def _evaluate_split(args: argparse.Namespace) -> dict:
     return {"report": run_id, **reports.load_report(run_id).summary}
 
 
-def _evaluate_npz(path: Path, model: str) -> dict:
+def _evaluate_npz(path: Path, model: str, *, tta: bool = False) -> dict:
     ckpt = models.load_checkpoint(registry.model_path(model))
     images, labels = evaluation.load_npz_split(path)
-    summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels)
+    summary, _ = evaluation.evaluate_checkpoint(ckpt, images, labels, tta=tta)
     return summary
 
 
@@ -114,7 +118,7 @@ def _predict(args: argparse.Namespace) -> int:
     except ValueError as e:
         detector = None
         print(f"note: no novelty check: {e}", file=sys.stderr)
-    results = prediction.predict_paths(ckpt, args.images, model=model, detector=detector)
+    results = prediction.predict_paths(ckpt, args.images, model=model, detector=detector, tta=args.tta)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
@@ -151,6 +155,8 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--classes", choices=sorted(CLASS_CHOICES), default="all",
                    help="all: every image of the split, those of classes the model lacks count as errors (default); "
                         "model: only the images of the model's classes (as the app's default)")
+    e.add_argument("--tta", action="store_true", help=f"test-time augmentation: probabilities averaged over "
+                   f"{tta.describe()} (about {len(tta.VIEWS)}x the time; the report records it)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--record", action="store_true", help="store accuracy and macro F1 in the checkpoint's metrics")
     e.set_defaults(func=_evaluate)
@@ -181,5 +187,6 @@ def add_commands(sub) -> None:
     pr = sub.add_parser("predict", help="top-5 predictions for image files")
     pr.add_argument("--model", required=True, help="registry name or checkpoint path")
     pr.add_argument("images", nargs="+")
+    pr.add_argument("--tta", action="store_true", help=f"test-time augmentation ({tta.describe()})")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)

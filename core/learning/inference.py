@@ -6,6 +6,7 @@ import torch
 
 from core.data.images import preprocess
 from core.base.progress import ProgressFn, StopFn, check
+from core.learning.tta import VIEWS, views
 
 EVAL_BATCH = 128  # measured fastest on 2 cores with channels_last (bench/bench_eval.py)
 
@@ -23,8 +24,10 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray], *, batch_size: int = EVAL_BATCH,
-                  progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> np.ndarray:
-    """Softmax probabilities (N, K) float32 for RGB uint8 images (N, H, W, 3) or a list of any sizes."""
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  tta: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, K) float32 for RGB uint8 images (N, H, W, 3) or a list of any sizes; with ``tta``
+    the mean over the test-time views of :mod:`core.learning.tta` (one forward pass per view)."""
     model.eval()
     # Outside inference mode: converting parameters inside it would turn them into inference tensors,
     # which autograd (training, Integrated Gradients) can no longer use.
@@ -33,7 +36,11 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray | list[np.ndarray],
     with torch.inference_mode():
         for start, x in _batches(images, batch_size, _device(model)):
             check(should_stop)
-            out[start:start + len(x)] = torch.softmax(model(x), dim=1).cpu().numpy()
+            if tta:
+                p = sum(torch.softmax(model(v), dim=1) for v in views(x)) / len(VIEWS)
+            else:
+                p = torch.softmax(model(x), dim=1)
+            out[start:start + len(x)] = p.cpu().numpy()
             if progress is not None:
                 done = start + len(x)
                 progress(min(1.0, done / max(len(images), 1)), f"predicting: {done:,}/{len(images):,} images")
