@@ -146,3 +146,21 @@ def test_shipped_robust48_is_the_model_cards_model():
     lookup = {c: i for i, c in enumerate(ck["class_ids"])}
     y = np.array([lookup[int(c)] for c in split.labels])
     assert (predict_proba(models.model_from_checkpoint(ck), split.images).argmax(1) == y).mean() >= 0.95
+
+
+def test_local_contrast_normalisation_ignores_brightness_and_contrast_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 48, 48)
+    lcn = models.LocalContrastNorm()
+    assert torch.allclose(lcn(x), lcn(2.5 * x - 0.7), atol=1e-4)  # a darker or flatter copy looks the same
+    assert not torch.allclose(lcn(x), x)
+    model = models.build_model("bn_stn_lcn", 5)
+    assert isinstance(model.lcn, models.LocalContrastNorm)
+    assert isinstance(models.build_model("bn_stn", 5).lcn, torch.nn.Identity)
+    ck = models.make_checkpoint(model, architecture="bn_stn_lcn", class_ids=list(range(5)),
+                                class_names=list("abcde"), dataset="d", dataset_fingerprint="x", parent=None,
+                                mode="scratch", epochs=1, history=[], metrics={}, config={})
+    models.save_checkpoint(ck, tmp_path / "m.pt")
+    again = models.model_from_checkpoint(models.load_checkpoint(tmp_path / "m.pt"))
+    model.eval()
+    assert torch.allclose(again(x), model(x), atol=1e-6)

@@ -110,7 +110,7 @@ def layer_outputs(model, images, *, should_stop: StopFn | None = None) -> dict[s
         for s in range(0, len(images), BATCH):
             check(should_stop)
             x = preprocess(images[s:s + BATCH]).contiguous(memory_format=torch.channels_last)
-            fc1 = model.head[:3](model.features(model.stn(x)))
+            fc1 = model.head[:3](model.features(model.stn(model.lcn(x))))
             pen = model.head[3:](fc1)
             for k, v in (("fc1", fc1), ("pen", pen), ("logits", model.classifier(pen))):
                 out[k].append(v.float().numpy())

@@ -69,7 +69,7 @@ class _Features(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.interpolate((x + 1) / 2, size=(48, 48), mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        return self.net.features(self.net.stn(x))
+        return self.net.features(self.net.stn(self.net.lcn(x)))
 
 
 def train_generator(cfg: GeneratorTrainConfig, *, log: Callable[[str], None] = print,

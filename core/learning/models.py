@@ -4,7 +4,9 @@
 transform); conv 5x5x29, conv 3x3x59, conv 3x3x74, each followed by 3x3 stride-2 max-pool with ceil mode ->
 74 x 4 x 4 = 1,184 features; FC 300, FC 300; classifier. ``bn_stn`` is the selectable improvement: a spatial
 transformer in front, a 3-filter 1x1 conv, and batch-norm after every conv; same widths otherwise. ``bn`` is
-``bn_stn`` without the spatial transformer.
+``bn_stn`` without the spatial transformer. A ``_lcn`` suffix (``bn_stn_lcn``, ``published_lcn``) puts local
+contrast normalisation (:class:`LocalContrastNorm`) in front: the input option lives in the architecture name the
+checkpoint stores, and runs inside the network, so training, evaluation, prediction and explanations all see it.
 """
 from __future__ import annotations
 
@@ -19,12 +21,40 @@ from torch import nn
 
 from core.base.files import atomic_write_bytes
 
-ARCHITECTURES = ("published", "bn", "bn_stn")
+ARCHITECTURES = ("published", "bn", "bn_stn", "published_lcn", "bn_stn_lcn")
+#: Suffix of an architecture with local contrast normalisation in front.
+LCN_SUFFIX = "_lcn"
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "weights", "architecture", "class_ids", "class_names", "dataset",
                    "dataset_fingerprint", "parent", "mode", "epochs", "history", "metrics", "config", "created")
 FEATURES = 1184
 HIDDEN = 300
+
+
+class LocalContrastNorm(nn.Module):
+    """Per-image local contrast normalisation of the luminance (after Jarrett et al. 2009 and the IDSIA committee's
+    contrast-normalised column): subtract the Gaussian-weighted local mean of the luminance from every channel and
+    divide by the local standard deviation of the luminance, floored at the image's mean local deviation, so dark,
+    washed-out and bright signs reach the convolutions alike while the colour differences stay. No parameters."""
+
+    def __init__(self, sigma: float = 4.0, size: int = 13):
+        super().__init__()
+        r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        g = torch.exp(-r ** 2 / (2 * sigma ** 2))
+        kernel = (g[:, None] * g[None, :] / g.sum() ** 2).view(1, 1, size, size)
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+
+    def _blur(self, y: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel.shape[-1] // 2
+        return F.conv2d(F.pad(y, (pad,) * 4, mode="reflect"), self.kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x * self.luma).sum(1, keepdim=True)
+        mean = self._blur(y)
+        std = self._blur((y - mean) ** 2).clamp_min(0).sqrt()
+        floor = std.mean(dim=(2, 3), keepdim=True).clamp_min(1e-2)
+        return (x - mean) / torch.maximum(std, floor)
 
 
 class SpatialTransformer(nn.Module):
@@ -52,11 +82,13 @@ class TrafficSignNet(nn.Module):
     Input (N, 3, 48, 48) from :func:`core.data.images.preprocess`; output logits (N, num_classes).
     """
 
-    def __init__(self, num_classes: int, *, improved: bool = False, stn: bool = True, dropout: float = 0.3):
+    def __init__(self, num_classes: int, *, improved: bool = False, stn: bool = True, dropout: float = 0.3,
+                 lcn: bool = False):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.improved = improved
+        self.lcn = LocalContrastNorm() if lcn else nn.Identity()
         c0 = 3 if improved else 1
 
         def block(cin: int, cout: int, k: int) -> list[nn.Module]:
@@ -92,7 +124,7 @@ class TrafficSignNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, 300), used for t-SNE, novelty and smart segregation."""
-        return self.head(self.features(self.stn(x)))
+        return self.head(self.features(self.stn(self.lcn(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
@@ -126,7 +158,9 @@ class Committee(nn.Module):
 def build_model(architecture: str, num_classes: int) -> TrafficSignNet:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
-    return TrafficSignNet(num_classes, improved=architecture != "published", stn=architecture == "bn_stn")
+    base = architecture.removesuffix(LCN_SUFFIX)
+    return TrafficSignNet(num_classes, improved=base != "published", stn=base == "bn_stn",
+                          lcn=architecture.endswith(LCN_SUFFIX))
 
 
 def expand_classifier(model: TrafficSignNet, n_new: int) -> TrafficSignNet:
