@@ -182,9 +182,15 @@ def quality(args, s: dict, results: dict) -> None:
     floor_n = len(sets["copies"][1])
     fa, fb = feats_test[real_a], feats_test[real_b][:floor_n]
     out["floor"] = {"fid": fid(fa, fb), "kid": kid(fa, fb)[0], "n": int(len(fb))}
+    # the same class mix as the generated sets (the hard images' classes): real half A and, as the floor, half B
+    mix = sets["copies"][1]
+    ma, mb = _class_matched(test.labels, real_a, mix, seed=1), _class_matched(test.labels, real_b, mix, seed=2)
+    out["floor_matched"] = {"fid": fid(feats_test[ma], feats_test[mb]), "kid": kid(feats_test[ma], feats_test[mb])[0],
+                            "n": int(len(mb))}
     for name, (images, labels) in sets.items():
         f = embed(model, images)
-        row = {"n": int(len(labels)), "fid": fid(fa, f), "kid": kid(fa, f)[0], "per_class": {}}
+        row = {"n": int(len(labels)), "fid": fid(fa, f), "kid": kid(fa, f)[0], "per_class": {},
+               "fid_matched": fid(feats_test[ma], f), "kid_matched": kid(feats_test[ma], f)[0]}
         for c in classes:
             real_c = feats_test[real_a][test.labels[real_a] == c]
             mine = f[labels == c]
@@ -245,17 +251,20 @@ def write_markdown(results: dict, path: Path = MD) -> str:
         out += ["", "## Image quality: FID / KID on the benchmark's penultimate features (300 values)", "",
                 f"Against {q['n_real_half']:,} real official-test images (one half of the test set, seed 0); the floor "
                 f"is the other half's first {q['floor']['n']:,} real images (same size as each generated set). Lower "
-                "is closer to real. Per class: KID of the generated images of each hard image's class against that "
-                "class's real test images, and the floor at the same size.", "",
-                "| images | n | FID | KID | per-class KID (mean over classes) | per-class KID floor |", "|---" * 6 + "|",
+                "is closer to real. \"Same class mix\": the real images drawn with the generated sets' class counts "
+                "(the hard images' 5 classes), so the distance is not just the class mix. Per class: KID of the "
+                "generated images of each hard image's class against that class's real test images, and the floor "
+                "at the same size.", "",
+                "| images | n | FID | KID | FID, same class mix | KID, same class mix | per-class KID (mean over "
+                "classes) | per-class KID floor |", "|---" * 8 + "|",
                 f"| real test, other half (floor) | {q['floor']['n']:,} | {q['floor']['fid']:.1f} | "
-                f"{q['floor']['kid']:.3f} | | |"]
+                f"{q['floor']['kid']:.3f} | {q['floor_matched']['fid']:.1f} | {q['floor_matched']['kid']:.3f} | | |"]
         for name, r in q["sets"].items():
             pc = r["per_class"]
             mean = np.mean([c["kid"] for c in pc.values()]) if pc else float("nan")
             floor = np.mean([c["kid_floor"] for c in pc.values()]) if pc else float("nan")
-            out.append(f"| {LABELS.get(name, name)} | {r['n']:,} | {r['fid']:.1f} | {r['kid']:.3f} | {mean:.3f} "
-                       f"| {floor:.3f} |")
+            out.append(f"| {LABELS.get(name, name)} | {r['n']:,} | {r['fid']:.1f} | {r['kid']:.3f} | "
+                       f"{r['fid_matched']:.1f} | {r['kid_matched']:.3f} | {mean:.3f} | {floor:.3f} |")
         out += ["", "Per class (KID, generated vs the class's real test images; floor in brackets):", "",
                 "| class | " + " | ".join(q["sets"]) + " |", "|---" * (len(q["sets"]) + 1) + "|"]
         for c in q["per_class_classes"]:
@@ -299,6 +308,16 @@ python experiments/feedback.py --steps {steps} --batch {batch} --extra-share {ex
     --augment-p {augment_p} --per-image {per_image} --seeds 0 1 2
 python experiments/feedback.py --report-only      # this file again from the results
 ```"""
+
+
+def _class_matched(labels: np.ndarray, pool: np.ndarray, mix: np.ndarray, *, seed: int) -> np.ndarray:
+    """Indices from ``pool`` with the class counts of ``mix`` (drawn with replacement where a class is short)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, n in zip(*np.unique(mix, return_counts=True)):
+        have = pool[labels[pool] == c]
+        out.append(rng.choice(have, n, replace=len(have) < n))
+    return np.concatenate(out)
 
 
 def save(results: dict) -> None:
