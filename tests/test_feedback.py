@@ -241,3 +241,16 @@ def test_cli_switches_generated_images_off_and_on_and_guards_moves_to_test(data_
     forced = run_cli("images", "move", "--dataset", "ws4", "--to", "test", "--force-test", ids[0], root=data_root)
     assert forced.returncode == 0, forced.stderr
     assert {r["id"]: r for r in workspaces.current_added(datasets.get_dataset("ws4"))}[ids[0]]["split"] == "test"
+
+
+def test_cli_generate_from_named_images_of_the_target_workspace(data_root):
+    model = _register()
+    workspaces.derive(SAMPLE, "ws5")
+    files = [r["file"] for r in datasets.read_index(datasets.get_dataset("ws5"), "val")[:2]]
+    out = run_cli("generate", "--images", *files, "--model", model, "--method", "augment", "--per-image", "3",
+                  "--to", "ws5", "--seed", "2", "--json", root=data_root)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert len(doc["added"]) == 6 and doc["sources"] == 2 and doc["generator_version"] == "augment v1"
+    recs = workspaces.current_added(datasets.get_dataset("ws5"))
+    assert sorted({r["source_file"] for r in recs}) == sorted(files) and {r["seed"] for r in recs} == {2}

@@ -177,7 +177,8 @@ def test_a_run_record_carries_its_version_config_and_input_fingerprints():
     run_id = runs.start("evaluate", {"model": "m48", "dataset": "Sample48", "split": "val"})
     rec = finished(run_id)
     assert rec["status"] == "done" and rec["version"] == runs.RECORD_VERSION
-    assert rec["config"] == {"model": "m48", "dataset": "Sample48", "split": "val", "classes": "model"}
+    assert rec["config"] == {"model": "m48", "dataset": "Sample48", "split": "val", "classes": "model",
+                             "tta": False}
     assert rec["inputs"]["dataset"] == {"name": "Sample48", "version": datasets.get_dataset("Sample48").fingerprint}
     sha = rec["inputs"]["model"]["sha256"]
     assert sha == hashlib.sha256(registry.get_model("m48").path.read_bytes()).hexdigest()[:16]

@@ -9,7 +9,8 @@ class-conditional generator the ``latent`` method samples from.
 ``--from-report ID`` starts from the report's misclassified images (most confident first; ``--which
 low_confidence|both`` for correctly classified images below ``--max-confidence`` too), at most ``--limit`` of
 them, and the method consults the report's model; ``--images`` names files of ``--dataset`` (as its index names
-them; an added image by id too), classified by ``--model``. The images go to split ``--split`` (train by default;
+them; an added image by id too; default: the ``--to`` workspace, whose base images count), classified by
+``--model``. The images go to split ``--split`` (train by default;
 a test split is refused unless ``--force-test``) of workspace ``--to`` as one change (``images undo`` takes it
 back); a built dataset is refused: derive a workspace first. ``--json`` prints ``{"workspace", "added",
 "method", "generator_version", "sources", "message"}``.
@@ -37,10 +38,8 @@ def _generate(args: argparse.Namespace) -> int:
                                        limit=args.limit)
         model = reports.load_report(args.from_report).summary["model"]
     else:
-        if not args.dataset:
-            raise ValueError("--images needs --dataset: the dataset the files belong to")
-        model = args.model
-        mistakes = sources.from_images(args.dataset, args.images, model=model)
+        model = args.model  # the images' dataset: --dataset, else the target workspace (its base images included)
+        mistakes = sources.from_images(args.dataset or args.to, args.images, model=model)
     out = sys.stderr if args.json else sys.stdout
     made = generation.generate(mistakes, method=args.method, per_image=args.per_image, seed=args.seed, model=model,
                                progress=None if args.json else _progress)
@@ -85,7 +84,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-report", metavar="ID", help="a report (evaluate run id): its misclassified images")
     src.add_argument("--images", nargs="+", metavar="ID", help="image files (or added ids) of --dataset")
-    g.add_argument("--dataset", help="with --images: the dataset they belong to")
+    g.add_argument("--dataset", help="with --images: the dataset they belong to (default: the --to workspace)")
     g.add_argument("--model", default="benchmark", help="with --images: the classifier the method consults "
                                                         "(default: %(default)s)")
     g.add_argument("--which", choices=sources.WHICH, default="misclassified",
