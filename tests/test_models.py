@@ -164,3 +164,20 @@ def test_local_contrast_normalisation_ignores_brightness_and_contrast_and_round_
     again = models.model_from_checkpoint(models.load_checkpoint(tmp_path / "m.pt"))
     model.eval()
     assert torch.allclose(again(x), model(x), atol=1e-6)
+
+
+def test_batch_norm_in_a_channels_last_network_matches_the_native_one():
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 12, 12).contiguous(memory_format=torch.channels_last)
+    native, ours = torch.nn.BatchNorm2d(5).train(), models.BatchNorm2d(5).train()
+    ours.load_state_dict(native.state_dict())
+    grads = []
+    for bn in (native, ours):
+        xi = x.clone().requires_grad_(True)
+        out = bn(xi)
+        (out * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
+        grads.append((out.detach(), xi.grad, bn.weight.grad, bn.running_mean.clone()))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert grads[1][0].is_contiguous(memory_format=torch.channels_last)  # the network stays channels-last
+    assert set(native.state_dict()) == set(ours.state_dict())
