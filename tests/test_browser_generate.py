@@ -107,4 +107,16 @@ def test_pick_two_mistakes_generate_four_each_preview_add_and_see_them_marked(br
     for a in added:
         page.get_by_text(re.compile(rf"^\u2726 gen {re.escape(a['id'])} train$")).wait_for()
     shot(page, tmp_path, "4_added_images")
+
+    # 5. Explore marks them too, and offers the one switch.
+    visit(page, page.get_by_role("link", name="Explore dataset"), "Explore dataset")
+    choose(page, "Dataset", "Main (workspace of Sample48)")
+    search = page.get_by_label("Search file names")
+    act(page, lambda: (search.fill("added/"), search.press("Enter")), what="the run after the search")
+    marks = page.get_by_test_id("stMain").get_by_text(re.compile(r"^\u2726 gen "))
+    wait_for_count(marks, 2 * PER_IMAGE)
+    page.get_by_text("Use generated images in training and evaluation").wait_for()
+    # two of the 8 can be the same picture (one file): the count is of images, not files
+    page.get_by_text(re.compile(rf"^{2 * PER_IMAGE} generated images in this workspace")).wait_for()
+    shot(page, tmp_path, "5_explore")
     page.close()

@@ -52,7 +52,7 @@ def generated_controls(info: datasets.DatasetInfo, *, key: str) -> bool | None:
     kind, text = st.session_state.pop("generated_flash", (None, None))
     if kind:
         getattr(st, kind)(text)
-    total = len(generated_files(info.name, info.fingerprint))
+    total = workspaces.generated_count(info) if generated_files(info.name, info.fingerprint) else 0
     if not total:
         return None
     in_use = workspaces.generated_in_use(info)
