@@ -14,7 +14,6 @@ names the class set it was trained on and :func:`load_generator` refuses another
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from core.base import config
-from core.base.files import atomic_write_bytes
+from core.learning.models import save_checkpoint
 
 #: Side of the generator's images, in pixels (GTSRB's native size).
 SIZE = 32
@@ -112,14 +111,8 @@ def make_checkpoint(model: ConditionalVAE, *, class_ids: list[int], class_names:
 
 
 def save_generator(ckpt: dict, path: str | os.PathLike) -> Path:
-    """Write atomically (temp file + rename)."""
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
-        raise ValueError(f"generator checkpoint lacks keys {missing}")
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    """Write atomically (temp file + rename), as models are written."""
+    return save_checkpoint(ckpt, Path(path), keys=CHECKPOINT_KEYS, what="generator checkpoint")
 
 
 class LoadedGenerator:

@@ -222,11 +222,13 @@ def make_checkpoint(model: TrafficSignNet, *, architecture: str, class_ids: list
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def save_checkpoint(ckpt: dict, path: Path) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves a half-written model."""
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+def save_checkpoint(ckpt: dict, path: Path, *, keys: tuple[str, ...] = CHECKPOINT_KEYS,
+                    what: str = "checkpoint") -> Path:
+    """Write atomically (temp file + rename): a crash never leaves a half-written model. ``keys``: the keys the
+    dict must have (another kind of checkpoint, e.g. the generator's, names its own)."""
+    missing = [k for k in keys if k not in ckpt]
     if missing:
-        raise ValueError(f"checkpoint lacks keys {missing}")
+        raise ValueError(f"{what} lacks keys {missing}")
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
