@@ -70,7 +70,8 @@ def scores(probs: np.ndarray, y: np.ndarray, ids: np.ndarray, worst: dict[str, l
     pred = ids[probs.argmax(1)]
     f1 = f1_per_class(y, pred, sorted(set(ids.tolist())))
     return {"acc": float((pred == y).mean()), "macro_f1": float(np.mean(list(f1.values()))),
-            **{f"worst5_{k}": float(np.mean([f1[c] for c in cs])) for k, cs in worst.items()}}
+            **{f"worst5_{k}": float(np.mean([f1[c] for c in cs])) for k, cs in worst.items()},
+            "f1": {str(c): round(v, 5) for c, v in f1.items()}}
 
 
 def finetune(ckpt: dict, train: tuple, extra: tuple, *, args, seed: int) -> torch.nn.Module:
@@ -230,7 +231,7 @@ def summary_rows(results: dict) -> list[dict]:
 
 
 def _flat(m: dict) -> dict:
-    return {f"{split}.{k}": v for split in ("valB", "test") for k, v in m[split].items()}
+    return {f"{split}.{k}": v for split in ("valB", "test") for k, v in m[split].items() if k != "f1"}
 
 
 def write_markdown(results: dict, path: Path = MD) -> str:
@@ -247,6 +248,7 @@ def write_markdown(results: dict, path: Path = MD) -> str:
                    f"{_stat(v['test.worst5_valB'], digits=1)} | {_stat(v['test.worst5_test'], digits=1)} | "
                    f"{_stat(v['test.macro_f1'], digits=1)} | {r.get('generate_s', 0):.1f} | "
                    f"{r.get('finetune_s', 0):.0f} |")
+    out += _per_class_table(results, rows)
     if q:
         out += ["", "## Image quality: FID / KID on the benchmark's penultimate features (300 values)", "",
                 f"Against {q['n_real_half']:,} real official-test images (one half of the test set, seed 0); the floor "
@@ -275,6 +277,21 @@ def write_markdown(results: dict, path: Path = MD) -> str:
     text = "\n".join(out) + "\n"
     path.write_text(text)
     return text
+
+
+def _per_class_table(results: dict, rows: list[dict]) -> list[str]:
+    """Official-test F1 of each of the 5 worst classes (chosen on val B) per arm, mean ± std over the seeds."""
+    if "f1" not in results["baseline"]["test"]:
+        return []
+    classes = results["worst"]["valB"]
+    out = ["", "Official-test F1 (percent) of each of the 5 worst classes chosen on val B, mean ± std over the seeds:",
+           "", "| arm | " + " | ".join(f"class {c}" for c in classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for r in rows:
+        runs_ = [results["baseline"]] if r["arm"] == "baseline" else \
+            [v for k, v in results["runs"].items() if k.split("/")[0] == r["arm"]]
+        cells = [_stat([run["test"]["f1"][str(c)] for run in runs_], digits=1) for c in classes]
+        out.append(f"| {LABELS[r['arm']]} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _kept_findings(path: Path) -> str:
