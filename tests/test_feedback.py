@@ -14,7 +14,7 @@ from conftest import smooth_images
 from core import runs
 from core.analysis import reports
 from core.analysis.evaluate_run import EvaluateRun
-from core.data import augment, datasets, workspaces
+from core.data import augment, datasets, workspace_changes, workspaces
 from core.data.export import provenance_text
 from core.feedback import generate as generation
 from core.feedback import generator as gen
@@ -254,3 +254,25 @@ def test_cli_generate_from_named_images_of_the_target_workspace(data_root):
     assert len(doc["added"]) == 6 and doc["sources"] == 2 and doc["generator_version"] == "augment v1"
     recs = workspaces.current_added(datasets.get_dataset("ws5"))
     assert sorted({r["source_file"] for r in recs}) == sorted(files) and {r["seed"] for r in recs} == {2}
+
+
+def test_adding_while_generated_images_are_switched_off_says_they_are_kept_unused():
+    model = _register()
+    workspaces.derive(SAMPLE, "ws6")
+    made = generation.generate(_mistakes(1), method="copies", per_image=1, model=model)
+    generation.add_generated("ws6", made)
+    workspace_changes.use_generated("ws6", False)
+    done = generation.add_generated("ws6", made)
+    assert "switched off" in done.message and "not used in training or evaluation" in done.message
+    assert not any(r.get("generated") for r in datasets.read_index(datasets.get_dataset("ws6")))
+
+
+def test_cli_generator_train_records_its_own_command(tmp_path, data_root):
+    out_file = tmp_path / "g.pt"
+    out = run_cli("generator", "train", "--dataset", SAMPLE, "--epochs", "1", "--max-images", "32", "--batch-size",
+                  "16", "--feature-weight", "0", "--out", str(out_file), root=data_root)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["version"] == gen.file_version(out_file)
+    ck = torch.load(out_file, weights_only=True)
+    assert ck["command"].startswith(f"python -m core generator train --dataset {SAMPLE} --epochs 1")
+    assert ck["config"]["max_images"] == 32 and len(ck["history"]) == 1

@@ -27,6 +27,12 @@ def generated_files(name: str, version: str) -> frozenset[str]:
     return frozenset(r["file"] for r in workspaces.current_added(info) if workspaces.is_generated(r))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def generated_total(name: str, version: str) -> int:
+    """How many generated images a workspace version has (two identical ones share a file but count twice)."""
+    return workspaces.generated_count(datasets.get_dataset(name))
+
+
 def thumb_captions(rows: list[dict], paths: list[Path]) -> list[str]:
     """A grid's captions: "14 · 3a9f0c1d", and "✦ gen 14 · 3a9f0c1d" for a generated image."""
     return [f"{MARK + ' ' if r.get('generated') else ''}{r['class_id']} \u00b7 {p.stem[-8:]}"
@@ -52,7 +58,7 @@ def generated_controls(info: datasets.DatasetInfo, *, key: str) -> bool | None:
     kind, text = st.session_state.pop("generated_flash", (None, None))
     if kind:
         getattr(st, kind)(text)
-    total = workspaces.generated_count(info) if generated_files(info.name, info.fingerprint) else 0
+    total = generated_total(info.name, info.fingerprint)
     if not total:
         return None
     in_use = workspaces.generated_in_use(info)

@@ -26,7 +26,7 @@ from core.analysis import reports
 from core.data import workspaces
 from core.feedback import generate as generation
 from core.feedback import methods, sources
-from core.feedback.generator_training import GeneratorTrainConfig, command_line, train_generator
+from core.feedback.generator_training import GeneratorTrainConfig, train_generator
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -62,7 +62,8 @@ def _progress(fraction: float, message: str = "") -> None:
 def _train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(GeneratorTrainConfig)}
     cfg = GeneratorTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    print(json.dumps(train_generator(cfg, log=lambda m: print(m, file=sys.stderr), command=command_line())))
+    # the command is written from the settings (every flag, defaults included), not from sys.argv
+    print(json.dumps(train_generator(cfg, log=lambda m: print(m, file=sys.stderr))))
     return 0
 
 

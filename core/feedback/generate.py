@@ -58,7 +58,7 @@ class Generated:
     model_version: str
     generator_version: str
     message: str = ""
-    #: per-source seconds spent, for the cost report
+    #: seconds the method took for all sources, for the cost report
     seconds: float = field(default=0.0)
 
 

@@ -13,7 +13,6 @@ names the class set it was trained on and :func:`load_generator` refuses another
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from core.base import config
+from core.learning import registry
 from core.learning.models import save_checkpoint
 
 #: Side of the generator's images, in pixels (GTSRB's native size).
@@ -166,12 +166,8 @@ def load_generator(path: str | os.PathLike = SHIPPED, *, class_ids: list[int] | 
 
 
 def file_version(path: str | os.PathLike) -> str:
-    """First 12 hex digits of the file's SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    """First 12 hex digits of the file's SHA-256 (the registry's cached model-file hash, shortened)."""
+    return registry.file_version(path)[:12]
 
 
 # -- sampling ------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ loses at most one epoch; the exact command is stored in it.
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -128,7 +127,3 @@ def train_generator(cfg: GeneratorTrainConfig, *, log: Callable[[str], None] = p
     return {"out": cfg.out, "epochs": cfg.epochs, "images": int(len(x_all)), "train_s": round(time.time() - start, 1),
             "last": history[-1], "version": gen.file_version(cfg.out)}
 
-
-def command_line() -> str:
-    """This process's command line, as the checkpoint records it."""
-    return "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
