@@ -84,6 +84,9 @@ with right:
             outlier = st.number_input("Outlier exposure weight (sharper novelty scores)", 0.0, 10.0,
                                       DEFAULTS.outlier_weight, key="improve_outlier",
                                       persist_state="session", help=HELP["outlier_weight"])
+            harden = st.number_input("Hardening against camera corruptions (probability per group)", 0.0, 1.0,
+                                     DEFAULTS.harden_p, key="improve_harden", persist_state="session",
+                                     help=HELP["harden_p"])
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
                                     persist_state="session",
                                     help=HELP["batch_size"])
@@ -104,6 +107,7 @@ with right:
                 old_layers_lr=float(old_lr), weight_align=bool(align), calibrate_new_classes=bool(calibrate),
                 lwf_weight=float(lwf),
                 teachers=tuple(teachers), distill_weight=float(distill), outlier_weight=float(outlier),
+                harden_p=float(harden),
                 precision=precision)
             job_id = runs.start("train", TrainRun(cfg, dataset=info.name, name=name.strip(),
                                                   base=base.name if base else None))

@@ -159,3 +159,33 @@ def test_bad_arguments_raise_value_error(kwargs, match):
         build_pipeline(**kwargs)
     with pytest.raises(ValueError, match=match):
         augment_images(smooth_images(1, 32), **kwargs)
+
+
+# -- hardening (training only) --------------------------------------------------------------------------------------
+
+def test_hardening_groups_are_training_only_and_leave_the_seven_and_their_version_alone():
+    assert augment.hardening_groups() == ("compression", "heavy_noise", "erasing", "exposure")
+    assert not set(augment.hardening_groups()) & set(GROUPS)
+    assert augment.pipeline_version(0.0) == augment.groups_version() == augment.UNSTAMPED_VERSION
+    assert augment.pipeline_version(0.3).startswith(augment.groups_version() + "+")
+    imgs = smooth_images(8, size=32, seed=3)
+    # harden_p=0 is the plain pipeline, draw for draw (dataset builds and old trainings are unchanged)
+    plain = build_pipeline(p=0.3, seed=4)
+    same = build_pipeline(p=0.3, seed=4, harden_p=0.0)
+    assert all(np.array_equal(plain(image=im)["image"], same(image=im)["image"]) for im in imgs)
+
+
+@pytest.mark.parametrize("group", ["compression", "heavy_noise", "erasing", "exposure"])
+def test_each_hardening_group_changes_images_and_keeps_shape(group, monkeypatch):
+    imgs = smooth_images(6, size=32, seed=5)
+    for other in augment.hardening_groups():  # this group alone
+        if other != group:
+            monkeypatch.delitem(augment.HARDENING.table, other)
+    out = np.stack([build_pipeline(p=0.0, seed=1, harden_p=1.0)(image=im)["image"] for im in imgs])
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+    assert _mad(out, imgs) > 1.0
+
+
+def test_hardening_probability_must_be_a_probability():
+    with pytest.raises(ValueError, match="hardening probability must lie in"):
+        build_pipeline(harden_p=1.5)

@@ -459,3 +459,27 @@ def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this
     assert training.train(cfg, sample, resume=_through_bytes(state)).history[-1]["epoch"] == 2
     old = {k: v for k, v in state.items() if k != "augment_version"}  # saved before states recorded the set
     assert training.train(cfg, sample, resume=_through_bytes(old)).history[-1]["epoch"] == 2
+
+
+def test_a_hardened_training_records_its_groups_and_resumes_to_the_same_weights(sample, monkeypatch):
+    import dataclasses
+    from core.data import augment
+    cfg = _cfg(epochs=2, augment=True, max_train_images=100, harden_p=0.5)
+    whole = training.train(cfg, sample)
+    assert whole.checkpoint["config"]["harden_p"] == 0.5
+    assert whole.checkpoint["config"]["augment_version"] == augment.pipeline_version(0.5) != augment.groups_version()
+    states = []
+
+    def crash_after_first(state):
+        states.append(_through_bytes(state))
+        raise _Crash()
+
+    with pytest.raises(_Crash):
+        training.train(cfg, sample, on_epoch=crash_after_first)
+    resumed = training.train(cfg, sample, resume=_through_bytes(states[0]))
+    for k, v in whole.checkpoint["weights"].items():
+        assert torch.equal(v, resumed.checkpoint["weights"][k]), k
+    erasing = augment.HARDENING.table["erasing"]
+    monkeypatch.setitem(augment.HARDENING.table, "erasing", dataclasses.replace(erasing, version=2))
+    with pytest.raises(ValueError, match="augmentation groups changed since this training started"):
+        training.train(cfg, sample, resume=_through_bytes(states[0]))

@@ -110,19 +110,71 @@ def _affine_perspective() -> list[A.BasicTransform]:
             A.Perspective(scale=(0.03, 0.09), p=1)]
 
 
+# -- hardening: training only, never in dataset builds ----------------------------------------------------------
+# The seven groups above also make the Difficult and Testing datasets, so they stay as they are. These are harsher
+# and train only (``build_pipeline(harden_p=...)``, the trainer's ``--harden-p``): against the corruptions a
+# street camera adds (JPEG, low resolution, heavy noise, occluding stickers, glare and dusk). They are
+# albumentations' own transforms, not the corruption benchmark's code (``core.analysis.corruptions``).
+
+#: Training-only hardening groups (see above); not in :func:`list_groups`.
+HARDENING: Registry[Group] = Registry("hardening group")
+
+
+def _harden(name: str, *, label: str, description: str):
+    def add(build: Callable[[], list[A.BasicTransform]]) -> Callable[[], list[A.BasicTransform]]:
+        HARDENING.add(Group(name, label, build, description))
+        return build
+    return add
+
+
+@_harden("compression", label="JPEG & low resolution", description="JPEG quality 5-50, or downscaled to 30-70 %")
+def _compression() -> list[A.BasicTransform]:
+    return [A.ImageCompression(compression_type="jpeg", quality_range=(5, 50), p=1),
+            A.Downscale(scale_range=(0.3, 0.7), p=1)]
+
+
+@_harden("heavy_noise", label="Heavy noise", description="shot noise, strong Gaussian noise, salt and pepper")
+def _heavy_noise() -> list[A.BasicTransform]:
+    return [A.ShotNoise(scale_range=(0.05, 0.4), p=1), A.GaussNoise(std_range=(0.08, 0.2), p=1),
+            A.SaltAndPepper(amount=(0.01, 0.1), p=1)]
+
+
+@_harden("erasing", label="Random erasing", description="one patch of 4-15 % of the image in a random colour")
+def _erasing() -> list[A.BasicTransform]:
+    return [A.Erasing(scale=(0.04, 0.15), ratio=(0.5, 2.0), fill="random_uniform", p=1)]
+
+
+@_harden("exposure", label="Glare & dusk", description="brightness shifted by up to half the range")
+def _exposure() -> list[A.BasicTransform]:
+    return [A.RandomBrightnessContrast(brightness_limit=(-0.5, 0.5), contrast_limit=(-0.2, 0.2), p=1)]
+
+
+def hardening_groups() -> tuple[str, ...]:
+    """Names of the training-only hardening groups."""
+    return HARDENING.names()
+
+
+def pipeline_version(harden_p: float = 0.0) -> str:
+    """Version of a training pipeline's group set: :func:`groups_version`, plus the hardening set's when used."""
+    return groups_version() + (f"+{HARDENING.version()}" if harden_p > 0 else "")
+
+
 def _group(name: str) -> A.BasicTransform:
     """One group: a OneOf over its transforms, always applied (the caller sets the group's probability)."""
-    return A.OneOf(get_group(name).build(), p=1)
+    record = HARDENING.table[name] if name in HARDENING.table else get_group(name)
+    return A.OneOf(record.build(), p=1)
 
 
 def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[float] = 0.5,
-                   permute: bool = True, seed: int | None = 0) -> A.Compose:
+                   permute: bool = True, seed: int | None = 0, harden_p: float = 0.0) -> A.Compose:
     """A pipeline that applies each chosen group (default: all) with probability ``p`` (one per group or one for
-    all).
+    all), and with ``harden_p`` > 0 each training-only hardening group too (:func:`hardening_groups`).
 
     Several groups can hit one image (combine); with ``permute`` their order is drawn anew for every image.
     The same ``seed`` gives the same sequence of outputs.
     """
+    if not 0 <= harden_p <= 1:
+        raise ValueError(f"the hardening probability must lie in [0, 1], got {harden_p}")
     groups = list(list_groups() if groups is None else groups)
     if not groups:
         raise ValueError("choose at least one augmentation group")
@@ -131,6 +183,8 @@ def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[f
         raise ValueError(f"got {len(probs)} probabilities for {len(groups)} groups; give one per group or one for all")
     if any(not 0 <= q <= 1 for q in probs):
         raise ValueError(f"probabilities must lie in [0, 1], got {probs}")
+    if harden_p > 0:
+        groups, probs = groups + list(hardening_groups()), probs + [float(harden_p)] * len(hardening_groups())
     parts = []
     for g, q in zip(groups, probs):
         t = _group(g)

@@ -125,7 +125,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                  place=place, device=device, precision=precision)
     if on_epoch is not None:
         identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids,
-                    "world": place.world, "precision": precision, "augment_version": augment.groups_version()}
+                    "world": place.world, "precision": precision,
+                    "augment_version": augment.pipeline_version(cfg.harden_p)}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
     loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
@@ -142,7 +143,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                                        **({"classes_without_train_images": data.missing} if data.missing else {}),
                                        **({"new_class_offset": loop.new_class_offset}
                                           if loop.new_class_offset is not None else {})},
-        config={**asdict(cfg), "architecture": architecture, "augment_version": augment.groups_version()})
+        config={**asdict(cfg), "architecture": architecture,
+                "augment_version": augment.pipeline_version(cfg.harden_p)})
     return TrainResult(ckpt, loop.history, seconds)
 
 
@@ -159,7 +161,8 @@ class _Loop:
         if distill is not None:
             distill.teacher.to(device)
         aug_seed = cfg.seed + 7919 * place.rank  # each rank augments its shard its own way
-        self.pipeline = build_pipeline(p=cfg.augment_p, seed=aug_seed) if cfg.augment else None
+        self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p)
+                         if cfg.augment else None)
         self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
         self.total_epochs = sum(p.epochs for p in phases)
         self.history: list[dict] = []

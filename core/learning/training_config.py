@@ -61,6 +61,8 @@ class TrainConfig:
     weight_decay: float = _opt(5e-4, "AdamW weight decay (incremental phase 1 uses none)")
     augment: bool = _opt(True, "in-model augmentation: the seven transform groups drawn anew every epoch")
     augment_p: float = _opt(0.25, "probability of each augmentation group")
+    harden_p: float = _opt(0.0, "probability of each training-only hardening group against camera corruptions "
+                           "(JPEG / low resolution, heavy noise, random erasing, glare and dusk); 0 = off")
     label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy loss")
     seed: int = _opt(0, "seed of every random choice (weights, order, augmentation, replay)")
     new_class_epochs: int = _opt(1, "incremental: epochs of phase 1, where only the new classifier rows train")
@@ -234,6 +236,6 @@ def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> N
         raise ValueError(f"dataset {dataset.name} changed since this training started (version "
                          f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")
     groups = state.get("augment_version", augment.UNSTAMPED_VERSION)
-    if cfg.augment and groups != augment.groups_version():
+    if cfg.augment and groups != augment.pipeline_version(cfg.harden_p):
         raise ValueError(f"the augmentation groups changed since this training started (version {groups} then, "
-                         f"{augment.groups_version()} now); start a new training")
+                         f"{augment.pipeline_version(cfg.harden_p)} now); start a new training")
