@@ -31,7 +31,7 @@ def test_seed_table_trains_evaluates_writes_every_row_and_resumes(tmp_path, data
     _tiny("Tiny48", 48, 1)
     args = ["--map", "GTSRB=Tiny43,GTSRB_48=Tiny48,Difficult=Tiny48,Testing=Tiny48", "--scale", "0.01",
             "--results", str(tmp_path / "r.json"), "--models-dir", str(tmp_path / "models"),
-            "--out", str(tmp_path / "t.md"), "--in-process"]
+            "--out", str(tmp_path / "t.md"), "--in-process", "--shipped", "published43"]
     assert seed_table.main(args) == 0
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["models"]) == {m.name for m in seed_table.MODELS}
@@ -41,11 +41,21 @@ def test_seed_table_trains_evaluates_writes_every_row_and_resumes(tmp_path, data
     assert md.count("\n| ") >= len(seed_table.ROWS) + len(seed_table.MODELS)
     assert "not run" not in md and "The published datasets are not available" in md
     assert "In-model augmentation, clean and transformed" in md and "Incremental vs scratch" in md
+    shipped = data["shipped"]["published43"]  # a shipped model, on the 43-class test set only
+    assert shipped["classes"] == 43 and set(shipped["evals"]) == {"GTSRB"} and shipped["evals"]["GTSRB"]["n"] == 43
+    assert "| published43 | published | 43 |" in md
     # Resumable: a second run trains and evaluates nothing again.
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "models").glob("*.pt")}
     assert seed_table.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "models").glob("*.pt")} == stamps
     assert json.loads((tmp_path / "r.json").read_text()) == data
+    only = args[:args.index("--results")] + ["--results", str(tmp_path / "s.json"), "--models-dir",
+                                              str(tmp_path / "none"), "--out", str(tmp_path / "s.md"),
+                                              "--in-process", "--shipped-only", "--shipped", "published43"]
+    assert seed_table.main(only) == 0  # the shipped models only: nothing trained
+    fresh = json.loads((tmp_path / "s.json").read_text())
+    assert fresh["models"] == {} and set(fresh["shipped"]) == {"published43"}
+    assert not list((tmp_path / "none").glob("*.pt"))
 
 
 def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_classes(tmp_path, data_root, capsys):
