@@ -198,3 +198,18 @@ def test_prediction_refuses_an_unknown_novelty_method(shipped):
     ckpt, model = shipped
     with pytest.raises(ValueError, match="unknown novelty method 'vibes'"):
         prediction.predict_images(ckpt, [], model=model, method="vibes")
+
+
+def test_the_flagged_known_bench_counts_shares_at_the_shipped_threshold_clean_and_corrupted(shipped):
+    sys.path.insert(0, str(PROJECT / "bench"))
+    import novelty_flagged
+    ckpt, model = shipped
+    sample = datasets.load_split("Sample48", "test")
+    known = sample.images[np.flatnonzero(sample.labels < 43)[:30]]
+    r = novelty_flagged.flagged(BENCHMARK, known, names=("jpeg",))
+    det = novelty.load_or_fit(BENCHMARK, model, ckpt)
+    scores = det.scores(model, known, ["fused"])
+    assert r["n"] == 30 and r["thresholds"]["fused"] == det.thresholds["fused"]
+    assert r["clean"]["fused"] == round(float(det.novel(scores, "fused").mean()), 4)
+    assert set(r["jpeg"]) == {1, 2, 3, 4, 5} and all(0 <= v["msp"] <= 1 for v in r["jpeg"].values())
+    assert r["worst"]["msp"] == max([r["clean"]["msp"]] + [v["msp"] for v in r["jpeg"].values()])

@@ -1,0 +1,71 @@
+"""How many *known* signs a model's novelty check calls "probably not one of its classes", clean and under blur and
+JPEG, at the threshold it ships with (issue 25: at most 2 %). Prints numbers only.
+
+    TSW_DATA_ROOT=... python bench/novelty_flagged.py artifacts/benchmark_oe.pt [--images 2000] [--json]
+
+Known = the official GTSRB test images (a seeded sample of ``--images``), at the network's input size, clean and
+with the corruption benchmark's Gaussian blur, motion blur and JPEG (``core.analysis.corruptions``) at severities
+1-5. The detector is the model's own (the shipped ``.novelty.npz`` beside it, else fitted from its training dataset
+and cached, as the app does); its thresholds were set on validation data.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+
+from core.analysis import corruptions, novelty  # noqa: E402
+from core.learning.models import load_checkpoint, model_from_checkpoint  # noqa: E402
+
+CORRUPTIONS = ("gaussian_blur", "motion_blur", "jpeg")
+METHODS = ("msp", "fused")
+
+
+def flagged(model_path: Path, images: np.ndarray, *, methods=METHODS, names=CORRUPTIONS, seed: int = 0) -> dict:
+    """Share of ``images`` (all known) above each method's shipped threshold: ``{"clean": {m: share}, "jpeg":
+    {severity: {m: share}}, ...}``, plus the thresholds used."""
+    ckpt = load_checkpoint(model_path)
+    model = model_from_checkpoint(ckpt).eval()
+    det = novelty.load_or_fit(model_path, model, ckpt)
+
+    def share(batch: np.ndarray) -> dict:
+        s = det.scores(model, batch, methods)
+        return {m: round(float(det.novel(s, m).mean()), 4) for m in methods}
+
+    out = {"model": str(model_path), "n": len(images), "thresholds": {m: det.thresholds[m] for m in methods},
+           "clean": share(images)}
+    for name in names:
+        out[name] = {sev: share(corruptions.corrupt(images, name, sev, seed=seed)) for sev in corruptions.SEVERITIES}
+    out["worst"] = {m: max([out["clean"][m]] + [out[n][s][m] for n in names for s in corruptions.SEVERITIES])
+                    for m in methods}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--images", type=int, default=2000, help="sample of the official test (seed 0)")
+    ap.add_argument("--test-npz", default=str(ROOT.parent / "shared" / "data" / "gtsrb" / "gtsrb_test_32.npz"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with np.load(args.test_npz) as z:
+        images = z["images"]
+    pick = np.sort(np.random.default_rng(0).choice(len(images), min(args.images, len(images)), replace=False))
+    for path in args.models:
+        r = flagged(Path(path), images[pick])
+        if args.json:
+            print(json.dumps(r), flush=True)
+            continue
+        print(f"{path}: {r['n']} known test images; share flagged unknown at the shipped thresholds")
+        print("  clean      " + "  ".join(f"{m} {v:.2%}" for m, v in r["clean"].items()))
+        for name in CORRUPTIONS:
+            for sev, v in r[name].items():
+                print(f"  {name:13s} s{sev} " + "  ".join(f"{m} {x:.2%}" for m, x in v.items()))
+        print("  worst      " + "  ".join(f"{m} {v:.2%}" for m, v in r["worst"].items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
