@@ -63,8 +63,8 @@ with slot.container():
             st.markdown(f"**{r.file}** \u2192 **{best['class_id']}: {best['name']}** ({percent(best['p'])})")
             if r.novelty and r.novelty["novel"]:
                 st.warning(f"Probably not one of the model's classes: novelty score {r.novelty['score']:.2f} is "
-                           f"above {r.novelty['threshold']:.2f}, which 95 % of the model's validation images stay "
-                           "below. If it is a new sign, add it as a class (Add new classes).")
+                           f"above {r.novelty['threshold']:.2f}, which {novelty.THRESHOLD_ACCEPT:.0%} of the model's "
+                           "validation images stay below. If it is a new sign, add it as a class (Add new classes).")
             c1, c2 = st.columns([3, 2])
             c1.plotly_chart(ig_figure(r.image, class_heatmap(str(info.path), r.image, best["class_id"]),
                                       title="Integrated Gradients (top-1)"), key=f"predict_ig_{info.name}_{k}")

@@ -96,3 +96,26 @@ def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_class
     assert group_costs.main([str(path), "--dataset", "Tiny", "--split", "val"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["images"] == 4 and set(line["groups"]) == set(GROUPS) and isinstance(line["clean"], float)
+
+
+def test_committee_val_scores_each_model_and_their_average_and_refuses_other_classes(tmp_path, data_root):
+    import committee_val
+    import pytest
+
+    from core.learning import models
+    _tiny("Tiny43", 43, 0)
+    def saved(k: int, name: str) -> str:
+        ckpt = models.make_checkpoint(models.build_model("published", k), architecture="published",
+                                      class_ids=list(range(k)), class_names=[str(i) for i in range(k)],
+                                      dataset="Tiny43", dataset_fingerprint="x", parent=None, mode="scratch",
+                                      epochs=0, history=[], metrics={}, config={})
+        return str(models.save_checkpoint(ckpt, tmp_path / name))
+
+    paths = [saved(43, "m0.pt"), saved(43, "m1.pt")]
+    r = committee_val.accuracies("Tiny43", "val", paths)
+    assert set(r) == {*paths, "committee"} and all(0 <= v <= 100 for v in r.values())
+    same = committee_val.accuracies("Tiny43", "val", [paths[0], paths[0]])
+    assert same["committee"] == same[paths[0]] == r[paths[0]]  # a committee of one model is that model
+    other = saved(48, "o.pt")
+    with pytest.raises(ValueError, match="a committee needs the same classes"):
+        committee_val.accuracies("Tiny43", "val", [paths[0], other])

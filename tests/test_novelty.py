@@ -51,6 +51,7 @@ def test_the_shipped_benchmarks_ship_their_detectors_for_exactly_these_model_fil
     det = novelty.Detector.load(novelty.detector_path(path))
     assert det.model_version == registry.file_version(path)
     assert det.methods_version == novelty.methods_version()  # fitted by today's method set: used as shipped
+    assert det.accept == novelty.THRESHOLD_ACCEPT  # and at today's share of accepted validation images
     assert set(det.thresholds) == set(novelty.list_methods())
     assert det.class_means.shape == (43, 300) and det.bank_fc1.shape[1] == 300
 
@@ -90,9 +91,10 @@ def test_fit_calibrates_thresholds_on_validation_and_round_trips(tmp_path):
     scores = det.scores(model, val.images)
     for m in novelty.list_methods():
         if m != "odin":  # ODIN is calibrated on the first 1,000 val images: all of them here too
-            assert (scores[m] <= det.thresholds[m]).mean() >= novelty.ACCEPT
+            assert (scores[m] <= det.thresholds[m]).mean() >= novelty.THRESHOLD_ACCEPT
     det.save(tmp_path / "d.npz")
     back = novelty.Detector.load(tmp_path / "d.npz")
+    assert det.accept == back.accept == novelty.THRESHOLD_ACCEPT
     again = back.scores(model, val.images[:10], ("msp", "mahalanobis", "fused"))
     assert back.model_version == "v1" and back.thresholds == pytest.approx(det.thresholds)
     np.testing.assert_allclose(again["msp"], scores["msp"][:10], rtol=1e-5)
@@ -107,6 +109,10 @@ def test_load_or_fit_caches_per_model_version_and_says_when_it_cannot(tmp_path):
     cached = config.cache_dir() / "novelty" / f"{registry.file_version(path)}.npz"
     assert cached.is_file() and det.model_version == registry.file_version(path)
     assert novelty.load_or_fit(path, m, ck).thresholds == det.thresholds  # from the cache, not refitted
+    # one fitted at another share of accepted validation images (as before issue 25: 95 %) is fitted again
+    dataclasses.replace(det, accept=0.95, thresholds={k: v + 1 for k, v in det.thresholds.items()}).save(cached)
+    assert novelty.load_or_fit(path, m, ck).thresholds == pytest.approx(det.thresholds)
+    assert novelty.Detector.load(cached).accept == novelty.THRESHOLD_ACCEPT
     ck_lost = {**ck, "dataset": "Gone"}
     path2 = models.save_checkpoint(ck_lost, tmp_path / "m2.pt")
     with pytest.raises(ValueError, match="needs the model's training dataset 'Gone'"):
@@ -188,10 +194,11 @@ def test_a_detector_saved_without_a_method_set_version_counts_as_the_unstamped_s
     with np.load(tmp_path / "d.npz") as z:
         arrays = dict(z)
     meta = json.loads(arrays["meta"].tobytes().decode())
-    del meta["methods_version"]
+    del meta["methods_version"], meta["accept"]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(tmp_path / "old.npz", **arrays)
-    assert novelty.Detector.load(tmp_path / "old.npz").methods_version == novelty.UNSTAMPED_VERSION
+    old = novelty.Detector.load(tmp_path / "old.npz")
+    assert old.methods_version == novelty.UNSTAMPED_VERSION and old.accept == novelty.UNSTAMPED_ACCEPT
 
 
 def test_prediction_refuses_an_unknown_novelty_method(shipped):

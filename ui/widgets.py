@@ -169,8 +169,8 @@ def pick_novelty_method(*, key: str) -> str:
     names = novelty.list_methods()
     return st.selectbox("Novelty method", names, index=names.index(novelty.DEFAULT_METHOD), key=key,
                         persist_state="session",
-                        help="How an image's novelty is scored; each threshold lets 95 % of the model's validation "
-                             "images through. " + "; ".join(f"**{m}**: {novelty.get_method(m).description}"
+                        help=f"How an image's novelty is scored; each threshold lets {novelty.THRESHOLD_ACCEPT:.0%} of "
+                             "the model's validation images through. " + "; ".join(f"**{m}**: {novelty.get_method(m).description}"
                                                             for m in names))
 
 

@@ -92,7 +92,8 @@ def find_issues(model, ckpt: dict, info: datasets.DatasetInfo, *, split: str, de
         order = [i for i in np.argsort(-scores, kind="stable") if scores[i] > limit][:STORE_LIMIT]
         issues.outliers = [{"file": arrays.files[i], "split": split, "class_id": int(arrays.labels[i]),
                             "score": round(float(scores[i]), 3),
-                            "reason": f"novelty {scores[i]:.2f} (95 % of known images stay below {limit:.2f})"}
+                            "reason": f"novelty {scores[i]:.2f} ({detector.accept:.0%} of known images stay "
+                                      f"below {limit:.2f})"}
                            for i in order]
     check(should_stop)
     progress(0.7, "near-duplicates across splits")

@@ -13,7 +13,8 @@ first hidden layer's features, cut at :data:`CLUSTER_DISTANCE` (a distance thres
 groups: the number of new signs is unknown and may be one; HDBSCAN calls most of a handful noise). A group's
 scores: mean novelty (:mod:`core.analysis.novelty`, ``fused``), mean prediction entropy, how much its members agree
 on the predicted class, and the cosine distance of its centre to the nearest class centre. It is flagged "likely a
-new class" when its mean novelty is above the threshold that 95 % of known validation images stay below.
+new class" when its mean novelty is above the threshold that 99 % of known validation images stay below
+(:data:`core.analysis.novelty.THRESHOLD_ACCEPT`).
 
 Measured with ``benchmark`` (43 classes) on the 45 Sample48 val + test images of the 5 classes it never saw plus
 16 known test images (``tests/test_embedding.py::test_signs_the_benchmark_never_saw_form_one_group_each``): the
