@@ -19,6 +19,8 @@ from core.learning.inference import predict_proba  # noqa: E402
 
 def accuracies(dataset: str, split: str, paths: list[str]) -> dict[str, float]:
     """Percent correct of each model and of their committee (the models must share their classes)."""
+    if not paths:
+        raise ValueError("give at least one model")
     arrays = datasets.load_split(dataset, split)
     out, probs, ids = {}, [], None
     for p in paths:

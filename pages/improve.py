@@ -86,7 +86,7 @@ with right:
                                       persist_state="session", help=HELP["outlier_weight"])
             harden = st.number_input("Hardening against camera corruptions (probability per group)", 0.0, 1.0,
                                      DEFAULTS.harden_p, key="improve_harden", persist_state="session",
-                                     help=HELP["harden_p"])
+                                     help=HELP["harden_p"] + " (needs augmentation on)")
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
                                     persist_state="session",
                                     help=HELP["batch_size"])

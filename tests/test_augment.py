@@ -105,14 +105,14 @@ def _order_recording_groups(monkeypatch) -> list[str]:
     """Replace each group by a marker transform that records when it runs (order is what we test)."""
     applied: list[str] = []
 
-    def fake_group(name: str):
-        if name not in GROUPS:
-            raise ValueError(name)
+    def fake_group(record: augment.Group, p: float):
+        if record.name not in GROUPS:
+            raise ValueError(record.name)
 
         def mark(img, **kw):
-            applied.append(name)
+            applied.append(record.name)
             return img
-        return A.Lambda(image=mark, p=1)
+        return A.Lambda(image=mark, p=p)
 
     monkeypatch.setattr(augment, "_group", fake_group)
     return applied

@@ -144,6 +144,9 @@ def test_cli_novelty_prints_the_documented_json(tmp_path, data_root):
     for m, r in res["methods"].items():
         assert set(r) == {"auroc", "fpr95"} and r["auroc"] > 0.9, (m, r)
     assert res["n_known"] == 40 and res["n_novel"] == 20
+    assert res["accept"] == novelty.THRESHOLD_ACCEPT
+    for m, f in res["flagged"].items():  # at the shipped thresholds: noise flagged, known signs mostly not
+        assert f["novel"] >= 0.9 and f["known"] <= 0.3, (m, f)
 
 
 def test_every_method_is_one_record_and_unknown_names_list_the_valid_ones():

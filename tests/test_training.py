@@ -139,7 +139,9 @@ def test_incremental_without_new_classes_is_refused(sample):
                                      ({"distill_temperature": 0.0}, "positive"),
                                      ({"teachers": ("a",), "lwf_weight": 1.0}, "not both"),
                                      ({"outlier_weight": -0.5}, "outlier_weight"),
-                                     ({"outlier_share": 0.0}, "outlier_share")])
+                                     ({"outlier_share": 0.0}, "outlier_share"),
+                                     ({"harden_p": 1.5, "augment": True}, "harden_p is a probability"),
+                                     ({"harden_p": 0.2, "augment": False}, "turn augmentation on")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
         training.train(_cfg(**kw), sample)

@@ -169,9 +169,9 @@ def pick_novelty_method(*, key: str) -> str:
     names = novelty.list_methods()
     return st.selectbox("Novelty method", names, index=names.index(novelty.DEFAULT_METHOD), key=key,
                         persist_state="session",
-                        help=f"How an image's novelty is scored; each threshold lets {novelty.THRESHOLD_ACCEPT:.0%} of "
-                             "the model's validation images through. " + "; ".join(f"**{m}**: {novelty.get_method(m).description}"
-                                                            for m in names))
+                        help=f"How an image's novelty is scored; each threshold lets "
+                             f"{novelty.THRESHOLD_ACCEPT:.0%} of the model's validation images through. "
+                             + "; ".join(f"**{m}**: {novelty.get_method(m).description}" for m in names))
 
 
 def show_model_stats(model: registry.ModelInfo) -> None:

@@ -10,8 +10,9 @@ near-duplicates across splits (leakage), outliers.
   whose perceptual descriptor (:func:`core.data.duplicates.descriptors`, the one the import's leakage check uses) is
   within :data:`core.data.duplicates.NEAR_DUPLICATE` of an image of the other split, with that image.
 - **Outliers**: the images the model's novelty score (:mod:`core.analysis.novelty`, ``fused``) puts above its
-  threshold (outside what 95 % of known images score), highest first. A model whose training dataset is not here is
-  calibrated on the examined dataset itself (:func:`outlier_detector`), so every model gets outliers.
+  threshold (outside what 99 % of the model's validation images score), highest first. A model whose training
+  dataset is not here is calibrated on the examined dataset itself (:func:`outlier_detector`), so every model gets
+  outliers.
 
 A result depends on these finders and on the novelty method set: :func:`issues_version` says which, and a result of
 another version is found again rather than shown.
@@ -45,10 +46,10 @@ MIN_CALIBRATION = 20
 
 def issues_version() -> str:
     """Version of what a result depends on besides its model and dataset: the finders, their settings and the
-    novelty method set (the outliers)."""
+    novelty method set and the share of validation images its thresholds accept (the outliers)."""
     return set_version([("finders", FINDERS_VERSION), ("near_duplicate", NEAR_DUPLICATE), ("limit", STORE_LIMIT),
                         ("folds", label_issues.FOLDS), ("outlier_method", DEFAULT_METHOD),
-                        ("novelty", novelty.methods_version())])
+                        ("novelty", novelty.methods_version()), ("accept", novelty.THRESHOLD_ACCEPT)])
 
 
 @dataclass

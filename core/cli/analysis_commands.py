@@ -139,7 +139,10 @@ def _novelty(args: argparse.Namespace) -> int:
     known, novel = (det.scores(model, images, methods) for images in sets)
     out = {"methods": {m: novelty.auroc_fpr95(known[m], novel[m]) for m in methods},
            "n_known": len(sets[0]), "n_novel": len(sets[1]), "default_method": novelty.DEFAULT_METHOD,
-           "thresholds": {m: det.thresholds.get(m) for m in methods}, "methods_version": det.methods_version}
+           "thresholds": {m: det.thresholds.get(m) for m in methods}, "methods_version": det.methods_version,
+           "accept": det.accept,  # at the thresholds: the share of each set flagged "probably not a known class"
+           "flagged": {m: {"known": round(float(det.novel(known, m).mean()), 4),
+                           "novel": round(float(det.novel(novel, m).mean()), 4)} for m in methods}}
     print(json.dumps(out) if args.json else "\n".join(
         f"{m:12s} AUROC {r['auroc']:.4f}  FPR95 {r['fpr95']:.4f}" for m, r in out["methods"].items()))
     return 0

@@ -3,6 +3,10 @@
 Each group is one record (:func:`register_group` beside its builder; :func:`list_groups`, :func:`get_group`), read
 by training, dataset builds, curation's variants, the CLI and the pages. :func:`groups_version` is the set's
 version: a training's resumable state records it (:data:`UNSTAMPED_VERSION` for states from before).
+
+Training can add the harsher **hardening** groups (:data:`HARDENING`, :func:`hardening_groups`; JPEG / low
+resolution, heavy noise, random erasing, glare and dusk) with ``build_pipeline(harden_p=...)``; they never take
+part in dataset builds, and :func:`pipeline_version` is the version a hardened training records.
 """
 from __future__ import annotations
 
@@ -159,10 +163,9 @@ def pipeline_version(harden_p: float = 0.0) -> str:
     return groups_version() + (f"+{HARDENING.version()}" if harden_p > 0 else "")
 
 
-def _group(name: str) -> A.BasicTransform:
-    """One group: a OneOf over its transforms, always applied (the caller sets the group's probability)."""
-    record = HARDENING.table[name] if name in HARDENING.table else get_group(name)
-    return A.OneOf(record.build(), p=1)
+def _group(record: Group, p: float) -> A.BasicTransform:
+    """One group: a OneOf over its transforms, applied with probability ``p``."""
+    return A.OneOf(record.build(), p=p)
 
 
 def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[float] = 0.5,
@@ -183,13 +186,9 @@ def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[f
         raise ValueError(f"got {len(probs)} probabilities for {len(groups)} groups; give one per group or one for all")
     if any(not 0 <= q <= 1 for q in probs):
         raise ValueError(f"probabilities must lie in [0, 1], got {probs}")
+    parts = [_group(get_group(g), q) for g, q in zip(groups, probs)]
     if harden_p > 0:
-        groups, probs = groups + list(hardening_groups()), probs + [float(harden_p)] * len(hardening_groups())
-    parts = []
-    for g, q in zip(groups, probs):
-        t = _group(g)
-        t.p = q
-        parts.append(t)
+        parts += [_group(HARDENING.get(g), float(harden_p)) for g in hardening_groups()]
     # RandomOrder, not SomeOf: SomeOf sorts the indices it draws, so its order never varies.
     body = A.RandomOrder(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
     return A.Compose([body], seed=seed)

@@ -135,6 +135,10 @@ class TrainConfig:
         if self.outlier_weight < 0 or not 0 < self.outlier_share <= 2:
             raise ValueError(f"outlier_weight must not be negative and outlier_share must lie in (0, 2], got "
                              f"{self.outlier_weight} and {self.outlier_share}")
+        if not 0 <= self.harden_p <= 1:
+            raise ValueError(f"harden_p is a probability and must lie in [0, 1], got {self.harden_p}")
+        if self.harden_p > 0 and not self.augment:
+            raise ValueError("hardening adds to the in-model augmentation: turn augmentation on or set harden_p to 0")
         if self.teachers and self.lwf_weight > 0:
             raise ValueError("use either teachers (distillation from other models) or lwf_weight (from the parent), "
                              "not both")
