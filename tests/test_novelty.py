@@ -52,6 +52,7 @@ def test_the_shipped_benchmarks_ship_their_detectors_for_exactly_these_model_fil
     assert det.model_version == registry.file_version(path)
     assert det.methods_version == novelty.methods_version()  # fitted by today's method set: used as shipped
     assert det.accept == novelty.THRESHOLD_ACCEPT  # and at today's share of accepted validation images
+    assert set(det.discovery_thresholds) == set(novelty.list_methods())
     assert set(det.thresholds) == set(novelty.list_methods())
     assert det.class_means.shape == (43, 300) and det.bank_fc1.shape[1] == 300
 
@@ -95,6 +96,11 @@ def test_fit_calibrates_thresholds_on_validation_and_round_trips(tmp_path):
     det.save(tmp_path / "d.npz")
     back = novelty.Detector.load(tmp_path / "d.npz")
     assert det.accept == back.accept == novelty.THRESHOLD_ACCEPT
+    assert back.discovery_thresholds == pytest.approx(det.discovery_thresholds)
+    for m in ("msp", "fused"):  # the discovery point is the more sensitive one: it accepts 95 %, flags more
+        assert det.discovery_thresholds[m] <= det.thresholds[m]
+        assert (scores[m] <= det.discovery_thresholds[m]).mean() >= novelty.DISCOVERY_ACCEPT
+        assert det.novel(scores, m, discovery=True).sum() >= det.novel(scores, m).sum()
     again = back.scores(model, val.images[:10], ("msp", "mahalanobis", "fused"))
     assert back.model_version == "v1" and back.thresholds == pytest.approx(det.thresholds)
     np.testing.assert_allclose(again["msp"], scores["msp"][:10], rtol=1e-5)

@@ -51,6 +51,10 @@ ACCEPT = 0.95
 THRESHOLD_ACCEPT = 0.99
 #: The share detectors saved before they recorded it were fitted at.
 UNSTAMPED_ACCEPT = 0.95
+#: Share of validation images the *discovery* thresholds accept: finding new classes among many images
+#: (:func:`core.analysis.embedding.detect_new_classes`) wants the more sensitive operating point; at 0.99 three of the
+#: nine images of an unseen sample class counted as a known class (``tests/test_embedding.py``).
+DISCOVERY_ACCEPT = 0.95
 KNN_K = 5
 #: Training images kept in a detector's feature bank (a seeded, class-stratified sample).
 BANK_SIZE = 8000
@@ -241,6 +245,7 @@ class Detector:
     thresholds: dict              # method -> score above which an image is "probably novel"
     methods_version: str = field(default_factory=methods_version)
     accept: float = THRESHOLD_ACCEPT  # share of validation images the thresholds accept
+    discovery_thresholds: dict = field(default_factory=dict)  # method -> threshold at DISCOVERY_ACCEPT
 
     def scores(self, model, images, methods=None, *, outputs: dict[str, np.ndarray] | None = None,
                should_stop: StopFn | None = None) -> dict[str, np.ndarray]:
@@ -250,13 +255,16 @@ class Detector:
         inputs = Inputs(self, model, images, outputs=outputs, should_stop=should_stop)
         return {m: inputs.novelty(m).astype(np.float32) for m in methods}
 
-    def novel(self, scores: dict[str, np.ndarray], method: str = DEFAULT_METHOD) -> np.ndarray:
-        """Boolean (N,): above the method's threshold (outside what ``accept`` of the validation images score)."""
-        return scores[method] > self.thresholds[method]
+    def novel(self, scores: dict[str, np.ndarray], method: str = DEFAULT_METHOD, *,
+              discovery: bool = False) -> np.ndarray:
+        """Boolean (N,): above the method's threshold (outside what ``accept`` of the validation images score), or
+        with ``discovery`` its more sensitive discovery threshold (:data:`DISCOVERY_ACCEPT`)."""
+        return scores[method] > (self.discovery_thresholds if discovery else self.thresholds)[method]
 
     def save(self, path: Path) -> None:
         meta = {"model_version": self.model_version, "methods_version": self.methods_version,
-                "standard": self.standard, "thresholds": self.thresholds, "accept": self.accept}
+                "standard": self.standard, "thresholds": self.thresholds, "accept": self.accept,
+                "discovery_thresholds": self.discovery_thresholds}
         buf = io.BytesIO()
         np.savez_compressed(buf, class_means=self.class_means, precision=self.precision,
                             bank_pen=self.bank_pen.astype(np.float16), bank_fc1=self.bank_fc1.astype(np.float16),
@@ -271,7 +279,8 @@ class Detector:
             return cls(meta["model_version"], z["class_means"], z["precision"], z["bank_pen"].astype(np.float32),
                        z["bank_fc1"].astype(np.float32), {k: tuple(v) for k, v in meta["standard"].items()},
                        meta["thresholds"], meta.get("methods_version", UNSTAMPED_VERSION),
-                       float(meta.get("accept", UNSTAMPED_ACCEPT)))
+                       float(meta.get("accept", UNSTAMPED_ACCEPT)),
+                       meta.get("discovery_thresholds", {}))
 
 
 def fit(model, train_images: np.ndarray, train_targets: np.ndarray, val_images: np.ndarray, *, model_version: str,
@@ -304,6 +313,7 @@ def fit(model, train_images: np.ndarray, train_targets: np.ndarray, val_images: 
                         else val.novelty(name)).astype(np.float32)  # as scores() gives them
     # "higher": the threshold is a validation score, so at least THRESHOLD_ACCEPT of them pass
     det.thresholds = {m: float(np.quantile(v, THRESHOLD_ACCEPT, method="higher")) for m, v in scores.items()}
+    det.discovery_thresholds = {m: float(np.quantile(v, DISCOVERY_ACCEPT, method="higher")) for m, v in scores.items()}
     return det
 
 
@@ -338,7 +348,7 @@ def load_or_fit(model_path: Path, model, ckpt: dict, *, progress: ProgressFn | N
             except (OSError, ValueError, KeyError):
                 continue
             if (det.model_version == version and det.methods_version == methods_version()
-                    and det.accept == THRESHOLD_ACCEPT):
+                    and det.accept == THRESHOLD_ACCEPT and det.discovery_thresholds):
                 return det
     try:
         info = datasets.get_dataset(ckpt["dataset"])
