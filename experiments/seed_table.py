@@ -171,17 +171,20 @@ class Table:
         self.save()
 
     def evaluate_shipped(self, name: str, env: dict) -> None:
-        """A shipped model on its test sets; evaluated again when its file changed (the file's hash is kept)."""
-        from core.learning import models, registry  # noqa: PLC0415 (after the environment is set)
+        """A shipped model on its test sets; evaluated again when its file or a test set changed (the file's hash
+        and the datasets' fingerprints are kept)."""
+        from core.data import datasets  # noqa: PLC0415 (after the environment is set)
+        from core.learning import models, registry  # noqa: PLC0415
         path = PROJECT / "artifacts" / f"{name}.pt"
-        version = registry.file_version(path)
-        shipped = self.data.setdefault("shipped", {})
-        if shipped.get(name, {}).get("file_version") == version:
-            return
         ckpt = models.load_checkpoint(path)
-        entry = {"file_version": version, "architecture": ckpt["architecture"],
-                 "classes": len(ckpt["class_ids"]), "evals": {}}
-        for ds in SHIPPED_SETS.get(entry["classes"], ("GTSRB",)):
+        sets = SHIPPED_SETS.get(len(ckpt["class_ids"]), ("GTSRB",))
+        stamp = {"file_version": registry.file_version(path),
+                 "datasets": {ds: datasets.get_dataset(self.dataset(ds)).fingerprint for ds in sets}}
+        shipped = self.data.setdefault("shipped", {})
+        if {k: shipped.get(name, {}).get(k) for k in stamp} == stamp:
+            return
+        entry = {**stamp, "architecture": ckpt["architecture"], "classes": len(ckpt["class_ids"]), "evals": {}}
+        for ds in sets:
             cmd = [sys.executable, "-m", "core", "evaluate", "--model", str(path),
                    "--dataset", self.dataset(ds), "--split", "test", "--json"]
             print(f"evaluate shipped {name} on {ds}", flush=True)

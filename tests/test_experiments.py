@@ -56,6 +56,13 @@ def test_seed_table_trains_evaluates_writes_every_row_and_resumes(tmp_path, data
     fresh = json.loads((tmp_path / "s.json").read_text())
     assert fresh["models"] == {} and set(fresh["shipped"]) == {"published43"}
     assert not list((tmp_path / "none").glob("*.pt"))
+    # a rebuilt test set (another fingerprint) is evaluated again; an unchanged one is not
+    fresh["shipped"]["published43"]["datasets"]["GTSRB"] = "rebuilt"
+    fresh["shipped"]["published43"]["evals"]["GTSRB"]["n"] = -1
+    (tmp_path / "s.json").write_text(json.dumps(fresh))
+    assert seed_table.main(only) == 0
+    again = json.loads((tmp_path / "s.json").read_text())["shipped"]["published43"]
+    assert again["evals"]["GTSRB"]["n"] == 43 and again["datasets"]["GTSRB"] != "rebuilt"
 
 
 def test_group_costs_measures_each_group_and_the_mixes_and_refuses_foreign_classes(tmp_path, data_root, capsys):

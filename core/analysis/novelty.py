@@ -17,7 +17,8 @@ its natural quantity (a probability, a distance); the record's ``direction`` say
 
 A :class:`Detector` holds what the scores need (class means, precision, a bank of training features, the
 standardisation) and one threshold per method, set so that :data:`THRESHOLD_ACCEPT` of the model's validation
-images are accepted. It is fitted once per model file and method set (:func:`methods_version`) and kept beside the model
+images are accepted (and a more sensitive one at :data:`DISCOVERY_ACCEPT` for finding new classes). It is fitted
+once per model file and method set (:func:`methods_version`) and kept beside the model
 (``<model>.novelty.npz``, shipped for the shipped models) or in the data root's cache; one of another model file
 or method set is fitted again.
 """
@@ -312,8 +313,10 @@ def fit(model, train_images: np.ndarray, train_targets: np.ndarray, val_images: 
         scores[name] = (Inputs(det, model, val_images[:limit]).novelty(name) if few
                         else val.novelty(name)).astype(np.float32)  # as scores() gives them
     # "higher": the threshold is a validation score, so at least THRESHOLD_ACCEPT of them pass
-    det.thresholds = {m: float(np.quantile(v, THRESHOLD_ACCEPT, method="higher")) for m, v in scores.items()}
-    det.discovery_thresholds = {m: float(np.quantile(v, DISCOVERY_ACCEPT, method="higher")) for m, v in scores.items()}
+    def at(share: float) -> dict:
+        return {m: float(np.quantile(v, share, method="higher")) for m, v in scores.items()}
+
+    det.thresholds, det.discovery_thresholds = at(THRESHOLD_ACCEPT), at(DISCOVERY_ACCEPT)
     return det
 
 
