@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from core.analysis import novelty
 from core.data import datasets  # noqa: E402
-from core.data.builds import TSRD_TO_GTSRB  # noqa: E402
+from core.data.builds import tsrd_not_in_gtsrb  # noqa: E402
 from core.learning.models import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 METHODS = ("msp", "energy", "mahalanobis", "knn", "fused")
@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     train, val = datasets.load_split("GTSRB", "train"), datasets.load_split("GTSRB", "val")
     z = np.load(ROOT.parent / "shared" / "data" / "tsrd" / "tsrd_train_32.npz")
-    novel_images = z["images"][~np.isin(z["labels"], list(TSRD_TO_GTSRB)) & z["first_copy"]]
+    novel_images = z["images"][tsrd_not_in_gtsrb(z["labels"]) & z["first_copy"]]
     for path in args.models:
         r = measure(path, train, val, novel_images)
         if args.json:

@@ -17,7 +17,7 @@ import numpy as np, torch
 from core.analysis import novelty
 from core.data import datasets
 from core.learning import registry
-from core.data.builds import TSRD_TO_GTSRB
+from core.data.builds import tsrd_not_in_gtsrb
 from core.learning.models import load_checkpoint, model_from_checkpoint
 torch.manual_seed(0)
 ck = load_checkpoint(registry.get_model("benchmark").path); model = model_from_checkpoint(ck).eval()
@@ -30,7 +30,7 @@ F = {}
 F["train"] = novelty.layer_outputs(model, tr.images[keep]); ytr = np.array([lookup[int(c)] for c in tr.labels[keep]])
 F["kval"] = novelty.layer_outputs(model, va.images)
 z = np.load(SHARED / "tsrd/tsrd_train_32.npz")
-m = ~np.isin(z["labels"], list(TSRD_TO_GTSRB)) & z["first_copy"]
+m = tsrd_not_in_gtsrb(z["labels"]) & z["first_copy"]
 F["nval"] = novelty.layer_outputs(model, z["images"][m])
 print("features", round(time.time()-t0,1), "s", {k: len(v["pen"]) for k, v in F.items()}, flush=True)
 FEATS = dict(**{f"{k}_{l}": v for k, d in F.items() for l, v in d.items()}, ytr=ytr,

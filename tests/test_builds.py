@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import random_images
 from core.base import config
 from core.data import builds, built, datasets
-from core.data.builds import TSRD_TO_GTSRB, choose_new_tsrd_classes
+from core.data.builds import TSRD_SAME_SIGN_AS_GTSRB, TSRD_TO_GTSRB, choose_new_tsrd_classes, tsrd_not_in_gtsrb
 from core.data.importers import SourceError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,14 @@ def test_choose_new_tsrd_classes_top_k_unmapped_ties_to_lower_id():
     assert choose_new_tsrd_classes(labels, k=4) == [40, 11, 12, 30]
     assert choose_new_tsrd_classes(labels, k=10) == [40, 11, 12, 30, 13, 41]
     assert choose_new_tsrd_classes(np.asarray([2, 4, 52], np.int64)) == []
+
+
+def test_tsrd_not_in_gtsrb_leaves_out_mapped_classes_and_the_same_sign_kept_apart():
+    # 55 is GTSRB's "No entry" under another name: a GTSRB model knows it, so the novelty protocols must not count it
+    assert TSRD_SAME_SIGN_AS_GTSRB == {55: 17} and 55 not in TSRD_TO_GTSRB
+    labels = np.asarray([55, 53, 2, 3, 29, 55, 0])
+    assert tsrd_not_in_gtsrb(labels).tolist() == [False, False, False, True, True, False, True]
+    assert tsrd_not_in_gtsrb(np.asarray([], np.int64)).shape == (0,)
 
 
 def test_choose_new_tsrd_classes_is_order_independent():

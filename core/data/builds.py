@@ -57,9 +57,13 @@ TSRD_TO_GTSRB = {
     46: 21,  # double curve
     48: 25,  # roadworks -> road work
     52: 14,  # stop
-    53: 17,  # entry prohibited -> no entry
+    53: 17,  # entry prohibited -> no entry (its 2 images show an empty red ring, GTSRB 15 "No vehicles"; kept)
     56: 13,  # give way -> yield
 }
+#: TSRD classes that show a GTSRB sign but are not mapped to it, checked by eye on 2026-12-04: 55 "Direction
+#: prohibited" (the community name) is the red disc with a white bar, GTSRB 17 "No entry". It stays class 46 of
+#: GTSRB_48 (changing the class set would retire the shipped 48-class models); it is not a sign GTSRB lacks.
+TSRD_SAME_SIGN_AS_GTSRB = {55: 17}
 NUM_NEW_CLASSES = 5
 GTSRB_CLASSES = 43
 DIFFICULT_P = 0.15
@@ -109,6 +113,11 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     val_mask = np.zeros(len(labels), bool)
     val_mask[np.asarray(val, np.int64)] = True
     return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+
+def tsrd_not_in_gtsrb(tsrd_labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the TSRD labels whose sign GTSRB does not have: the novelty protocols' unseen classes."""
+    return ~np.isin(np.asarray(tsrd_labels), [*TSRD_TO_GTSRB, *TSRD_SAME_SIGN_AS_GTSRB])
 
 
 def choose_new_tsrd_classes(tsrd_train_labels: np.ndarray, k: int = NUM_NEW_CLASSES) -> list[int]:
