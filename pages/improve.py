@@ -14,6 +14,7 @@ from core.base import demo
 from core.learning.train_run import TrainRun
 from core.learning.distributed import PRECISIONS
 from core.learning.models import ARCHITECTURES
+from core.learning.training_config import OUTLIER_LOSSES
 from ui.train_views import show_job
 from ui.widgets import pick_dataset, pick_model, show_model_stats
 from ui.nav import ensure_router
@@ -84,6 +85,9 @@ with right:
             outlier = st.number_input("Outlier exposure weight (sharper novelty scores)", 0.0, 10.0,
                                       DEFAULTS.outlier_weight, key="improve_outlier",
                                       persist_state="session", help=HELP["outlier_weight"])
+            outlier_loss = st.selectbox("Outlier exposure term", OUTLIER_LOSSES,
+                                        index=OUTLIER_LOSSES.index(DEFAULTS.outlier_loss), key="improve_outlier_loss",
+                                        persist_state="session", help=HELP["outlier_loss"])
             harden = st.number_input("Hardening against camera corruptions (probability per group)", 0.0, 1.0,
                                      DEFAULTS.harden_p, key="improve_harden", persist_state="session",
                                      help=HELP["harden_p"] + " (needs augmentation on)")
@@ -107,7 +111,7 @@ with right:
                 old_layers_lr=float(old_lr), weight_align=bool(align), calibrate_new_classes=bool(calibrate),
                 lwf_weight=float(lwf),
                 teachers=tuple(teachers), distill_weight=float(distill), outlier_weight=float(outlier),
-                harden_p=float(harden),
+                outlier_loss=outlier_loss, harden_p=float(harden),
                 precision=precision)
             job_id = runs.start("train", TrainRun(cfg, dataset=info.name, name=name.strip(),
                                                   base=base.name if base else None))

@@ -1,4 +1,7 @@
+import math
+
 import numpy as np
+
 import pytest
 import torch
 
@@ -140,6 +143,7 @@ def test_incremental_without_new_classes_is_refused(sample):
                                      ({"teachers": ("a",), "lwf_weight": 1.0}, "not both"),
                                      ({"outlier_weight": -0.5}, "outlier_weight"),
                                      ({"outlier_share": 0.0}, "outlier_share"),
+                                     ({"outlier_loss": "hinge"}, "outlier_loss"),
                                      ({"harden_p": 1.5, "augment": True}, "harden_p is a probability"),
                                      ({"harden_p": 0.2, "augment": False}, "turn augmentation on")])
 def test_bad_configs_are_refused(sample, kw, msg):
@@ -232,6 +236,45 @@ def test_outlier_exposure_makes_the_model_unsure_on_outliers(sample):
     # near 1/48 on outliers with exposure; a plain model grows confident on them as it learns the classes
     assert _outlier_confidence(exposed.checkpoint, val) < 0.6 * _outlier_confidence(plain.checkpoint, val)
     assert exposed.history[-1]["train_acc"] > 2 / 48  # still learns the classes
+
+
+def test_energy_outlier_term_is_zero_past_both_margins_and_pushes_each_side_the_right_way():
+    from core.learning.epoch import ENERGY_MARGINS, OutlierExposure
+    high, low = ENERGY_MARGINS
+    oe = OutlierExposure(0.5, 0.5, torch.Generator().manual_seed(0), "energy")
+    k = 43
+    # logsumexp of k equal logits c is c + log k: put outliers below `low` and known images above `high`
+    quiet = torch.full((4, k), low - math.log(k) - 1.0)
+    loud = torch.full((4, k), high - math.log(k) + 1.0)
+    assert float(oe.loss(quiet, loud)) == 0.0
+    # an outlier scored like a known image, and a known image scored like an outlier, both cost
+    out = loud.clone().requires_grad_(True)
+    known = quiet.clone().requires_grad_(True)
+    loss = oe.loss(out, known)
+    loss.backward()
+    assert float(loss.detach()) > 0
+    assert float(out.grad.sum()) > 0 and float(known.grad.sum()) < 0  # descent lowers outliers', raises knowns' scores
+    # the uniform term ignores the known images and is 0 on uniform predictions
+    uniform = OutlierExposure(0.5, 0.5, torch.Generator().manual_seed(0))
+    assert abs(float(uniform.loss(quiet, loud))) < 1e-6 and float(uniform.loss(torch.eye(k)[:4] * 9)) > 0
+    assert float(oe.loss(torch.zeros(0, k), loud)) == 0.0  # no outliers in a batch: no term
+
+
+def test_energy_outlier_exposure_lowers_the_energy_of_outliers(sample):
+    val = datasets.load_split(sample, "val").images
+    plain = training.train(_cfg(epochs=6, lr=3e-3), sample)
+    exposed = training.train(_cfg(epochs=6, lr=3e-3, outlier_weight=1.0, outlier_loss="energy"), sample)
+    assert exposed.checkpoint["config"]["outlier_loss"] == "energy"
+    assert _outlier_energy(exposed.checkpoint, val) < _outlier_energy(plain.checkpoint, val) - 0.5
+
+
+def _outlier_energy(ckpt, images):
+    from core.learning import outliers
+    from core.data.images import normalise, resize_batch
+    x = normalise(resize_batch(images))
+    o = outliers.synthesize(x, torch.arange(len(x)), n=len(x), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        return float(torch.logsumexp(models.model_from_checkpoint(ckpt).eval()(o), 1).mean())
 
 
 def test_outlier_exposure_leaves_incremental_phase1_alone(sample):

@@ -302,7 +302,8 @@ class _Loop:
         if self.cfg.outlier_weight <= 0 or phase.new_rows_only:
             return None
         seed = (self.cfg.seed * 1_000_003 + 7919 * self.place.rank + epoch) % 2 ** 63
-        return OutlierExposure(self.cfg.outlier_weight, self.cfg.outlier_share, torch.Generator().manual_seed(seed))
+        return OutlierExposure(self.cfg.outlier_weight, self.cfg.outlier_share, torch.Generator().manual_seed(seed),
+                               self.cfg.outlier_loss)
 
     def _validate(self, epoch: int, phase: Phase, loss: float, train_acc: float, optimizer, steps: int,
                   t0: float) -> tuple[dict, float]:

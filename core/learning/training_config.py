@@ -33,6 +33,8 @@ MODE_LABELS = {"incremental": "Add classes (incremental)", "transfer_freeze": "T
 #: Each phase's name in plain words (progress messages).
 PHASE_LABELS = {"new_rows": "new classes only", "head": "head only", "all": "all layers"}
 MODES = tuple(MODE_DESCRIPTIONS)
+#: Outlier exposure's loss terms (:class:`core.learning.epoch.OutlierExposure`).
+OUTLIER_LOSSES = ("uniform", "energy")
 #: Version and keys of the resumable state :func:`train` hands to ``on_epoch`` after every epoch.
 RESUME_FORMAT = 1
 RESUME_KEYS = ("format", "phase", "phase_epochs", "epochs_done", "model", "optimizer", "lr_scheduler", "history",
@@ -98,6 +100,10 @@ class TrainConfig:
                                  "a turned pictogram, swapped colours, shuffled tiles, two classes' halves); "
                                  "sharpens novelty scores (0 = off)")
     outlier_share: float = _opt(0.5, "outlier exposure: synthetic outliers per batch, as a share of the batch")
+    outlier_loss: str = _opt("uniform", "outlier exposure's term: uniform = near-uniform probabilities on the "
+                             "outliers (Hendrycks et al. 2019); energy = squared hinges that keep the energy score "
+                             "(logsumexp of the logits) of the batch's images high and of the outliers low (Liu et "
+                             "al. 2020)", choices=OUTLIER_LOSSES)
     max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
     device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
                        choices=DEVICES)
@@ -135,6 +141,8 @@ class TrainConfig:
         if self.outlier_weight < 0 or not 0 < self.outlier_share <= 2:
             raise ValueError(f"outlier_weight must not be negative and outlier_share must lie in (0, 2], got "
                              f"{self.outlier_weight} and {self.outlier_share}")
+        if self.outlier_loss not in OUTLIER_LOSSES:
+            raise ValueError(f"unknown outlier_loss {self.outlier_loss!r}; valid: {', '.join(OUTLIER_LOSSES)}")
         if not 0 <= self.harden_p <= 1:
             raise ValueError(f"harden_p is a probability and must lie in [0, 1], got {self.harden_p}")
         if self.harden_p > 0 and not self.augment:
