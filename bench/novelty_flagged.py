@@ -51,8 +51,10 @@ def main() -> None:
     ap.add_argument("--test-npz", default=str(ROOT.parent / "shared" / "data" / "gtsrb" / "gtsrb_test_32.npz"))
     ap.add_argument("--val", action="store_true", help="GTSRB val (the built dataset) instead of the official test: "
                     "where candidates are compared (its clean share is the threshold's 1 %% by construction)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    methods = tuple(args.methods.split(","))
     if args.val:
         from core.data import datasets
         images = datasets.load_split("GTSRB", "val").images
@@ -61,7 +63,7 @@ def main() -> None:
             images = z["images"]
     pick = np.sort(np.random.default_rng(0).choice(len(images), min(args.images, len(images)), replace=False))
     for path in args.models:
-        r = flagged(Path(path), images[pick])
+        r = flagged(Path(path), images[pick], methods=methods)
         if args.json:
             print(json.dumps(r), flush=True)
             continue
