@@ -24,23 +24,39 @@ CORRUPTIONS = ("gaussian_blur", "motion_blur", "jpeg")
 METHODS = ("msp", "fused")
 
 
-def flagged(model_path: Path, images: np.ndarray, *, methods=METHODS, names=CORRUPTIONS, seed: int = 0) -> dict:
+def flagged(model_path: Path, images: np.ndarray, labels: np.ndarray | None = None, *, methods=METHODS,
+            names=CORRUPTIONS, seed: int = 0) -> dict:
     """Share of ``images`` (all known) above each method's shipped threshold: ``{"clean": {m: share}, "jpeg":
-    {severity: {m: share}}, ...}``, plus the thresholds used."""
+    {severity: {m: share}}, ...}``, plus the thresholds used. With ``labels`` (class ids), ``"read"`` holds the
+    same layout for the images the model still classifies correctly, with its accuracy under ``"accuracy"``: how
+    many of the flags fall on signs it would have read right."""
     ckpt = load_checkpoint(model_path)
     model = model_from_checkpoint(ckpt).eval()
     det = novelty.load_or_fit(model_path, model, ckpt)
+    ids = np.asarray([int(c) for c in ckpt["class_ids"]])
 
-    def share(batch: np.ndarray) -> dict:
-        s = det.scores(model, batch, methods)
-        return {m: round(float(det.novel(s, m).mean()), 4) for m in methods}
+    def share(batch: np.ndarray) -> tuple[dict, dict]:
+        outputs = novelty.layer_outputs(model, batch)
+        s = det.scores(model, batch, methods, outputs=outputs)
+        flags = {m: det.novel(s, m) for m in methods}
+        if labels is None:
+            return {m: round(float(f.mean()), 4) for m, f in flags.items()}, {}
+        right = ids[outputs["logits"].argmax(1)] == labels
+        read = {"accuracy": round(float(right.mean()), 4)}
+        read.update({m: round(float(f[right].mean()), 4) if right.any() else 0.0 for m, f in flags.items()})
+        return {m: round(float(f.mean()), 4) for m, f in flags.items()}, read
 
-    out = {"model": str(model_path), "n": len(images), "thresholds": {m: det.thresholds[m] for m in methods},
-           "clean": share(images)}
+    out = {"model": str(model_path), "n": len(images), "thresholds": {m: det.thresholds[m] for m in methods}}
+    out["clean"], read = share(images)
+    reads = {"clean": read}
     for name in names:
-        out[name] = {sev: share(corruptions.corrupt(images, name, sev, seed=seed)) for sev in corruptions.SEVERITIES}
+        out[name], reads[name] = {}, {}
+        for sev in corruptions.SEVERITIES:
+            out[name][sev], reads[name][sev] = share(corruptions.corrupt(images, name, sev, seed=seed))
     out["worst"] = {m: max([out["clean"][m]] + [out[n][s][m] for n in names for s in corruptions.SEVERITIES])
                     for m in methods}
+    if labels is not None:
+        out["read"] = reads
     return out
 
 
@@ -57,21 +73,27 @@ def main() -> None:
     methods = tuple(args.methods.split(","))
     if args.val:
         from core.data import datasets
-        images = datasets.load_split("GTSRB", "val").images
+        split = datasets.load_split("GTSRB", "val")
+        images, labels = split.images, split.labels
     else:
         with np.load(args.test_npz) as z:
-            images = z["images"]
+            images, labels = z["images"], z["labels"]
     pick = np.sort(np.random.default_rng(0).choice(len(images), min(args.images, len(images)), replace=False))
     for path in args.models:
-        r = flagged(Path(path), images[pick], methods=methods)
+        r = flagged(Path(path), images[pick], labels[pick], methods=methods)
         if args.json:
             print(json.dumps(r), flush=True)
             continue
         print(f"{path}: {r['n']} known {'val' if args.val else 'test'} images; share flagged unknown at the shipped thresholds")
-        print("  clean      " + "  ".join(f"{m} {v:.2%}" for m, v in r["clean"].items()))
+        print("  (in brackets: accuracy, and the share flagged among the images still classified correctly)")
+
+        def line(v: dict, read: dict) -> str:
+            return "  ".join(f"{m} {x:.2%}" for m, x in v.items()) + "  (" + "  ".join(
+                f"{m} {x:.2%}" for m, x in read.items()) + ")"
+        print("  clean            " + line(r["clean"], r["read"]["clean"]))
         for name in CORRUPTIONS:
             for sev, v in r[name].items():
-                print(f"  {name:13s} s{sev} " + "  ".join(f"{m} {x:.2%}" for m, x in v.items()))
+                print(f"  {name:13s} s{sev} " + line(v, r["read"][name][sev]))
         print("  worst      " + "  ".join(f"{m} {v:.2%}" for m, v in r["worst"].items()), flush=True)
 
 

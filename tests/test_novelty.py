@@ -229,3 +229,12 @@ def test_the_flagged_known_bench_counts_shares_at_the_shipped_threshold_clean_an
     assert r["clean"]["fused"] == round(float(det.novel(scores, "fused").mean()), 4)
     assert set(r["jpeg"]) == {1, 2, 3, 4, 5} and all(0 <= v["msp"] <= 1 for v in r["jpeg"].values())
     assert r["worst"]["msp"] == max([r["clean"]["msp"]] + [v["msp"] for v in r["jpeg"].values()])
+    assert "read" not in r
+    # with labels: accuracy, and the flags among the images still read right
+    labels = sample.labels[np.flatnonzero(sample.labels < 43)[:30]]
+    r = novelty_flagged.flagged(BENCHMARK, known, labels, names=("jpeg",), methods=("fused",))
+    right = np.asarray(ckpt["class_ids"])[novelty.layer_outputs(model, known)["logits"].argmax(1)] == labels
+    flags = det.novel(scores, "fused")
+    assert r["read"]["clean"]["accuracy"] == round(float(right.mean()), 4)
+    assert r["read"]["clean"]["fused"] == round(float(flags[right].mean()), 4)
+    assert set(r["read"]["jpeg"]) == {1, 2, 3, 4, 5} and r["read"]["jpeg"][5]["accuracy"] <= 1
