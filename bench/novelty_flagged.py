@@ -84,7 +84,8 @@ def main() -> None:
         if args.json:
             print(json.dumps(r), flush=True)
             continue
-        print(f"{path}: {r['n']} known {'val' if args.val else 'test'} images; share flagged unknown at the shipped thresholds")
+        split = "val" if args.val else "test"
+        print(f"{path}: {r['n']} known {split} images; share flagged unknown at the shipped thresholds")
         print("  (in brackets: accuracy, and the share flagged among the images still classified correctly)")
 
         def line(v: dict, read: dict) -> str:
