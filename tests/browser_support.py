@@ -19,6 +19,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -349,22 +350,38 @@ def selected(page, label: str) -> str:
     return value
 
 
+#: ms a selectbox click has to open its list before it is repeated (not a limit: that is the page ceiling)
+REOPEN_MS = 5000
+
+
+def _open_list(page, box, label: str, *, timeout: float = PAGE_MS):
+    """Open the list of the selectbox ``box``; returns the options' locator. A click the page dropped (a rerun
+    re-drew the box first) is repeated once the app is idle; the list must open within ``timeout``."""
+    listed = page.get_by_role("option")
+    deadline, clicks = time.monotonic() + timeout / 1000, 0
+    while not listed.first.is_visible():  # a list that opened late is not clicked shut again
+        assert time.monotonic() < deadline, f"selectbox {label!r}: no list in {timeout / 1000:.0f} s, {clicks} clicks"
+        wait_for_app(page, max(1000.0, (deadline - time.monotonic()) * 1000))
+        box.click()
+        clicks += 1
+        with contextlib.suppress(PlaywrightTimeout):
+            listed.first.wait_for(timeout=REOPEN_MS)
+    return listed
+
+
 def choose(page, label: str, option: str, *, key: str | None = None) -> None:
     """Pick ``option`` in the Streamlit selectbox labelled ``label`` (with widget key ``key``, where labels repeat)
     and wait for the run that choice causes."""
     if _shown(_selectbox(page, label, key), label) == option:
         return  # chosen already: picking it again would cause no run
-    box = _selectbox(page, label, key)
-    box.click()
+    _open_list(page, _selectbox(page, label, key), label)
     page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
     act(page, page.get_by_role("option", name=option, exact=True).click, what=f"the run after choosing {option!r}")
 
 
 def options(page, label: str, *, key: str | None = None) -> list[str]:
     """The options of the Streamlit selectbox labelled ``label`` (opens and closes it)."""
-    _selectbox(page, label, key).click()
-    listed = page.get_by_role("option")
-    listed.first.wait_for()
+    listed = _open_list(page, _selectbox(page, label, key), label)
     found = listed.all_inner_texts()
     page.keyboard.press("Escape")
     listed.first.wait_for(state="detached")
