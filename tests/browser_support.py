@@ -354,7 +354,7 @@ def selected(page, label: str) -> str:
 REOPEN_MS = 5000
 
 
-def _open_list(page, box, label: str, *, timeout: float = PAGE_MS):
+def open_list(page, box, label: str, *, timeout: float = PAGE_MS):
     """Open the list of the selectbox ``box``; returns the options' locator. A click the page dropped (a rerun
     re-drew the box first) is repeated once the app is idle; the list must open within ``timeout``."""
     listed = page.get_by_role("option")
@@ -374,14 +374,14 @@ def choose(page, label: str, option: str, *, key: str | None = None) -> None:
     and wait for the run that choice causes."""
     if _shown(_selectbox(page, label, key), label) == option:
         return  # chosen already: picking it again would cause no run
-    _open_list(page, _selectbox(page, label, key), label)
+    open_list(page, _selectbox(page, label, key), label)
     page.keyboard.type(option)  # the option list is virtualised: filter it so the option is rendered
     act(page, page.get_by_role("option", name=option, exact=True).click, what=f"the run after choosing {option!r}")
 
 
 def options(page, label: str, *, key: str | None = None) -> list[str]:
     """The options of the Streamlit selectbox labelled ``label`` (opens and closes it)."""
-    listed = _open_list(page, _selectbox(page, label, key), label)
+    listed = open_list(page, _selectbox(page, label, key), label)
     found = listed.all_inner_texts()
     page.keyboard.press("Escape")
     listed.first.wait_for(state="detached")

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import star_sign
-from browser_support import (SHOTS, act, browser, choose, new_page, options, screenshot,  # noqa: F401 (fixture)
-                             settle, streamlit_server, wait_for_app, wait_for_count)
+from browser_support import (SHOTS, act, browser, choose, new_page, open_list, options,  # noqa: F401 (fixture)
+                             screenshot, settle, streamlit_server, wait_for_app, wait_for_count)
 from waits import RUN_MS
 
 pytestmark = pytest.mark.browser
@@ -67,7 +67,7 @@ def test_add_a_class_and_images_manage_them_retrain_and_predict(browser, app, tm
     page.locator("input[type='file']").set_input_files(files + [str(bad)])
     page.get_by_text(re.compile(r"Preview: 2 uploads")).wait_for(timeout=RUN_MS)
     for group in ("Shift & rotate", "Brightness & contrast"):
-        page.get_by_test_id("stMultiSelect").click()
+        open_list(page, page.get_by_test_id("stMultiSelect"), "Augmentation groups")
         act(page, page.get_by_role("option", name=group, exact=True).click, what=f"the run after picking {group}")
     page.keyboard.press("Escape")
     page.get_by_role("spinbutton", name="Variants per image").fill("8")
