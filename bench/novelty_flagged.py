@@ -60,6 +60,12 @@ def flagged(model_path: Path, images: np.ndarray, labels: np.ndarray | None = No
     return out
 
 
+def _line(shares: dict, read: dict) -> str:
+    """One printed row: each method's share flagged, then (accuracy, shares among the images read right)."""
+    return "  ".join(f"{m} {x:.2%}" for m, x in shares.items()) + "  (" + "  ".join(
+        f"{m} {x:.2%}" for m, x in read.items()) + ")"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
@@ -87,14 +93,10 @@ def main() -> None:
         split = "val" if args.val else "test"
         print(f"{path}: {r['n']} known {split} images; share flagged unknown at the shipped thresholds")
         print("  (in brackets: accuracy, and the share flagged among the images still classified correctly)")
-
-        def line(v: dict, read: dict) -> str:
-            return "  ".join(f"{m} {x:.2%}" for m, x in v.items()) + "  (" + "  ".join(
-                f"{m} {x:.2%}" for m, x in read.items()) + ")"
-        print("  clean            " + line(r["clean"], r["read"]["clean"]))
+        print("  clean            " + _line(r["clean"], r["read"]["clean"]))
         for name in CORRUPTIONS:
             for sev, v in r[name].items():
-                print(f"  {name:13s} s{sev} " + line(v, r["read"][name][sev]))
+                print(f"  {name:13s} s{sev} " + _line(v, r["read"][name][sev]))
         print("  worst      " + "  ".join(f"{m} {v:.2%}" for m, v in r["worst"].items()), flush=True)
 
 
