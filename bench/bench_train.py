@@ -6,6 +6,9 @@
         side by side in one process, alternating: a bare PyTorch loop over the same images pre-resized to tensors
         (float32, default memory layout, AdamW, batch 128, no augmentation: what one writes first), against our
         trainer with in-model augmentation on, in fp32 and at its default arithmetic (bf16 where the CPU has it)
+    python bench/bench_train.py --loader-workers 0 12 [--device cuda] [--images N]
+        seconds of an augmented epoch with the feeder thread (0) and with N augmentation worker processes (the
+        second of two epochs: the first includes the workers' start-up); for a GPU machine with many cores
     python bench/bench_train.py --check-precision [--epochs 3] [--seeds 0 1 2]
         the same trainings in fp32 and bf16 per seed: best validation accuracy of each (results must agree
         within seed noise)
@@ -100,6 +103,16 @@ def check_precision(info, arch: str, epochs: int, seeds: list[int], images: int 
     print(f"bf16 - fp32 per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
 
 
+def loader_workers(info, args, n: int) -> None:
+    """An augmented epoch's pass with the feeder thread and with worker processes, side by side (second epochs)."""
+    print(f"{n} images/epoch of {info.name}, arch {args.arch}, device {args.device}, {os.cpu_count()} cores")
+    for w in args.loader_workers:
+        cfg = training.TrainConfig(architecture=args.arch, epochs=2, augment=True, augment_p=0.3,
+                                   max_train_images=args.images, loader_workers=w, device=args.device)
+        t = training.train(cfg, info).history[-1]["train_pass_seconds"]
+        print(f"loader_workers={w:3d}  pass {t:6.1f} s  ({n / t:6.0f} img/s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="GTSRB_48")
@@ -110,6 +123,9 @@ def main() -> None:
     ap.add_argument("--check-precision", action="store_true")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--loader-workers", type=int, nargs="+", default=None,
+                    help="time augmented epochs with each of these worker counts (0 = the feeder thread)")
+    ap.add_argument("--device", default="auto", choices=distributed.DEVICES)
     args = ap.parse_args()
     info = datasets.get_dataset(args.dataset)
     datasets.load_split(info, "train")  # fill the cache first, so we time training, not decoding
@@ -119,6 +135,9 @@ def main() -> None:
         return
     if args.check_precision:
         check_precision(info, args.arch, args.epochs, args.seeds, args.images)
+        return
+    if args.loader_workers is not None:
+        loader_workers(info, args, n)
         return
     print(f"dataset {info.name}: {n} train images/epoch, arch {args.arch}, torch threads {torch.get_num_threads()}")
     for augment in (False, True):

@@ -144,7 +144,8 @@ def test_incremental_without_new_classes_is_refused(sample):
                                      ({"outlier_share": 0.0}, "outlier_share"),
                                      ({"outlier_loss": "hinge"}, "outlier_loss"),
                                      ({"harden_p": 1.5, "augment": True}, "harden_p is a probability"),
-                                     ({"harden_p": 0.2, "augment": False}, "turn augmentation on")])
+                                     ({"harden_p": 0.2, "augment": False}, "turn augmentation on"),
+                                     ({"loader_workers": -1}, "loader_workers")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
         training.train(_cfg(**kw), sample)
@@ -396,7 +397,8 @@ def _train_interrupted_then_resumed(cfg, info, *, stop_after: int, parent=None):
 
 
 @pytest.mark.parametrize("mode,stop_after,extra", [("scratch", 1, {}), ("incremental", 1, {}), ("incremental", 2, {}),
-                                                   ("scratch", 2, {"outlier_weight": 1.0})])
+                                                   ("scratch", 2, {"outlier_weight": 1.0}),
+                                                   ("scratch", 1, {"loader_workers": 2})])
 def test_a_resumed_training_ends_bit_identical_to_an_uninterrupted_one(sample, mode, stop_after, extra, one_thread):
     parent = _parent43() if mode == "incremental" else None
     cfg = _cfg(mode=mode, epochs=3, augment=True, new_class_epochs=1, max_train_images=300, **extra)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from core.data.images import normalise, resize_batch
 from core.learning import distributed
+from core.learning.augment_pool import AugmentPool
 from core.learning.distributed import Place
 from core.learning.inference import predict_proba
 from core.learning.models import Committee, TrafficSignNet, model_from_checkpoint
@@ -38,10 +39,12 @@ class BatchFeeder:
     """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, *, batch_size: int, rng: np.random.Generator,
-                 pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu")):
+                 pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu"),
+                 pool: AugmentPool | None = None, epoch: int = 0):
         # Every rank draws the same permutation (same seed) and takes its shard of it, with its share of the batch.
         self.order = distributed.shard(rng.permutation(len(targets)), place)
         self.images, self.targets, self.pipeline, self.device = images, targets, pipeline, device
+        self.pool, self.epoch = pool, epoch  # a pool augments in worker processes instead of ``pipeline`` here
         self.bs = rank_batch(batch_size, place)
         self.q: queue.Queue = queue.Queue(maxsize=6)
         self.stop = threading.Event()
@@ -53,16 +56,20 @@ class BatchFeeder:
 
     def _produce(self) -> None:
         try:
-            for s in range(0, len(self.order), self.bs):
+            starts = range(0, len(self.order), self.bs)
+            raw = (self.images[self.order[s:s + self.bs]] for s in starts)
+            if self.pool is not None:
+                ready = self.pool.batches(self.epoch, raw)
+            else:
+                ready = (resize_batch(imgs if self.pipeline is None
+                                      else np.stack([self.pipeline(image=im)["image"] for im in imgs]))
+                         for imgs in raw)
+            for s, imgs in zip(starts, ready):
                 if self.stop.is_set():
                     return
-                idx = self.order[s:s + self.bs]
-                imgs = self.images[idx]
-                if self.pipeline is not None:
-                    imgs = np.stack([self.pipeline(image=im)["image"] for im in imgs])
                 # Pixels only here: tensor work in this thread would start a second team of torch threads
                 # competing with the training's for the cores; the consumer turns them into the input.
-                self.q.put((resize_batch(imgs), torch.from_numpy(self.targets[idx])))
+                self.q.put((imgs, torch.from_numpy(self.targets[self.order[s:s + self.bs]])))
             self.q.put(None)
         except BaseException as e:  # surface worker errors in the training thread
             self.q.put(e)

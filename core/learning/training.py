@@ -33,6 +33,7 @@ from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_s
 from core.data.datasets import DatasetInfo, SplitArrays, load_split
 from core.learning import distributed
 from core.learning.distributed import Place
+from core.learning.augment_pool import AugmentPool
 from core.learning.epoch import (BatchFeeder, Distillation, OutlierExposure, align_new_rows, build_committee,
                                  calibrate_new_rows,
                                  evaluate_accuracy, param_groups, set_trainable, steps_per_epoch, train_mode,
@@ -164,6 +165,8 @@ class _Loop:
         self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p)
                          if cfg.augment else None)
         self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
+        self.pool = (AugmentPool(cfg.loader_workers, p=cfg.augment_p, harden_p=cfg.harden_p, seed=aug_seed,
+                                 rank=place.rank) if cfg.augment and cfg.loader_workers > 0 else None)
         self.total_epochs = sum(p.epochs for p in phases)
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -173,10 +176,15 @@ class _Loop:
 
     def run(self, phase1: np.ndarray | None, resume: dict | None = None) -> None:
         start_phase, start_epoch = self._restore(resume) if resume is not None else (0, 0)
-        for k, phase in enumerate(self.phases[start_phase:], start=start_phase):
-            sel = phase1 if phase.new_rows_only else np.arange(len(self.data.train_y))
-            self._run_phase(k, phase, self.data.train_x[sel], self.data.train_y[sel],
-                            done=start_epoch if k == start_phase else 0, saved=resume if k == start_phase else None)
+        try:
+            for k, phase in enumerate(self.phases[start_phase:], start=start_phase):
+                sel = phase1 if phase.new_rows_only else np.arange(len(self.data.train_y))
+                self._run_phase(k, phase, self.data.train_x[sel], self.data.train_y[sel],
+                                done=start_epoch if k == start_phase else 0,
+                                saved=resume if k == start_phase else None)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
         elif self.history:  # only incremental phase 1 ran: the model is its last epoch
@@ -252,9 +260,9 @@ class _Loop:
         sel = np.arange(len(y))
         if self.cfg.max_train_images and len(sel) > self.cfg.max_train_images:
             sel = np.sort(self.rng.choice(sel, self.cfg.max_train_images, replace=False))
-        feeder = BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
-                              place=self.place, device=self.device)
         epoch = self.epochs_done + 1
+        feeder = BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
+                              place=self.place, device=self.device, pool=self.pool, epoch=epoch)
 
         window: list[tuple[float, float]] = []
 

@@ -107,6 +107,10 @@ class TrainConfig:
     max_train_images: int | None = _opt(None, "cap on train images per epoch (quick runs)")
     device: str = _opt("auto", "where to train: auto (a GPU when one is present, else the CPU), cpu or cuda",
                        choices=DEVICES)
+    loader_workers: int = _opt(0, "processes that augment the batches (0 = one background thread, right for a "
+                               "laptop); on a GPU machine with many cores, about one per core. The augmentations "
+                               "then follow a per-batch seed: the same for any number of workers, other than "
+                               "the thread's")
     precision: str = _opt("auto", "arithmetic: bf16 = mixed precision (convolutions and matrix products in "
                           "bfloat16, weights and losses in float32; about 2x faster on a CPU with AMX or AVX-512 "
                           "BF16), fp32, or auto (bf16 where the hardware has it, else fp32)", choices=PRECISIONS)
@@ -125,6 +129,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; valid devices: {', '.join(DEVICES)}")
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be 0 or more, got {self.loader_workers}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if not 0 < self.finetune_lr < 1:
