@@ -40,3 +40,21 @@ def test_the_pool_gives_the_same_batches_for_any_number_of_workers():
 def test_a_pool_needs_a_worker():
     with pytest.raises(ValueError, match="at least 1 worker"):
         AugmentPool(0, p=0.5)
+
+
+def test_workers_build_the_owner_s_pipeline_even_when_its_registries_changed(monkeypatch):
+    # a fresh worker process has the registries as imported; this one reorders the hardening groups
+    from core.data import augment
+    first, *rest = augment.hardening_groups()
+    record = augment.HARDENING.table[first]
+    monkeypatch.delitem(augment.HARDENING.table, first)
+    monkeypatch.setitem(augment.HARDENING.table, first, record)
+    assert list(augment.hardening_groups()) == [*rest, first]
+    chunks = _batches(4, seed=1)
+    expected = [augment_batch(c, batch_seed(0, 0, 1, b), 0.5, 0.9) for b, c in enumerate(chunks)]
+    pool = AugmentPool(1, p=0.5, harden_p=0.9, seed=0)
+    try:
+        got = list(pool.batches(1, iter(chunks)))
+    finally:
+        pool.close()
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected))

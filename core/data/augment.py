@@ -169,9 +169,11 @@ def _group(record: Group, p: float) -> A.BasicTransform:
 
 
 def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[float] = 0.5,
-                   permute: bool = True, seed: int | None = 0, harden_p: float = 0.0) -> A.Compose:
+                   permute: bool = True, seed: int | None = 0, harden_p: float = 0.0,
+                   hardening: Sequence[str] | None = None) -> A.Compose:
     """A pipeline that applies each chosen group (default: all) with probability ``p`` (one per group or one for
-    all), and with ``harden_p`` > 0 each training-only hardening group too (:func:`hardening_groups`).
+    all), and with ``harden_p`` > 0 each training-only hardening group too (``hardening``, default
+    :func:`hardening_groups`, in that order).
 
     Several groups can hit one image (combine); with ``permute`` their order is drawn anew for every image.
     The same ``seed`` gives the same sequence of outputs.
@@ -188,7 +190,8 @@ def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[f
         raise ValueError(f"probabilities must lie in [0, 1], got {probs}")
     parts = [_group(get_group(g), q) for g, q in zip(groups, probs)]
     if harden_p > 0:
-        parts += [_group(HARDENING.get(g), float(harden_p)) for g in hardening_groups()]
+        parts += [_group(HARDENING.get(g), float(harden_p))
+                  for g in (hardening_groups() if hardening is None else hardening)]
     # RandomOrder, not SomeOf: SomeOf sorts the indices it draws, so its order never varies.
     body = A.RandomOrder(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
     return A.Compose([body], seed=seed)

@@ -16,9 +16,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from core.data.augment import build_pipeline, hardening_groups, list_groups
 from core.data.images import resize_batch
 
-_PIPELINES: dict[tuple[float, float], object] = {}
+_PIPELINES: dict[tuple, object] = {}
 
 
 def batch_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
@@ -26,13 +27,16 @@ def batch_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(epoch), int(batch)]).generate_state(1)[0])
 
 
-def augment_batch(images: np.ndarray, seed: int, p: float, harden_p: float = 0.0) -> np.ndarray:
+def augment_batch(images: np.ndarray, seed: int, p: float, harden_p: float = 0.0,
+                  groups: tuple[str, ...] | None = None, hardening: tuple[str, ...] | None = None) -> np.ndarray:
     """``images`` (uint8, N x H x W x 3) augmented by the training pipeline seeded with ``seed``, resized to the
-    network input. Runs in a worker process (or in this one): its pipeline is built once per process."""
-    key = (float(p), float(harden_p))
+    network input. Runs in a worker process (or in this one): its pipeline is built once per process, from the
+    group names the pool's owner passes (``None``: this process's registries), in their order."""
+    groups = tuple(list_groups()) if groups is None else tuple(groups)
+    hardening = tuple(hardening_groups()) if hardening is None else tuple(hardening)
+    key = (float(p), float(harden_p), groups, hardening)
     if key not in _PIPELINES:
-        from core.data.augment import build_pipeline
-        _PIPELINES[key] = build_pipeline(p=p, seed=0, harden_p=harden_p)
+        _PIPELINES[key] = build_pipeline(groups, p=p, seed=0, harden_p=harden_p, hardening=hardening)
     pipe = _PIPELINES[key]
     pipe.set_random_seed(int(seed))
     return resize_batch(np.stack([pipe(image=im)["image"] for im in images]))
@@ -52,6 +56,8 @@ class AugmentPool:
         if workers < 1:
             raise ValueError(f"an augmentation pool needs at least 1 worker, got {workers}")
         self.workers, self.p, self.harden_p, self.seed, self.rank = workers, p, harden_p, seed, rank
+        # the owner's group names, in its order: a worker builds the very pipeline this process would
+        self.groups, self.hardening = tuple(list_groups()), tuple(hardening_groups())
         self.ahead = ahead or 2 * workers
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         saved = {k: os.environ.get(k) for k in env}
@@ -71,7 +77,7 @@ class AugmentPool:
         pending = []
         for b, imgs in enumerate(chunks):
             pending.append(self._ex.submit(augment_batch, imgs, batch_seed(self.seed, self.rank, epoch, b),
-                                           self.p, self.harden_p))
+                                           self.p, self.harden_p, self.groups, self.hardening))
             if len(pending) >= self.ahead:
                 yield pending.pop(0).result()
         for f in pending:
