@@ -2,7 +2,7 @@
 
     python experiments/device/pack.py [--rows 23500] [--source ../shared/data]
 
-Writes ``.dev/a`` (GTSRB train rows ``:rows``, signnames, pictograms, TSRD 32 px) and ``.dev/b`` (GTSRB train rows
+Writes ``.dev/a`` (GTSRB train rows ``:rows``, a 100-image stand-in test split for timing, signnames, pictograms, TSRD 32 px) and ``.dev/b`` (GTSRB train rows
 ``rows:``, GTSRB test), both ignored by git (``.git/info/exclude``). ``unpack.py`` on the device puts the same arrays
 back together, so the datasets it builds have the same versions as here. See ``experiments/device/README.md``.
 """
@@ -37,6 +37,9 @@ def main() -> None:
     with np.load(args.source / "gtsrb" / "gtsrb_train_32.npz") as d:
         train = {k: d[k] for k in d.files}
     write(a / "train_a.npz", {k: v[:args.rows] for k, v in train.items()})
+    fake = {k: v[:100] for k, v in train.items()}  # a stand-in test split for setup.sh's timing build
+    fake["paths"] = np.array([f"{i:05d}.ppm" for i in range(100)])
+    write(a / "fake_test.npz", fake)
     write(b / "train_b.npz", {k: v[args.rows:] for k, v in train.items()})
     for f in ("signnames.csv", "gtsrb_meta.zip"):
         shutil.copy(args.source / "gtsrb" / f, a / f)

@@ -1,8 +1,8 @@
 # Device call 2: rebuild GTSRB_48 from the shared data, then train the three 48-class models with the card's recipes.
-export PYTHONPATH=$PWD/.dev/site NO_ALBUMENTATIONS_UPDATE=1 TSW_DATA_ROOT=/tmp/tsw PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+export PYTHONPATH=/tmp/site NO_ALBUMENTATIONS_UPDATE=1 TSW_DATA_ROOT=/tmp/tsw PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 T0=$(date +%s)
-test -f .dev/site/albumentations/__init__.py || { echo "call 1's install is gone (a fresh machine)"; exit 3; }
-test -f .dev/a/train_a.npz || { echo "part a is gone (a fresh machine)"; exit 3; }
+test -f /tmp/site/albumentations/__init__.py || { echo "call 1's install is gone (a fresh machine)"; exit 3; }
+test -f /tmp/parta/train_a.npz || { echo "part a is gone (a fresh machine)"; exit 3; }
 python3 .dev/b/unpack.py /tmp/src || exit 4
 python3 -m core datasets build --source /tmp/src --only GTSRB_48 2>&1 | tail -2 | tee $OUT/build.log || exit 5
 python3 -m core datasets list | tee -a $OUT/build.log
