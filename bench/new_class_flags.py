@@ -19,9 +19,10 @@ import numpy as np  # noqa: E402
 
 from core.analysis import embedding, novelty
 from core.base import config
+from core.data import builds  # noqa: E402
 from core.learning import models  # noqa: E402
 
-NEW_TSRD = (3, 54, 28, 55, 17)
+NEW_TSRD = builds.NEW_TSRD_CLASSES  # GTSRB_48's new classes 43-47
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from PIL import Image
 from conftest import random_images
 from core.base import config
 from core.data import builds, built, datasets
-from core.data.builds import TSRD_SAME_SIGN_AS_GTSRB, TSRD_TO_GTSRB, choose_new_tsrd_classes, tsrd_not_in_gtsrb
+from core.data.builds import (NEW_TSRD_CLASSES, NUM_NEW_CLASSES, TSRD_TO_GTSRB, choose_new_tsrd_classes,
+                               tsrd_not_in_gtsrb)
 from core.data.importers import SourceError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -120,12 +121,23 @@ def test_choose_new_tsrd_classes_top_k_unmapped_ties_to_lower_id():
     assert choose_new_tsrd_classes(np.asarray([2, 4, 52], np.int64)) == []
 
 
-def test_tsrd_not_in_gtsrb_leaves_out_mapped_classes_and_the_same_sign_kept_apart():
-    # 55 is GTSRB's "No entry" under another name: a GTSRB model knows it, so the novelty protocols must not count it
-    assert TSRD_SAME_SIGN_AS_GTSRB == {55: 17} and 55 not in TSRD_TO_GTSRB
+def test_tsrd_not_in_gtsrb_leaves_out_mapped_classes_and_the_same_signs_under_other_names():
+    # 55 "Direction prohibited" is GTSRB's "No entry", 53 "Entry prohibited" its "No vehicles": a GTSRB model knows
+    # them, so they map to GTSRB ids and the novelty protocols must not count them
+    assert TSRD_TO_GTSRB[55] == 17 and TSRD_TO_GTSRB[53] == 15
     labels = np.asarray([55, 53, 2, 3, 29, 55, 0])
     assert tsrd_not_in_gtsrb(labels).tolist() == [False, False, False, True, True, False, True]
     assert tsrd_not_in_gtsrb(np.asarray([], np.int64)).shape == (0,)
+
+
+def test_the_new_classes_are_pinned_unmapped_tsrd_classes_and_the_sample_names_them():
+    assert len(NEW_TSRD_CLASSES) == NUM_NEW_CLASSES and not set(NEW_TSRD_CLASSES) & set(TSRD_TO_GTSRB)
+    classes = datasets.get_dataset("Sample48").classes
+    assert classes[17] == "No entry" and classes[15] == "No vehicles"
+    assert [classes[43 + i] for i in range(5)] == ["Speed limit (40km/h)", "Parking and stopping prohibited",
+                                                   "Mandatory lane for cars", "Speed limit (5km/h)",
+                                                   "Using the horn prohibited"]
+    assert "Direction prohibited" not in classes.values()
 
 
 def test_choose_new_tsrd_classes_is_order_independent():

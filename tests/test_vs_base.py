@@ -25,7 +25,7 @@ from app_support import router_mode  # noqa: F401 (autouse: AppTests through Hom
 
 HOME = str(Path(__file__).resolve().parent.parent / "Home.py")
 SAMPLE = "Sample48"
-NO_ENTRY, DIRECTION_PROHIBITED = 17, 46
+NO_ENTRY, LOOKALIKE = 17, 46  # a new class the tests make take over No entry's images
 
 
 # -- the comparison on arrays ---------------------------------------------------------------------------------------
@@ -89,13 +89,13 @@ def _benchmark() -> dict:
 
 
 def _confusing_child(parent: dict) -> dict:
-    """``parent`` grown by Sample48's five new classes, where "Direction prohibited" copies the "No entry" row
-    with a larger bias: every image the base called No entry is now called Direction prohibited."""
+    """``parent`` grown by Sample48's five new classes, where new class 46 copies the "No entry" row with a larger
+    bias: every image the base called No entry is now called class 46."""
     info = datasets.get_dataset(SAMPLE)
     model = models.expand_classifier(models.model_from_checkpoint(parent), 5)
     with torch.no_grad():
-        model.classifier.weight[DIRECTION_PROHIBITED] = model.classifier.weight[NO_ENTRY]
-        model.classifier.bias[DIRECTION_PROHIBITED] = model.classifier.bias[NO_ENTRY] + 1.0
+        model.classifier.weight[LOOKALIKE] = model.classifier.weight[NO_ENTRY]
+        model.classifier.bias[LOOKALIKE] = model.classifier.bias[NO_ENTRY] + 1.0
     ids = list(range(48))
     return models.make_checkpoint(model, architecture=parent["architecture"], class_ids=ids,
                                   class_names=[info.classes[c] for c in ids], dataset=SAMPLE, dataset_fingerprint="x",
@@ -118,7 +118,7 @@ def test_compare_models_names_the_class_a_new_one_took_over():
         NO_ENTRY, "No entry", 0.0, round(-100 * worst["before"], 2))
     lost = [im for im in out["regressed_images"] if im["class_id"] == NO_ENTRY]
     assert len(lost) == round(worst["before"] * worst["images"]) > 0
-    assert all(im["after"] == DIRECTION_PROHIBITED and im["after_name"] == "Direction prohibited" for im in lost)
+    assert all(im["after"] == LOOKALIKE and im["after_name"] == info.classes[LOOKALIKE] for im in lost)
     test_files = set(datasets.load_split(info, "test").files)
     assert all(im["file"] in test_files for im in out["regressed_images"])  # image ids of the split compared
 
@@ -402,7 +402,7 @@ def test_the_regressed_classes_and_images_are_named():
     assert regressed.index[0] == "17: No entry" and regressed.iloc[0]["after"] == "0.0 %"
     assert regressed.iloc[0]["change"].endswith(" pt") and regressed.iloc[0]["change"].startswith("-")
     captions = " ".join(c.value for c in right.caption)
-    assert "after: 46: Direction prohibited" in captions
+    assert "after: 46: Speed limit (5km/h)" in captions
     assert len(right.get("image")) == min(len(cmp["regressed_images"]), 8)
 
 
