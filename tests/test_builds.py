@@ -19,7 +19,7 @@ from conftest import random_images
 from core.base import config
 from core.data import builds, built, datasets
 from core.data.builds import (NEW_TSRD_CLASSES, NUM_NEW_CLASSES, TSRD_TO_GTSRB, choose_new_tsrd_classes,
-                               tsrd_not_in_gtsrb)
+                               order_new_classes, tsrd_not_in_gtsrb)
 from core.data.importers import SourceError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -138,6 +138,12 @@ def test_the_new_classes_are_pinned_unmapped_tsrd_classes_and_the_sample_names_t
                                                    "Mandatory lane for cars", "Speed limit (5km/h)",
                                                    "Using the horn prohibited"]
     assert "Direction prohibited" not in classes.values()
+
+
+def test_the_pinned_new_classes_keep_their_ids_whatever_order_the_counts_give():
+    assert order_new_classes([17, 0, 28, 54, 3]) == [3, 54, 28, 0, 17]  # class 46 stays TSRD 0
+    assert order_new_classes([9, 8, 10]) == [9, 8, 10]  # another source: the rule's order
+    assert order_new_classes([3, 54, 28, 0, 55]) == [3, 54, 28, 0, 55]
 
 
 def test_choose_new_tsrd_classes_is_order_independent():

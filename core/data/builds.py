@@ -128,6 +128,13 @@ def choose_new_tsrd_classes(tsrd_train_labels: np.ndarray, k: int = NUM_NEW_CLAS
     return [c for _, c in sorted(cands)[:k]]
 
 
+def order_new_classes(chosen: list[int]) -> list[int]:
+    """The ids 43-47 go to ``chosen`` in the pinned order :data:`NEW_TSRD_CLASSES` when the rule chose exactly those
+    (the shared TSRD data), so a class keeps its id however the counts order them; another source (a test's
+    synthetic one) keeps the rule's order."""
+    return list(NEW_TSRD_CLASSES) if sorted(chosen) == sorted(NEW_TSRD_CLASSES) else list(chosen)
+
+
 def assemble(source: Path, *, seed: int = 0) -> dict:
     """Read ``source`` (the shared data folder layout) and assemble the splits of every standard dataset."""
     source = Path(source)
@@ -143,9 +150,7 @@ def assemble(source: Path, *, seed: int = 0) -> dict:
     gt = {"train": _to_write(gtrain.subset(tr_idx)), "val": _to_write(gtrain.subset(val_idx)),
           "test": _to_write(g.splits["test"])}
 
-    chosen = choose_new_tsrd_classes(t.splits["train"].labels)
-    # the shared TSRD data: the pinned order; another source (a test's synthetic one): the rule's
-    new = list(NEW_TSRD_CLASSES) if sorted(chosen) == sorted(NEW_TSRD_CLASSES) else chosen
+    new = order_new_classes(choose_new_tsrd_classes(t.splits["train"].labels))
     mapping = dict(TSRD_TO_GTSRB)
     mapping.update({c: GTSRB_CLASSES + i for i, c in enumerate(new)})
     classes48 = dict(g_names)
