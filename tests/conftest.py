@@ -31,6 +31,18 @@ def data_root(tmp_path, monkeypatch):
     return root
 
 
+@pytest.fixture(autouse=True)
+def main_module():
+    """Put ``sys.modules["__main__"]`` back after each test: Streamlit's AppTest runs a page as ``__main__`` and
+    leaves it there, and a later test's spawned worker processes (``AugmentPool``) then re-run that page's
+    temporary script as their main module and die (seen as BrokenProcessPool when test_export.py and
+    test_augment_pool.py shared a pytest worker)."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
+
 def random_images(n: int, size: int | tuple[int, int] = 32, seed: int = 0) -> np.ndarray:
     """(n, h, w, 3) uint8 random RGB noise; ``size`` is a side or (h, w)."""
     h, w = (size, size) if np.isscalar(size) else size

@@ -35,6 +35,31 @@ def test_pool_then_relu_is_the_published_relu_then_pool(shape):
     assert torch.equal(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("arch", ["published", "published_lcn"])
+def test_training_runs_the_published_stem_as_one_conv_with_the_same_values_and_gradients(arch):
+    """While training, the published 1x1 and 5x5 convolutions run as one 5x5 conv with their product weights
+    (faster backward); the features, and the gradients of all four parameters, are those of the two layers."""
+    torch.manual_seed(0)
+    model = models.build_model(arch, 5).train()
+    x = torch.randn(6, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    target = torch.randn(6, models.FEATURES)
+    grey, first = model.features[0], model.features[1]
+    params = [grey.weight, grey.bias, first.weight, first.bias]
+    got = model._features(model.lcn(x))
+    g_got = torch.autograd.grad(((got - target) ** 2).sum(), params)
+    want = model.features(model.lcn(x))  # the layers one after another
+    g_want = torch.autograd.grad(((want - target) ** 2).sum(), params)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g_got, g_want):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+    calls = []
+    first.register_forward_hook(lambda *a: calls.append(1))
+    model.eval()(x)
+    assert calls, "evaluation runs the two layers as they are"
+    model.train()(x)
+    assert len(calls) == 1, "training runs them as one convolution"
+
+
 def test_bn_stn_is_selectable_and_keeps_the_interface():
     m = models.build_model("bn_stn", 48)
     assert any(isinstance(l, nn.BatchNorm2d) for l in m.features)
