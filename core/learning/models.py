@@ -161,8 +161,9 @@ class TrafficSignNet(nn.Module):
         5x5 conv (3 -> 29) whose weights are the product of the two and whose bias takes the 1x1 bias through the
         5x5 weights: the same function (to float rounding), the same parameters and gradients (autograd goes
         through the product), but the backward pass no longer computes the gradient of the one-channel map, which
-        oneDNN does slowly (measured on this project's CPU, batch 128: 44 ms of a 114 ms fp32 step;
-        ``bench/bench_train.py --vs-bare``). Evaluation keeps the two layers, so recorded results do not move."""
+        oneDNN does slowly (profiled on this project's CPU, batch 128: 44 ms of a 114 ms fp32 step; the gain is
+        measured by ``bench/bench_train.py --vs-bare``). Evaluation keeps the two layers, so recorded results do
+        not move."""
         if self.training and not self.improved:
             return self._features_one_stem(x)
         return self.features(x)
