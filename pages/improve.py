@@ -14,7 +14,7 @@ from core.base import demo
 from core.learning.train_run import TrainRun
 from core.learning.distributed import PRECISIONS
 from core.learning.models import ARCHITECTURES
-from core.learning.training_config import OUTLIER_LOSSES
+from core.learning.training_config import HARDEN_AT, OUTLIER_LOSSES
 from ui.train_views import show_job
 from ui.widgets import pick_dataset, pick_model, show_model_stats
 from ui.nav import ensure_router
@@ -91,6 +91,10 @@ with right:
             harden = st.number_input("Hardening against camera corruptions (probability per group)", 0.0, 1.0,
                                      DEFAULTS.harden_p, key="improve_harden", persist_state="session",
                                      help=HELP["harden_p"] + " (needs augmentation on)")
+            harden_at = st.selectbox("Hardening acts on", HARDEN_AT, index=HARDEN_AT.index(DEFAULTS.harden_at),
+                                     key="improve_harden_at", persist_state="session",
+                                     format_func={"source": "the source image", "input": "the network input"}.get,
+                                     help=HELP["harden_at"])
             batch = st.number_input("Batch size", 8, 1024, DEFAULTS.batch_size, key="improve_batch",
                                     persist_state="session",
                                     help=HELP["batch_size"])
@@ -111,7 +115,7 @@ with right:
                 old_layers_lr=float(old_lr), weight_align=bool(align), calibrate_new_classes=bool(calibrate),
                 lwf_weight=float(lwf),
                 teachers=tuple(teachers), distill_weight=float(distill), outlier_weight=float(outlier),
-                outlier_loss=outlier_loss, harden_p=float(harden),
+                outlier_loss=outlier_loss, harden_p=float(harden), harden_at=harden_at,
                 precision=precision)
             job_id = runs.start("train", TrainRun(cfg, dataset=info.name, name=name.strip(),
                                                   base=base.name if base else None))

@@ -186,6 +186,57 @@ def test_each_hardening_group_changes_images_and_keeps_shape(group, monkeypatch)
     assert _mad(out, imgs) > 1.0
 
 
+def _block_edges(batch: np.ndarray) -> float:
+    """How much larger the jumps between columns 8k-1 and 8k are than the others: JPEG's 8x8 block edges."""
+    d = np.abs(np.diff(batch.astype(np.float64), axis=2)).mean(axis=(0, 1, 3))
+    return float(d[7::8].mean() / np.delete(d, np.s_[7::8]).mean())
+
+
+def test_hardening_at_the_input_size_compresses_the_image_the_network_sees(monkeypatch):
+    from core.data.images import resize_batch
+    for other in augment.hardening_groups():  # JPEG at quality 5 alone
+        if other != "compression":
+            monkeypatch.delitem(augment.HARDENING.table, other)
+    jpeg_only = dataclasses.replace(augment.HARDENING.table["compression"], build=lambda: [
+        augment.RgbJpeg(compression_type="jpeg", quality_range=(5, 5), p=1)])
+    monkeypatch.setitem(augment.HARDENING.table, "compression", jpeg_only)
+    imgs = smooth_images(6, size=32, seed=5)
+    at_source = build_pipeline(p=0.0, seed=1, harden_p=1.0)
+    at_input = build_pipeline(p=0.0, seed=1, harden_p=1.0, harden_at="input")
+    source = resize_batch(np.stack([at_source(image=im)["image"] for im in imgs]))
+    inp = np.stack([at_input(image=im)["image"] for im in imgs])
+    assert inp.shape == (6, 48, 48, 3) and inp.dtype == np.uint8
+    # compressed at 32 px and enlarged, the blocks are 12 px wide and soft; at 48 px they sit on the 8 px grid
+    assert _block_edges(inp) > 3.0 > 2.0 > _block_edges(source)
+    assert _block_edges(resize_batch(imgs)) < 1.3
+
+
+def test_hardening_jpeg_is_the_jpeg_of_the_rgb_image():
+    import cv2
+    imgs = smooth_images(3, size=48, seed=7)
+    jpeg = augment.RgbJpeg(compression_type="jpeg", quality_range=(10, 10), p=1)
+    for im in imgs:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(im, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 10])
+        expected = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        got = jpeg(image=im)["image"]
+        assert got.shape == im.shape and got.flags.c_contiguous and np.array_equal(got, expected)
+        # albumentations' own reads the RGB array as BGR: another image (red weighs 0.114 in its luminance)
+        swapped = A.ImageCompression(compression_type="jpeg", quality_range=(10, 10), p=1)(image=im)["image"]
+        assert _mad(swapped, expected) > 0.5
+    assert augment.HARDENING.table["compression"].version == 2
+
+
+def test_where_hardening_acts_is_part_of_the_version_and_is_checked():
+    assert augment.pipeline_version(0.3, "input") != augment.pipeline_version(0.3, "source")
+    assert augment.pipeline_version(0.3, "source") == augment.pipeline_version(0.3)
+    assert augment.pipeline_version(0.0, "input") == augment.groups_version()  # no hardening: nothing moves
+    imgs = smooth_images(4, size=32, seed=2)
+    plain, same = build_pipeline(p=0.4, seed=3), build_pipeline(p=0.4, seed=3, harden_at="input")
+    assert all(np.array_equal(plain(image=im)["image"], same(image=im)["image"]) for im in imgs)
+    with pytest.raises(ValueError, match="harden_at must be one of source, input"):
+        build_pipeline(harden_p=0.2, harden_at="middle")
+
+
 def test_hardening_probability_must_be_a_probability():
     with pytest.raises(ValueError, match="hardening probability must lie in"):
         build_pipeline(harden_p=1.5)

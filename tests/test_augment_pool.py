@@ -37,6 +37,19 @@ def test_the_pool_gives_the_same_batches_for_any_number_of_workers():
         assert all(np.array_equal(g, e) for g, e in zip(got, expected)), workers
 
 
+def test_the_pool_hardens_where_it_is_told():
+    chunks = _batches(2, seed=2)
+    expected = [augment_batch(c, batch_seed(1, 0, 0, b), 0.3, 0.9, harden_at="input") for b, c in enumerate(chunks)]
+    source = [augment_batch(c, batch_seed(1, 0, 0, b), 0.3, 0.9) for b, c in enumerate(chunks)]
+    pool = AugmentPool(1, p=0.3, harden_p=0.9, seed=1, harden_at="input")
+    try:
+        got = list(pool.batches(0, iter(chunks)))
+    finally:
+        pool.close()
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+    assert not all(np.array_equal(g, s) for g, s in zip(got, source))
+
+
 def test_a_pool_needs_a_worker():
     with pytest.raises(ValueError, match="at least 1 worker"):
         AugmentPool(0, p=0.5)

@@ -118,6 +118,7 @@ def test_improve_distils_from_chosen_teachers():
     at.number_input(key="improve_outlier").set_value(0.5)
     at.selectbox(key="improve_outlier_loss").set_value("energy")
     at.number_input(key="improve_harden").set_value(0.2)
+    at.selectbox(key="improve_harden_at").set_value("input")
     at.button[0].click().run()
     assert not at.exception, at.exception
     job = finished(at.session_state["improve_job"])
@@ -125,6 +126,7 @@ def test_improve_distils_from_chosen_teachers():
     ckpt = models.load_checkpoint(registry.get_model("apptest-student").path)
     assert list(ckpt["config"]["teachers"]) == ["published43"] and ckpt["config"]["outlier_weight"] == 0.5
     assert ckpt["config"]["harden_p"] == 0.2 and ckpt["config"]["outlier_loss"] == "energy"
+    assert ckpt["config"]["harden_at"] == "input"
     assert ckpt["config"]["precision"] == "fp32" and ckpt["metrics"]["precision"] == "fp32"  # as chosen
 
 

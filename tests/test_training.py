@@ -145,6 +145,7 @@ def test_incremental_without_new_classes_is_refused(sample):
                                      ({"outlier_loss": "hinge"}, "outlier_loss"),
                                      ({"harden_p": 1.5, "augment": True}, "harden_p is a probability"),
                                      ({"harden_p": 0.2, "augment": False}, "turn augmentation on"),
+                                     ({"harden_at": "middle"}, "harden_at must be one of"),
                                      ({"loader_workers": -1}, "loader_workers")])
 def test_bad_configs_are_refused(sample, kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -505,6 +506,25 @@ def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this
     assert training.train(cfg, sample, resume=_through_bytes(state)).history[-1]["epoch"] == 2
     old = {k: v for k, v in state.items() if k != "augment_version"}  # saved before states recorded the set
     assert training.train(cfg, sample, resume=_through_bytes(old)).history[-1]["epoch"] == 2
+
+
+def test_hardening_at_the_input_size_is_recorded_and_a_state_resumes_only_where_it_hardened(sample):
+    import dataclasses
+    from core.data import augment
+    cfg = _cfg(epochs=2, augment=True, max_train_images=100, harden_p=0.5, harden_at="input")
+    states = []
+
+    def crash_after_first(state):
+        states.append(_through_bytes(state))
+        raise _Crash()
+
+    with pytest.raises(_Crash):
+        training.train(cfg, sample, on_epoch=crash_after_first)
+    resumed = training.train(cfg, sample, resume=_through_bytes(states[0]))
+    assert resumed.checkpoint["config"]["harden_at"] == "input"
+    assert resumed.checkpoint["config"]["augment_version"] == augment.pipeline_version(0.5, "input")
+    with pytest.raises(ValueError, match="other settings"):
+        training.train(dataclasses.replace(cfg, harden_at="source"), sample, resume=_through_bytes(states[0]))
 
 
 def test_a_hardened_training_records_its_groups_and_resumes_to_the_same_weights(sample, monkeypatch):

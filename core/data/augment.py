@@ -6,7 +6,11 @@ version: a training's resumable state records it (:data:`UNSTAMPED_VERSION` for 
 
 Training can add the harsher **hardening** groups (:data:`HARDENING`, :func:`hardening_groups`; JPEG / low
 resolution, heavy noise, random erasing, glare and dusk) with ``build_pipeline(harden_p=...)``; they never take
-part in dataset builds, and :func:`pipeline_version` is the version a hardened training records.
+part in dataset builds, and :func:`pipeline_version` is the version a hardened training records. With
+``harden_at="input"`` they act on the image at the network input size (after the seven groups and the resize)
+rather than on the source image, so their pixel-scale damage (8x8 JPEG blocks, per-pixel noise) is what the
+network sees, as in the corruption benchmark (:mod:`core.analysis.corruptions`), instead of being smoothed by
+the upscaling of a 32 px source.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.base import config  # noqa: E402
 from core.base.registries import Registry  # noqa: E402
 
 
@@ -124,16 +129,28 @@ def _affine_perspective() -> list[A.BasicTransform]:
 HARDENING: Registry[Group] = Registry("hardening group")
 
 
-def _harden(name: str, *, label: str, description: str):
+def _harden(name: str, *, label: str, description: str, version: int = 1):
     def add(build: Callable[[], list[A.BasicTransform]]) -> Callable[[], list[A.BasicTransform]]:
-        HARDENING.add(Group(name, label, build, description))
+        HARDENING.add(Group(name, label, build, description, version))
         return build
     return add
 
 
-@_harden("compression", label="JPEG & low resolution", description="JPEG quality 5-50, or downscaled to 30-70 %")
+class RgbJpeg(A.ImageCompression):
+    """JPEG as a camera or a browser writes it: the image's channels are RGB, so its red goes to the full-resolution
+    luminance at 0.299. albumentations 2.0.8 hands the RGB array to OpenCV, which reads it as BGR: red then
+    weighs 0.114 and most of a red sign's rim lands in the subsampled, coarsely quantised chroma."""
+
+    def apply(self, img: np.ndarray, quality: int, image_type: str, **params) -> np.ndarray:
+        bgr = np.ascontiguousarray(img[..., ::-1])
+        return np.ascontiguousarray(super().apply(bgr, quality, image_type, **params)[..., ::-1])
+
+
+# version 2 (2026-12-04): the JPEG is RgbJpeg's; version 1 compressed the channels swapped (see RgbJpeg)
+@_harden("compression", label="JPEG & low resolution", description="JPEG quality 5-50, or downscaled to 30-70 %",
+         version=2)
 def _compression() -> list[A.BasicTransform]:
-    return [A.ImageCompression(compression_type="jpeg", quality_range=(5, 50), p=1),
+    return [RgbJpeg(compression_type="jpeg", quality_range=(5, 50), p=1),
             A.Downscale(scale_range=(0.3, 0.7), p=1)]
 
 
@@ -158,9 +175,29 @@ def hardening_groups() -> tuple[str, ...]:
     return HARDENING.names()
 
 
-def pipeline_version(harden_p: float = 0.0) -> str:
-    """Version of a training pipeline's group set: :func:`groups_version`, plus the hardening set's when used."""
-    return groups_version() + (f"+{HARDENING.version()}" if harden_p > 0 else "")
+#: Where the hardening groups act: on the source image, among the seven groups (the original way), or on the
+#: image already resized to the network input, after them.
+HARDEN_AT = ("source", "input")
+
+
+def pipeline_version(harden_p: float = 0.0, harden_at: str = "source") -> str:
+    """Version of a training pipeline's group set: :func:`groups_version`, plus the hardening set's when used
+    (and where it acts, when not on the source image)."""
+    if harden_p <= 0:
+        return groups_version()
+    return groups_version() + f"+{HARDENING.version()}" + ("@input" if harden_at == "input" else "")
+
+
+class ToInputSize(A.ImageOnlyTransform):
+    """Resize to the network input exactly as inference does (:func:`core.data.images.resize_to_input`)."""
+
+    def __init__(self, size: int = config.INPUT_SIZE, p: float = 1.0):
+        super().__init__(p=p)
+        self.size = size
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        from core.data.images import resize_to_input  # torch-heavy module: only when a pipeline runs
+        return resize_to_input(img, self.size)
 
 
 def _group(record: Group, p: float) -> A.BasicTransform:
@@ -170,10 +207,11 @@ def _group(record: Group, p: float) -> A.BasicTransform:
 
 def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[float] = 0.5,
                    permute: bool = True, seed: int | None = 0, harden_p: float = 0.0,
-                   hardening: Sequence[str] | None = None) -> A.Compose:
+                   hardening: Sequence[str] | None = None, harden_at: str = "source") -> A.Compose:
     """A pipeline that applies each chosen group (default: all) with probability ``p`` (one per group or one for
     all), and with ``harden_p`` > 0 each training-only hardening group too (``hardening``, default
-    :func:`hardening_groups`, in that order).
+    :func:`hardening_groups`, in that order): among the groups on the source image (``harden_at="source"``), or
+    after them on the image resized to the network input (``"input"``; the pipeline then outputs that size).
 
     Several groups can hit one image (combine); with ``permute`` their order is drawn anew for every image.
     The same ``seed`` gives the same sequence of outputs.
@@ -188,13 +226,19 @@ def build_pipeline(groups: Sequence[str] | None = None, *, p: float | Sequence[f
         raise ValueError(f"got {len(probs)} probabilities for {len(groups)} groups; give one per group or one for all")
     if any(not 0 <= q <= 1 for q in probs):
         raise ValueError(f"probabilities must lie in [0, 1], got {probs}")
+    if harden_at not in HARDEN_AT:
+        raise ValueError(f"harden_at must be one of {', '.join(HARDEN_AT)}, got {harden_at!r}")
     parts = [_group(get_group(g), q) for g, q in zip(groups, probs)]
-    if harden_p > 0:
-        parts += [_group(HARDENING.get(g), float(harden_p))
-                  for g in (hardening_groups() if hardening is None else hardening)]
+    hard = [_group(HARDENING.get(g), float(harden_p))
+            for g in (hardening_groups() if hardening is None else hardening)] if harden_p > 0 else []
+    if harden_at == "source" or not hard:
+        return A.Compose([_body(parts + hard, permute)], seed=seed)
+    return A.Compose([_body(parts, permute), ToInputSize(), _body(hard, permute)], seed=seed)
+
+
+def _body(parts: list[A.BasicTransform], permute: bool) -> A.BasicTransform:
     # RandomOrder, not SomeOf: SomeOf sorts the indices it draws, so its order never varies.
-    body = A.RandomOrder(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
-    return A.Compose([body], seed=seed)
+    return A.RandomOrder(parts, n=len(parts), replace=False, p=1) if permute else A.Sequential(parts, p=1)
 
 
 def augment_images(images: np.ndarray, *, groups: Sequence[str] | None = None, p: float | Sequence[float] = 0.5,

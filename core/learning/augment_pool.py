@@ -28,15 +28,17 @@ def batch_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
 
 
 def augment_batch(images: np.ndarray, seed: int, p: float, harden_p: float = 0.0,
-                  groups: tuple[str, ...] | None = None, hardening: tuple[str, ...] | None = None) -> np.ndarray:
+                  groups: tuple[str, ...] | None = None, hardening: tuple[str, ...] | None = None,
+                  harden_at: str = "source") -> np.ndarray:
     """``images`` (uint8, N x H x W x 3) augmented by the training pipeline seeded with ``seed``, resized to the
     network input. Runs in a worker process (or in this one): its pipeline is built once per process, from the
     group names the pool's owner passes (``None``: this process's registries), in their order."""
     groups = tuple(list_groups()) if groups is None else tuple(groups)
     hardening = tuple(hardening_groups()) if hardening is None else tuple(hardening)
-    key = (float(p), float(harden_p), groups, hardening)
+    key = (float(p), float(harden_p), groups, hardening, harden_at)
     if key not in _PIPELINES:
-        _PIPELINES[key] = build_pipeline(groups, p=p, seed=0, harden_p=harden_p, hardening=hardening)
+        _PIPELINES[key] = build_pipeline(groups, p=p, seed=0, harden_p=harden_p, hardening=hardening,
+                                         harden_at=harden_at)
     pipe = _PIPELINES[key]
     pipe.set_random_seed(int(seed))
     return resize_batch(np.stack([pipe(image=im)["image"] for im in images]))
@@ -52,10 +54,11 @@ class AugmentPool:
     """``workers`` processes that augment batches (:func:`augment_batch`) in order, a few batches ahead."""
 
     def __init__(self, workers: int, *, p: float, harden_p: float = 0.0, seed: int = 0, rank: int = 0,
-                 ahead: int | None = None):
+                 ahead: int | None = None, harden_at: str = "source"):
         if workers < 1:
             raise ValueError(f"an augmentation pool needs at least 1 worker, got {workers}")
         self.workers, self.p, self.harden_p, self.seed, self.rank = workers, p, harden_p, seed, rank
+        self.harden_at = harden_at
         # the owner's group names, in its order: a worker builds the very pipeline this process would
         self.groups, self.hardening = tuple(list_groups()), tuple(hardening_groups())
         self.ahead = ahead or 2 * workers
@@ -77,7 +80,7 @@ class AugmentPool:
         pending = []
         for b, imgs in enumerate(chunks):
             pending.append(self._ex.submit(augment_batch, imgs, batch_seed(self.seed, self.rank, epoch, b),
-                                           self.p, self.harden_p, self.groups, self.hardening))
+                                           self.p, self.harden_p, self.groups, self.hardening, self.harden_at))
             if len(pending) >= self.ahead:
                 yield pending.pop(0).result()
         for f in pending:

@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     if on_epoch is not None:
         identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids,
                     "world": place.world, "precision": precision,
-                    "augment_version": augment.pipeline_version(cfg.harden_p)}
+                    "augment_version": augment.pipeline_version(cfg.harden_p, cfg.harden_at)}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
     loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
@@ -145,7 +145,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
                                        **({"new_class_offset": loop.new_class_offset}
                                           if loop.new_class_offset is not None else {})},
         config={**asdict(cfg), "architecture": architecture,
-                "augment_version": augment.pipeline_version(cfg.harden_p)})
+                "augment_version": augment.pipeline_version(cfg.harden_p, cfg.harden_at)})
     return TrainResult(ckpt, loop.history, seconds)
 
 
@@ -162,11 +162,13 @@ class _Loop:
         if distill is not None:
             distill.teacher.to(device)
         aug_seed = cfg.seed + 7919 * place.rank  # each rank augments its shard its own way
-        self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p)
+        self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p,
+                                        harden_at=cfg.harden_at)
                          if cfg.augment else None)
         self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
         self.pool = (AugmentPool(cfg.loader_workers, p=cfg.augment_p, harden_p=cfg.harden_p, seed=aug_seed,
-                                 rank=place.rank) if cfg.augment and cfg.loader_workers > 0 else None)
+                                 rank=place.rank, harden_at=cfg.harden_at)
+                     if cfg.augment and cfg.loader_workers > 0 else None)
         self.total_epochs = sum(p.epochs for p in phases)
         self.history: list[dict] = []
         self.epochs_done = 0

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from core.base import demo
 from core.data import augment
+from core.data.augment import HARDEN_AT
 from core.data.datasets import DatasetInfo
 from core.learning import distributed
 from core.learning.distributed import DEVICES, PRECISIONS
@@ -65,6 +66,9 @@ class TrainConfig:
     augment_p: float = _opt(0.25, "probability of each augmentation group")
     harden_p: float = _opt(0.0, "probability of each training-only hardening group against camera corruptions "
                            "(JPEG / low resolution, heavy noise, random erasing, glare and dusk); 0 = off")
+    harden_at: str = _opt("source", "where the hardening groups act: on the source image among the seven groups, "
+                           "or on the image at the network input size after them (input: JPEG blocks and noise "
+                           "at the scale the network and the corruption benchmark see)", choices=HARDEN_AT)
     label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy loss")
     seed: int = _opt(0, "seed of every random choice (weights, order, augmentation, replay)")
     new_class_epochs: int = _opt(1, "incremental: epochs of phase 1, where only the new classifier rows train")
@@ -151,6 +155,8 @@ class TrainConfig:
             raise ValueError(f"unknown outlier_loss {self.outlier_loss!r}; valid: {', '.join(OUTLIER_LOSSES)}")
         if not 0 <= self.harden_p <= 1:
             raise ValueError(f"harden_p is a probability and must lie in [0, 1], got {self.harden_p}")
+        if self.harden_at not in HARDEN_AT:
+            raise ValueError(f"harden_at must be one of {', '.join(HARDEN_AT)}, got {self.harden_at!r}")
         if self.harden_p > 0 and not self.augment:
             raise ValueError("hardening adds to the in-model augmentation: turn augmentation on or set harden_p to 0")
         if self.teachers and self.lwf_weight > 0:
@@ -254,6 +260,7 @@ def check_resume_state(state: dict, cfg: TrainConfig, dataset: DatasetInfo) -> N
         raise ValueError(f"dataset {dataset.name} changed since this training started (version "
                          f"{state['dataset_fingerprint']} then, {dataset.fingerprint} now); start a new training")
     groups = state.get("augment_version", augment.UNSTAMPED_VERSION)
-    if cfg.augment and groups != augment.pipeline_version(cfg.harden_p):
+    now = augment.pipeline_version(cfg.harden_p, cfg.harden_at)
+    if cfg.augment and groups != now:
         raise ValueError(f"the augmentation groups changed since this training started (version {groups} then, "
-                         f"{augment.pipeline_version(cfg.harden_p)} now); start a new training")
+                         f"{now} now); start a new training")
