@@ -218,18 +218,22 @@ def test_local_contrast_normalisation_ignores_brightness_and_contrast_and_round_
     assert torch.allclose(again(x), model(x), atol=1e-6)
 
 
-def test_batch_norm_in_a_channels_last_network_matches_the_native_one():
+@pytest.mark.parametrize("channels, dtype, copies", [(3, torch.float32, True), (29, torch.float32, False),
+                                                     (29, torch.bfloat16, True)])
+def test_batch_norm_in_a_channels_last_network_matches_the_native_one(channels, dtype, copies):
     torch.manual_seed(0)
-    x = torch.randn(8, 5, 12, 12).contiguous(memory_format=torch.channels_last)
-    native, ours = torch.nn.BatchNorm2d(5).train(), models.BatchNorm2d(5).train()
+    x = torch.randn(8, channels, 12, 12).to(dtype).contiguous(memory_format=torch.channels_last)
+    native, ours = torch.nn.BatchNorm2d(channels).train(), models.BatchNorm2d(channels).train()
     ours.load_state_dict(native.state_dict())
+    assert ours.copies_layout(x) is copies and not ours.copies_layout(x.contiguous())
     grads = []
     for bn in (native, ours):
         xi = x.clone().requires_grad_(True)
         out = bn(xi)
-        (out * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
-        grads.append((out.detach(), xi.grad, bn.weight.grad, bn.running_mean.clone()))
+        (out.float() * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
+        grads.append((out.detach().float(), xi.grad.float(), bn.weight.grad, bn.running_mean.clone()))
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
     for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, atol=tol, rtol=tol)
     assert grads[1][0].is_contiguous(memory_format=torch.channels_last)  # the network stays channels-last
     assert set(native.state_dict()) == set(ours.state_dict())
