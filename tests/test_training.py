@@ -484,11 +484,9 @@ def _through_bytes(state: dict) -> dict:
     return torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
 
 
-def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this_one_resumes(sample, monkeypatch):
-    import dataclasses
-    from core.data import augment
+def _state_after_first_epoch(cfg, sample) -> dict:
+    """The resumable state a training of ``cfg`` hands over after its first epoch (it is then stopped)."""
     states = []
-    cfg = _cfg(epochs=2, augment=True, max_train_images=100)
 
     def crash_after_first(state):
         states.append(_through_bytes(state))
@@ -496,7 +494,14 @@ def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this
 
     with pytest.raises(_Crash):
         training.train(cfg, sample, on_epoch=crash_after_first)
-    state = states[0]
+    return states[0]
+
+
+def test_a_resume_state_of_another_augmentation_group_set_is_refused_and_of_this_one_resumes(sample, monkeypatch):
+    import dataclasses
+    from core.data import augment
+    cfg = _cfg(epochs=2, augment=True, max_train_images=100)
+    state = _state_after_first_epoch(cfg, sample)
     assert state["augment_version"] == augment.groups_version()
     noise = augment.get_group("noise")
     monkeypatch.setitem(augment.REGISTRY.table, "noise", dataclasses.replace(noise, version=noise.version + 1))
@@ -512,14 +517,7 @@ def test_hardening_at_the_input_size_is_recorded_and_a_state_resumes_only_where_
     import dataclasses
     from core.data import augment
     cfg = _cfg(epochs=2, augment=True, max_train_images=100, harden_p=0.5, harden_at="input")
-    states = []
-
-    def crash_after_first(state):
-        states.append(_through_bytes(state))
-        raise _Crash()
-
-    with pytest.raises(_Crash):
-        training.train(cfg, sample, on_epoch=crash_after_first)
+    states = [_state_after_first_epoch(cfg, sample)]
     resumed = training.train(cfg, sample, resume=_through_bytes(states[0]))
     assert resumed.checkpoint["config"]["harden_at"] == "input"
     assert resumed.checkpoint["config"]["augment_version"] == augment.pipeline_version(0.5, "input")
@@ -534,14 +532,7 @@ def test_a_hardened_training_records_its_groups_and_resumes_to_the_same_weights(
     whole = training.train(cfg, sample)
     assert whole.checkpoint["config"]["harden_p"] == 0.5
     assert whole.checkpoint["config"]["augment_version"] == augment.pipeline_version(0.5) != augment.groups_version()
-    states = []
-
-    def crash_after_first(state):
-        states.append(_through_bytes(state))
-        raise _Crash()
-
-    with pytest.raises(_Crash):
-        training.train(cfg, sample, on_epoch=crash_after_first)
+    states = [_state_after_first_epoch(cfg, sample)]
     resumed = training.train(cfg, sample, resume=_through_bytes(states[0]))
     for k, v in whole.checkpoint["weights"].items():
         assert torch.equal(v, resumed.checkpoint["weights"][k]), k

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from core.base import config  # noqa: E402
 from core.base.registries import Registry  # noqa: E402
+from core.data.images import resize_to_input  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,6 @@ class ToInputSize(A.ImageOnlyTransform):
         self.size = size
 
     def apply(self, img: np.ndarray, **params) -> np.ndarray:
-        from core.data.images import resize_to_input  # torch-heavy module: only when a pipeline runs
         return resize_to_input(img, self.size)
 
 
