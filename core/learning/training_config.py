@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from core.base import demo
 from core.data import augment
-from core.data.augment import HARDEN_AT
+from core.data.augment import HARDEN_AT  # by name: TrainConfig's `augment` field hides the module in its body
 from core.data.datasets import DatasetInfo
 from core.learning import distributed
 from core.learning.distributed import DEVICES, PRECISIONS
