@@ -452,6 +452,7 @@ def test_both_arithmetics_train_and_are_recorded(sample, precision):
     assert arithmetic["precision"] == precision and arithmetic["torch"] == str(torch.__version__)
     assert arithmetic["device"] == "cpu" and arithmetic["cpu_capability"]
     assert isinstance(arithmetic["amx"], bool) and isinstance(arithmetic["avx512_bf16"], bool)
+    assert arithmetic["fused_bn_pool"] is (precision == "fp32")
     assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.5 and np.isfinite(res.history[-1]["loss"])
     assert 0 < res.history[0]["train_pass_seconds"] <= res.history[0]["seconds"]
 

@@ -97,14 +97,17 @@ def arithmetic_record(precision: str, device: torch.device) -> dict:
     """What decides a training's numbers besides its seed, for the checkpoint: the arithmetic actually used
     (``fp32``/``bf16``, never ``auto``), the torch version, the device, and the CPU features ``auto`` reads
     (:func:`native_bf16`) plus the kernel set torch dispatches to (e.g. ``AVX512``). Re-running a card's command on
-    another machine pins the arithmetic with ``--precision``; a different kernel set can still move the last bits."""
+    another machine pins the arithmetic with ``--precision``; a different kernel set can still move the last bits.
+    ``fused_bn_pool``: batch norm and max-pool trained as one step (:mod:`core.learning.bn_pool`; fp32 on CPU, from
+    2026-12-05): the same function with other rounding, so an fp32 CPU run from before then differs in its last bits."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"record the resolved arithmetic (fp32 or bf16), not {precision!r}")
     cpu = getattr(torch, "cpu", None)
     return {"precision": precision, "torch": str(torch.__version__), "device": device.type,
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
-            "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())}
+            "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()),
+            "fused_bn_pool": precision == "fp32" and device.type == "cpu"}
 
 
 def init(device_name: str = "auto") -> Place:

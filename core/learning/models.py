@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.base.files import atomic_write_bytes
+from core.learning import bn_pool
 
 ARCHITECTURES = ("published", "bn", "bn_stn", "published_lcn", "bn_stn_lcn")
 #: Suffix of an architecture with local contrast normalisation in front.
@@ -174,7 +175,24 @@ class TrafficSignNet(nn.Module):
         not move."""
         if self.training and not self.improved:
             return self._features_one_stem(x)
+        if self.training:
+            return self._features_fused(x)
         return self.features(x)
+
+    @torch.jit.unused
+    def _features_fused(self, x):
+        """``self.features(x)`` with each batch norm and the max-pool after it as one step where
+        :func:`core.learning.bn_pool.applies` (fp32, channels-last, CPU): same function and gradients, faster."""
+        layers = list(self.features)
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and bn_pool.applies(layers[i], layers[i + 1], x):
+                x = bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1])
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
 
     # Training only: TorchScript (export) compiles the evaluation path, and reads this stub's types from its
     # unannotated signature (Tensor); it cannot resolve this module's postponed annotations here.
