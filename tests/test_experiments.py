@@ -126,3 +126,42 @@ def test_committee_val_scores_each_model_and_their_average_and_refuses_other_cla
     other = saved(48, "o.pt")
     with pytest.raises(ValueError, match="a committee needs the same classes"):
         committee_val.accuracies("Tiny43", "val", [paths[0], other])
+
+
+def test_testing_like_val_weights_the_two_transformed_copies_as_testing_test_and_repeats(tmp_path, data_root):
+    import testing_like_val
+
+    from core.data import builds
+    from core.learning import models
+    _tiny("Tiny48", 48, 1)
+    paths = []
+    for seed in (0, 1):
+        import torch
+        torch.manual_seed(seed)
+        ckpt = models.make_checkpoint(models.build_model("published", 48), architecture="published",
+                                      class_ids=list(range(48)), class_names=[str(i) for i in range(48)],
+                                      dataset="Tiny48", dataset_fingerprint="x", parent=None, mode="scratch",
+                                      epochs=0, history=[], metrics={}, config={})
+        paths.append(str(models.save_checkpoint(ckpt, tmp_path / f"m{seed}.pt")))
+    copies = testing_like_val.transformed_copies(np.zeros((3, 32, 32, 3), np.uint8) + 128, seeds=2)
+    assert [p for p, _ in copies] == [builds.TESTING_P, builds.TESTING_EXTRA_P] * 2
+    r = testing_like_val.testing_like(paths, seeds=2, dataset="Tiny48")
+    n_test = 48  # Tiny48's test split: one image per class, fewer than TESTING_EXTRA
+    w = {builds.TESTING_P: n_test / (2 * n_test), builds.TESTING_EXTRA_P: n_test / (2 * n_test)}
+    for row in r.values():
+        mixed = sum(w[p] * row[f"p {p}"] for p in w)
+        assert abs(row["testing-like"] - mixed) < 1e-9 and 0 <= row["testing-like"] <= 100
+        assert row["sd over seeds"] >= 0
+    assert testing_like_val.testing_like(paths, seeds=2, dataset="Tiny48") == r  # the same copies every time
+    both = testing_like_val.testing_like(paths, seeds=2, dataset="Tiny48", committee=True)
+    assert set(both) == {*paths, "committee"} and both[paths[0]] == r[paths[0]]
+    one = testing_like_val.testing_like([paths[0], paths[0]], seeds=2, dataset="Tiny48", committee=True)
+    assert one["committee"] == one[paths[0]]  # a committee of one model is that model
+    other = models.make_checkpoint(models.build_model("published", 43), architecture="published",
+                                   class_ids=list(range(43)), class_names=[str(i) for i in range(43)],
+                                   dataset="Tiny48", dataset_fingerprint="x", parent=None, mode="scratch",
+                                   epochs=0, history=[], metrics={}, config={})
+    import pytest
+    with pytest.raises(ValueError, match="a committee needs the same classes"):
+        testing_like_val.testing_like([paths[0], str(models.save_checkpoint(other, tmp_path / "o.pt"))],
+                                      seeds=1, dataset="Tiny48", committee=True)
