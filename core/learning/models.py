@@ -164,7 +164,8 @@ class TrafficSignNet(nn.Module):
         return self.head(self._features(self.stn(self.lcn(x))))
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.features(x)``; while the published network trains, its first two convolutions run as one.
+        """``self.features(x)``; while the published network trains, its first two convolutions run as one (below);
+        while the improved ones train, batch norm and max-pool where :mod:`core.learning.bn_pool` applies.
 
         Nothing lies between the published 1x1 conv (3 -> 1) and the 5x5 conv (1 -> 29), so together they are one
         5x5 conv (3 -> 29) whose weights are the product of the two and whose bias takes the 1x1 bias through the
