@@ -82,9 +82,12 @@ def test_bn_stn_trains_with_the_fused_step_and_gets_the_native_features_and_grad
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
     ((got - target) ** 2).sum().backward()
     ((want - target) ** 2).sum().backward()
+    # Float rounding scales with the gradients (up to ~1e3 here): the conv biases in front of a batch norm have a
+    # true gradient of 0 and get rounding noise of ~1e-3 on either path, so the tolerance is relative to the largest.
+    scale = max(float(p.grad.abs().max()) for p in twin.parameters() if p.grad is not None)
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
         if a.grad is not None or b.grad is not None:
-            assert torch.allclose(a.grad, b.grad, atol=1e-3, rtol=1e-3), name
+            assert torch.allclose(a.grad, b.grad, atol=1e-5 * scale, rtol=1e-3), name
     for a, b in zip(model.buffers(), twin.buffers()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
     model.eval()(x)

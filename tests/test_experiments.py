@@ -129,14 +129,15 @@ def test_committee_val_scores_each_model_and_their_average_and_refuses_other_cla
 
 
 def test_testing_like_val_weights_the_two_transformed_copies_as_testing_test_and_repeats(tmp_path, data_root):
+    import pytest
     import testing_like_val
+    import torch
 
     from core.data import builds
     from core.learning import models
     _tiny("Tiny48", 48, 1)
     paths = []
     for seed in (0, 1):
-        import torch
         torch.manual_seed(seed)
         ckpt = models.make_checkpoint(models.build_model("published", 48), architecture="published",
                                       class_ids=list(range(48)), class_names=[str(i) for i in range(48)],
@@ -161,7 +162,6 @@ def test_testing_like_val_weights_the_two_transformed_copies_as_testing_test_and
                                    class_ids=list(range(43)), class_names=[str(i) for i in range(43)],
                                    dataset="Tiny48", dataset_fingerprint="x", parent=None, mode="scratch",
                                    epochs=0, history=[], metrics={}, config={})
-    import pytest
     with pytest.raises(ValueError, match="a committee needs the same classes"):
         testing_like_val.testing_like([paths[0], str(models.save_checkpoint(other, tmp_path / "o.pt"))],
                                       seeds=1, dataset="Tiny48", committee=True)

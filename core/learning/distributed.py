@@ -98,8 +98,9 @@ def arithmetic_record(precision: str, device: torch.device) -> dict:
     (``fp32``/``bf16``, never ``auto``), the torch version, the device, and the CPU features ``auto`` reads
     (:func:`native_bf16`) plus the kernel set torch dispatches to (e.g. ``AVX512``). Re-running a card's command on
     another machine pins the arithmetic with ``--precision``; a different kernel set can still move the last bits.
-    ``fused_bn_pool``: batch norm and max-pool trained as one step (:mod:`core.learning.bn_pool`; fp32 on CPU, from
-    2026-12-05): the same function with other rounding, so an fp32 CPU run from before then differs in its last bits."""
+    ``fused_bn_pool``: the trainer runs batch norm and max-pool as one step where a network has them
+    (:mod:`core.learning.bn_pool`; fp32 on CPU, from 2026-12-05): the same function with other rounding, so an fp32
+    CPU run of a batch-norm network from before then differs in its last bits."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"record the resolved arithmetic (fp32 or bf16), not {precision!r}")
     cpu = getattr(torch, "cpu", None)
