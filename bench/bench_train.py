@@ -12,6 +12,10 @@
     python bench/bench_train.py --check-precision [--epochs 3] [--seeds 0 1 2]
         the same trainings in fp32 and bf16 per seed: best validation accuracy of each (results must agree
         within seed noise)
+    python bench/bench_train.py --check-engine [--epochs 3] [--seeds 0 1 2]
+        the same trainings augmented by the albumentations engine and by the batch engine, per seed: best
+        validation accuracy, and accuracy on validation images augmented by the albumentations groups (agree within
+        seed noise: the batch engine draws from the same distributions)
 
 Goal (issue 12): our epoch with augmentation >= 1.5x faster than the bare loop's, on the same machine.
 """
@@ -93,21 +97,29 @@ def vs_bare(info, arch: str, images: int, rounds: int) -> None:
         print(f"median {name:38s} {t:7.1f} s  {images / t:6.0f} img/s  speed-up vs bare loop {bare / t:4.2f}x")
 
 
-def check_precision(info, arch: str, epochs: int, seeds: list[int], images: int | None) -> None:
-    acc: dict[str, list[float]] = {"fp32": [], "bf16": []}
+def check_setting(info, arch: str, epochs: int, seeds: list[int], images: int | None, setting: str,
+                  values: tuple[str, str]) -> None:
+    """The same trainings with each of two values of one ``TrainConfig`` setting per seed: best validation
+    accuracy, and the accuracy on validation images augmented by the albumentations groups at that epoch."""
+    acc: dict[str, list[float]] = {v: [] for v in values}
+    aug: dict[str, list[float]] = {v: [] for v in values}
     for seed in seeds:
-        for precision in acc:
-            cfg = training.TrainConfig(architecture=arch, epochs=epochs, seed=seed, precision=precision,
-                                       max_train_images=images)
+        for value in values:
+            cfg = training.TrainConfig(architecture=arch, epochs=epochs, seed=seed, max_train_images=images,
+                                       **{setting: value})
             res = training.train(cfg, info)
-            best = res.checkpoint["metrics"]["best_val_acc"]
-            acc[precision].append(best)
-            print(f"seed {seed} {precision}: best val acc {best:.4f}  ({res.seconds:.0f} s)", flush=True)
-    for precision, values in acc.items():
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        print(f"{precision}: mean best val acc {statistics.mean(values):.4f} (sd over seeds {sd:.4f})")
-    diffs = [b - a for a, b in zip(acc["fp32"], acc["bf16"])]
-    print(f"bf16 - fp32 per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
+            best, epoch = res.checkpoint["metrics"]["best_val_acc"], res.checkpoint["metrics"]["best_epoch"]
+            on_aug = next(h.get("val_aug_acc", float("nan")) for h in res.history if h["epoch"] == epoch)
+            acc[value].append(best)
+            aug[value].append(on_aug)
+            print(f"seed {seed} {setting}={value}: best val acc {best:.4f}, augmented val acc {on_aug:.4f}  "
+                  f"({res.seconds:.0f} s)", flush=True)
+    for value in values:
+        sd = statistics.stdev(acc[value]) if len(seeds) > 1 else float("nan")
+        print(f"{value}: mean best val acc {statistics.mean(acc[value]):.4f} (sd over seeds {sd:.4f}), "
+              f"augmented val {statistics.mean(aug[value]):.4f}")
+    diffs = [b - a for a, b in zip(acc[values[0]], acc[values[1]])]
+    print(f"{values[1]} - {values[0]} per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
 
 
 def loader_workers(info, args, n: int) -> None:
@@ -128,6 +140,7 @@ def main() -> None:
     ap.add_argument("--vs-bare", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--check-precision", action="store_true")
+    ap.add_argument("--check-engine", action="store_true")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--loader-workers", type=int, nargs="+", default=None,
@@ -140,8 +153,10 @@ def main() -> None:
     if args.vs_bare:
         vs_bare(info, args.arch, n, args.rounds)
         return
-    if args.check_precision:
-        check_precision(info, args.arch, args.epochs, args.seeds, args.images)
+    if args.check_precision or args.check_engine:
+        setting, values = (("precision", ("fp32", "bf16")) if args.check_precision
+                           else ("augment_engine", ("albumentations", "batch")))
+        check_setting(info, args.arch, args.epochs, args.seeds, args.images, setting, values)
         return
     if args.loader_workers is not None:
         loader_workers(info, args, n)

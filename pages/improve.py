@@ -14,7 +14,7 @@ from core.base import demo
 from core.learning.train_run import TrainRun
 from core.learning.distributed import PRECISIONS
 from core.learning.models import ARCHITECTURES
-from core.learning.training_config import HARDEN_AT, OUTLIER_LOSSES
+from core.learning.training_config import AUGMENT_ENGINES, HARDEN_AT, OUTLIER_LOSSES
 from ui.train_views import show_job
 from ui.widgets import pick_dataset, pick_model, show_model_stats
 from ui.nav import ensure_router
@@ -102,6 +102,8 @@ with right:
                                    persist_state="session", help=HELP["seed"])
             precision = st.selectbox("Arithmetic", PRECISIONS, index=PRECISIONS.index(DEFAULTS.precision),
                                      key="improve_precision", persist_state="session", help=HELP["precision"])
+            engine = st.selectbox("Augmentation engine", AUGMENT_ENGINES, key="improve_engine", persist_state="session",
+                                  index=AUGMENT_ENGINES.index(DEFAULTS.augment_engine), help=HELP["augment_engine"])
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted and info is not None and mode == "incremental" and epochs <= new_epochs:
         st.warning(f"With {epochs} epoch{'s' if epochs != 1 else ''} in all and {new_epochs} on the new classes "
@@ -116,7 +118,7 @@ with right:
                 lwf_weight=float(lwf),
                 teachers=tuple(teachers), distill_weight=float(distill), outlier_weight=float(outlier),
                 outlier_loss=outlier_loss, harden_p=float(harden), harden_at=harden_at,
-                precision=precision)
+                precision=precision, augment_engine=engine)
             job_id = runs.start("train", TrainRun(cfg, dataset=info.name, name=name.strip(),
                                                   base=base.name if base else None))
             st.session_state.improve_job = job_id

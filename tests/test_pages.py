@@ -96,12 +96,15 @@ def test_improve_trains_a_model_end_to_end_on_the_sample():
     at.text_input(key="improve_name").set_value("apptest-model")
     at.number_input(key="improve_epochs").set_value(1)
     at.checkbox(key="improve_augment").check()
+    assert at.selectbox(key="improve_engine").value == "auto"
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("Started training run" in s.value for s in at.success), [e.value for e in at.error]
     job_id = at.session_state["improve_job"]
     assert finished(job_id)["status"] == "done"
     assert "apptest-model" in [m.name for m in registry.list_models()]
+    ckpt = models.load_checkpoint(registry.get_model("apptest-model").path)
+    assert ckpt["metrics"]["augment_engine"] == "batch"  # auto, without hardening
     at.run()
     assert any("apptest-model" in s.value for s in at.success)
 
@@ -127,6 +130,7 @@ def test_improve_distils_from_chosen_teachers():
     assert list(ckpt["config"]["teachers"]) == ["published43"] and ckpt["config"]["outlier_weight"] == 0.5
     assert ckpt["config"]["harden_p"] == 0.2 and ckpt["config"]["outlier_loss"] == "energy"
     assert ckpt["config"]["harden_at"] == "input"
+    assert ckpt["metrics"]["augment_engine"] == "albumentations"  # auto: hardening needs albumentations
     assert ckpt["config"]["precision"] == "fp32" and ckpt["metrics"]["precision"] == "fp32"  # as chosen
 
 

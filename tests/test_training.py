@@ -399,7 +399,8 @@ def _train_interrupted_then_resumed(cfg, info, *, stop_after: int, parent=None):
 
 @pytest.mark.parametrize("mode,stop_after,extra", [("scratch", 1, {}), ("incremental", 1, {}), ("incremental", 2, {}),
                                                    ("scratch", 2, {"outlier_weight": 1.0}),
-                                                   ("scratch", 1, {"loader_workers": 2})])
+                                                   ("scratch", 1, {"loader_workers": 2}),
+                                                   ("scratch", 1, {"augment_engine": "albumentations"})])
 def test_a_resumed_training_ends_bit_identical_to_an_uninterrupted_one(sample, mode, stop_after, extra, one_thread):
     parent = _parent43() if mode == "incremental" else None
     cfg = _cfg(mode=mode, epochs=3, augment=True, new_class_epochs=1, max_train_images=300, **extra)
@@ -453,6 +454,7 @@ def test_both_arithmetics_train_and_are_recorded(sample, precision):
     assert arithmetic["device"] == "cpu" and arithmetic["cpu_capability"]
     assert isinstance(arithmetic["amx"], bool) and isinstance(arithmetic["avx512_bf16"], bool)
     assert arithmetic["fused_bn_pool"] is (precision == "fp32")
+    assert arithmetic["narrow_conv_grad"] is (precision == "fp32")
     assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.5 and np.isfinite(res.history[-1]["loss"])
     assert 0 < res.history[0]["train_pass_seconds"] <= res.history[0]["seconds"]
 
@@ -541,3 +543,48 @@ def test_a_hardened_training_records_its_groups_and_resumes_to_the_same_weights(
     monkeypatch.setitem(augment.HARDENING.table, "erasing", dataclasses.replace(erasing, version=2))
     with pytest.raises(ValueError, match="augmentation groups changed since this training started"):
         training.train(cfg, sample, resume=_through_bytes(states[0]))
+
+
+def test_the_augmentation_engine_is_batch_where_it_applies_and_is_recorded(sample):
+    engine = training_config.augment_engine
+    assert engine(_cfg(augment=True)) == "batch" and engine(_cfg(augment=False)) is None
+    assert engine(_cfg(augment=True, harden_p=0.1)) == "albumentations"
+    assert engine(_cfg(augment=True, loader_workers=2)) == "albumentations"
+    assert engine(_cfg(augment=True, augment_engine="albumentations")) == "albumentations"
+    with pytest.raises(ValueError, match="no hardening groups"):
+        _cfg(augment_engine="batch", harden_p=0.1).validate()
+    with pytest.raises(ValueError, match="augment_engine"):
+        _cfg(augment_engine="gpu").validate()
+    # a config saved before the choice existed augmented with albumentations, and resumes that way
+    from dataclasses import asdict
+    old = {k: v for k, v in asdict(_cfg(augment=True)).items() if k != "augment_engine"}
+    assert training.TrainConfig.from_json(old).augment_engine == "albumentations"
+    for choice, expected in (("auto", "batch"), ("albumentations", "albumentations")):
+        res = training.train(_cfg(augment=True, augment_engine=choice, max_train_images=200), sample)
+        assert res.checkpoint["metrics"]["augment_engine"] == expected
+        assert res.checkpoint["config"]["augment_engine"] == choice
+    plain = training.train(_cfg(augment=False, max_train_images=200), sample)
+    assert plain.checkpoint["metrics"]["augment_engine"] is None
+
+
+def test_the_batch_feeder_augments_whole_batches_in_the_consuming_thread(sample):
+    import threading
+    from core.data.batch_augment import BatchAugmenter
+    from core.learning.epoch import BatchFeeder
+    split = datasets.load_split(sample, "train")
+    seen = []
+
+    class Recording(BatchAugmenter):
+        def __call__(self, images):
+            seen.append((threading.current_thread() is threading.main_thread(), images.shape))
+            return super().__call__(images)
+
+    feeder = BatchFeeder(split.images[:100], split.labels[:100], batch_size=32, rng=np.random.default_rng(0),
+                         augmenter=Recording(p=1.0, seed=0))
+    batches = list(feeder)
+    assert [len(y) for _, y in batches] == [32, 32, 32, 4]
+    assert all(x.shape[1:] == (3, 48, 48) and x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
+    assert seen == [(True, (n, 32, 32, 3)) for n in (32, 32, 32, 4)]  # augmented at the source size, then resized
+    with pytest.raises(ValueError, match="not several"):
+        BatchFeeder(split.images[:10], split.labels[:10], batch_size=4, rng=np.random.default_rng(0),
+                    pipeline=object(), augmenter=Recording())

@@ -100,7 +100,9 @@ def arithmetic_record(precision: str, device: torch.device) -> dict:
     another machine pins the arithmetic with ``--precision``; a different kernel set can still move the last bits.
     ``fused_bn_pool``: the trainer runs batch norm and max-pool as one step where a network has them
     (:mod:`core.learning.bn_pool`; fp32 on CPU, from 2026-12-05): the same function with other rounding, so an fp32
-    CPU run of a batch-norm network from before then differs in its last bits."""
+    CPU run of a batch-norm network from before then differs in its last bits. ``narrow_conv_grad``: likewise for
+    the input gradient of a convolution with few input channels (:mod:`core.learning.narrow_conv`; fp32 on CPU,
+    from 2026-12-05 evening)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"record the resolved arithmetic (fp32 or bf16), not {precision!r}")
     cpu = getattr(torch, "cpu", None)
@@ -108,7 +110,8 @@ def arithmetic_record(precision: str, device: torch.device) -> dict:
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
             "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()),
-            "fused_bn_pool": precision == "fp32" and device.type == "cpu"}
+            "fused_bn_pool": precision == "fp32" and device.type == "cpu",
+            "narrow_conv_grad": precision == "fp32" and device.type == "cpu"}
 
 
 def init(device_name: str = "auto") -> Place:

@@ -36,15 +36,21 @@ def steps_per_epoch(n_images: int, batch_size: int, place: Place) -> int:
 
 
 class BatchFeeder:
-    """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread."""
+    """Yields (x, y) batches for one epoch, augmenting and preprocessing in a background thread; or, with an
+    ``augmenter`` (:class:`core.data.batch_augment.BatchAugmenter`), gathering the pixels there and augmenting each
+    whole batch in the consuming thread, where its tensor operations share the training's threads."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, *, batch_size: int, rng: np.random.Generator,
                  pipeline=None, place: Place = Place(), device: torch.device = torch.device("cpu"),
-                 pool: AugmentPool | None = None, epoch: int = 0):
+                 pool: AugmentPool | None = None, epoch: int = 0,
+                 augmenter: Callable[[np.ndarray], np.ndarray] | None = None):
         # Every rank draws the same permutation (same seed) and takes its shard of it, with its share of the batch.
         self.order = distributed.shard(rng.permutation(len(targets)), place)
         self.images, self.targets, self.pipeline, self.device = images, targets, pipeline, device
         self.pool, self.epoch = pool, epoch  # a pool augments in worker processes instead of ``pipeline`` here
+        if augmenter is not None and (pipeline is not None or pool is not None):
+            raise ValueError("augment with one of a pipeline, a pool or a batch augmenter, not several")
+        self.augmenter = augmenter
         self.bs = rank_batch(batch_size, place)
         self.q: queue.Queue = queue.Queue(maxsize=6)
         self.stop = threading.Event()
@@ -60,6 +66,8 @@ class BatchFeeder:
             raw = (self.images[self.order[s:s + self.bs]] for s in starts)
             if self.pool is not None:
                 ready = self.pool.batches(self.epoch, raw)
+            elif self.augmenter is not None:  # augmented, then resized, by the consumer
+                ready = (np.ascontiguousarray(imgs) for imgs in raw)
             else:
                 ready = (resize_batch(imgs if self.pipeline is None
                                       else np.stack([self.pipeline(image=im)["image"] for im in imgs]))
@@ -81,7 +89,8 @@ class BatchFeeder:
                 return
             if isinstance(item, BaseException):
                 raise item
-            item = (normalise(item[0]), item[1])  # channels-last float input, as the model is
+            imgs = item[0] if self.augmenter is None else resize_batch(self.augmenter(item[0]))
+            item = (normalise(imgs), item[1])  # channels-last float input, as the model is
             if self.device.type != "cpu":
                 item = tuple(t.to(self.device, non_blocking=True) for t in item)
             yield item

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.base.files import atomic_write_bytes
-from core.learning import bn_pool
+from core.learning import bn_pool, narrow_conv
 
 ARCHITECTURES = ("published", "bn", "bn_stn", "published_lcn", "bn_stn_lcn")
 #: Suffix of an architecture with local contrast normalisation in front.
@@ -190,6 +190,9 @@ class TrafficSignNet(nn.Module):
             if i + 1 < len(layers) and bn_pool.applies(layers[i], layers[i + 1], x):
                 x = bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1])
                 i += 2
+            elif narrow_conv.applies(layers[i], x):
+                x = narrow_conv.conv2d(x, layers[i])
+                i += 1
             else:
                 x = layers[i](x)
                 i += 1

@@ -30,8 +30,9 @@ import torch
 from core.base.progress import ProgressFn, StopFn, check, never, silent
 from core.data import augment
 from core.data.augment import build_pipeline, pipeline_state, restore_pipeline_state
+from core.data.batch_augment import BatchAugmenter
 from core.data.datasets import DatasetInfo, SplitArrays, load_split
-from core.learning import distributed
+from core.learning import distributed, memory
 from core.learning.distributed import Place
 from core.learning.augment_pool import AugmentPool
 from core.learning.epoch import (BatchFeeder, Distillation, OutlierExposure, align_new_rows, build_committee,
@@ -42,7 +43,7 @@ from core.learning.models import TrafficSignNet, build_model, expand_classifier,
 # The settings, as callers know them from here (this module is training's public face).
 from core.learning.training_config import (MODE_DESCRIPTIONS, MODE_LABELS, MODES,  # noqa: F401
                                            PHASE_LABELS, RESUME_FORMAT, Phase, TrainConfig, check_resume_state,
-                                           plan_phases, planned_classes)
+                                           augment_engine, plan_phases, planned_classes)
 
 #: Points per epoch on the live training curve (batch means); the saved history keeps one entry per epoch.
 BATCH_POINTS = 10
@@ -101,6 +102,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         raise ValueError(f"config names {len(cfg.teachers)} teachers but {len(teachers or [])} checkpoints were given")
     place = distributed.current()
     device = distributed.resolve_device(cfg.device, place)
+    if device.type == "cpu":
+        memory.keep_freed_maps()
     # A resumed run keeps the arithmetic it started with (states from before bf16 existed trained in fp32).
     precision = (resume.get("precision", "fp32") if resume is not None
                  else distributed.resolve_precision(cfg.precision, device))
@@ -127,7 +130,8 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
     if on_epoch is not None:
         identity = {"config": asdict(cfg), "dataset_fingerprint": dataset.fingerprint, "class_ids": class_ids,
                     "world": place.world, "precision": precision,
-                    "augment_version": augment.pipeline_version(cfg.harden_p, cfg.harden_at)}
+                    "augment_version": augment.pipeline_version(cfg.harden_p, cfg.harden_at),
+                    "augment_engine": loop.engine}
         loop.on_epoch = lambda state: on_epoch({**state, **identity})
     loop.run(phase1, resume)
     loop.model.cpu()  # checkpoints hold CPU tensors, wherever training ran
@@ -141,6 +145,7 @@ def train(cfg: TrainConfig, dataset: DatasetInfo, *, parent: dict | None = None,
         history=loop.history, metrics={"best_val_acc": loop.best_score, "best_epoch": loop.best_epoch,
                                        "train_seconds": round(seconds, 1), "precision": precision,
                                        "arithmetic": distributed.arithmetic_record(precision, device),
+                                       "augment_engine": loop.engine,
                                        **({"classes_without_train_images": data.missing} if data.missing else {}),
                                        **({"new_class_offset": loop.new_class_offset}
                                           if loop.new_class_offset is not None else {})},
@@ -162,13 +167,15 @@ class _Loop:
         if distill is not None:
             distill.teacher.to(device)
         aug_seed = cfg.seed + 7919 * place.rank  # each rank augments its shard its own way
+        self.engine = augment_engine(cfg)
         self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p,
                                         harden_at=cfg.harden_at)
-                         if cfg.augment else None)
+                         if self.engine == "albumentations" else None)
+        self.augmenter = BatchAugmenter(p=cfg.augment_p, seed=aug_seed) if self.engine == "batch" else None
         self.val_pipeline = build_pipeline(p=cfg.augment_p, seed=cfg.seed + 1) if cfg.augment else None
         self.pool = (AugmentPool(cfg.loader_workers, p=cfg.augment_p, harden_p=cfg.harden_p, seed=aug_seed,
                                  rank=place.rank, harden_at=cfg.harden_at)
-                     if cfg.augment and cfg.loader_workers > 0 else None)
+                     if self.engine == "albumentations" and cfg.loader_workers > 0 else None)
         self.total_epochs = sum(p.epochs for p in phases)
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -232,6 +239,7 @@ class _Loop:
                 "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
                         "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                         "augment": pipeline_state(self.pipeline) if self.pipeline else None,
+                        "augment_batch": self.augmenter.state() if self.augmenter else None,
                         "val_augment": pipeline_state(self.val_pipeline) if self.val_pipeline else None}}
 
     def _restore(self, state: dict) -> tuple[int, int]:
@@ -247,7 +255,10 @@ class _Loop:
         self.rng.bit_generator.state = rng["numpy"]
         if self.pipeline is not None:
             restore_pipeline_state(self.pipeline, rng["augment"])
+        if self.val_pipeline is not None:
             restore_pipeline_state(self.val_pipeline, rng["val_augment"])
+        if self.augmenter is not None:
+            self.augmenter.restore(rng["augment_batch"])
         return int(state["phase"]), int(state["phase_epochs"])
 
     def _new_rows_mask(self) -> torch.Tensor:
@@ -264,7 +275,8 @@ class _Loop:
             sel = np.sort(self.rng.choice(sel, self.cfg.max_train_images, replace=False))
         epoch = self.epochs_done + 1
         feeder = BatchFeeder(x[sel], y[sel], batch_size=phase.batch_size, rng=self.rng, pipeline=self.pipeline,
-                              place=self.place, device=self.device, pool=self.pool, epoch=epoch)
+                              place=self.place, device=self.device, pool=self.pool, epoch=epoch,
+                              augmenter=self.augmenter)
 
         window: list[tuple[float, float]] = []
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from core.base import demo
-from core.data import augment
+from core.data import augment, batch_augment
 from core.data.augment import HARDEN_AT  # by name: TrainConfig's `augment` field hides the module in its body
 from core.data.datasets import DatasetInfo
 from core.learning import distributed
@@ -40,6 +40,8 @@ OUTLIER_LOSSES = ("uniform", "energy")
 RESUME_FORMAT = 1
 RESUME_KEYS = ("format", "phase", "phase_epochs", "epochs_done", "model", "optimizer", "lr_scheduler", "history",
                "best_score", "best_epoch", "best_weights", "rng", "config", "dataset_fingerprint", "class_ids")
+#: How a training augments (:func:`augment_engine`); a config saved before the choice existed used albumentations.
+AUGMENT_ENGINES = ("auto", "batch", "albumentations")
 #: Incremental phase 1 uses batches small enough for at least this many optimizer steps per epoch.
 PHASE1_MIN_STEPS = 40
 
@@ -66,6 +68,11 @@ class TrainConfig:
     augment_p: float = _opt(0.25, "probability of each augmentation group")
     harden_p: float = _opt(0.0, "probability of each training-only hardening group against camera corruptions "
                            "(JPEG / low resolution, heavy noise, random erasing, glare and dusk); 0 = off")
+    augment_engine: str = _opt("auto", "how training augments: batch = each batch's images at once as tensor "
+                                "operations in the training thread (fast; the same groups and parameter "
+                                "distributions, other random draws), albumentations = one image at a time in a "
+                                "background thread (the engine of every training before 2026-12-05), auto = batch "
+                                "where it applies (no hardening, no loader workers)", choices=AUGMENT_ENGINES)
     harden_at: str = _opt("source", "where the hardening groups act: on the source image among the seven groups, "
                            "or on the image at the network input size after them (input: JPEG blocks and noise "
                            "at the scale the network and the corruption benchmark see)", choices=HARDEN_AT)
@@ -157,6 +164,11 @@ class TrainConfig:
             raise ValueError(f"harden_p is a probability and must lie in [0, 1], got {self.harden_p}")
         if self.harden_at not in HARDEN_AT:
             raise ValueError(f"harden_at must be one of {', '.join(HARDEN_AT)}, got {self.harden_at!r}")
+        if self.augment_engine not in AUGMENT_ENGINES:
+            raise ValueError(f"unknown augment_engine {self.augment_engine!r}; valid: {', '.join(AUGMENT_ENGINES)}")
+        if self.augment_engine == "batch" and (self.harden_p > 0 or self.loader_workers > 0):
+            raise ValueError("the batch augmentation engine has no hardening groups and runs in the training "
+                             "thread: set harden_p and loader_workers to 0, or use augment_engine albumentations")
         if self.harden_p > 0 and not self.augment:
             raise ValueError("hardening adds to the in-model augmentation: turn augmentation on or set harden_p to 0")
         if self.teachers and self.lwf_weight > 0:
@@ -167,12 +179,13 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "TrainConfig":
-        """From ``asdict`` output (as kept in run records and checkpoints); unknown fields are an error."""
+        """From ``asdict`` output (as kept in run records and checkpoints); unknown fields are an error. A config
+        saved before ``augment_engine`` existed augmented with albumentations, and keeps doing so."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
-        return cls(**{**data, "teachers": tuple(data.get("teachers", ()))})
+        return cls(**{"augment_engine": "albumentations", **data, "teachers": tuple(data.get("teachers", ()))})
 
 
 
@@ -192,6 +205,18 @@ class Phase:
     distil: bool              # the distillation term (teachers or LwF) applies
     competes_for_best: bool   # its epochs may become the kept checkpoint
     old_layers_lr: float = 1.0  # learning rate of every layer but the classifier, as a share of ``lr``
+
+
+def augment_engine(cfg: TrainConfig) -> str | None:
+    """The engine ``cfg`` augments with: ``batch`` (:mod:`core.data.batch_augment`), ``albumentations``, or None
+    without augmentation. ``auto`` is batch unless hardening or loader workers ask for albumentations, or a
+    registered group has no batched form."""
+    if not cfg.augment:
+        return None
+    if cfg.augment_engine != "auto":
+        return cfg.augment_engine
+    plain = cfg.harden_p == 0 and cfg.loader_workers == 0 and not batch_augment.unsupported()
+    return "batch" if plain else "albumentations"
 
 
 def plan_phases(cfg: TrainConfig, *, phase1_images: int = 0) -> list[Phase]:
