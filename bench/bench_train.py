@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from core.data import datasets
-from core.learning import distributed, training  # noqa: E402
+from core.learning import distributed, memory, training  # noqa: E402
 from core.data.images import preprocess  # noqa: E402
 from core.learning.models import build_model  # noqa: E402
 
@@ -79,8 +79,11 @@ def vs_bare(info, arch: str, images: int, rounds: int) -> None:
     x = preprocess(split.images[pick])
     y = torch.tensor([lookup[int(c)] for c in split.labels[pick]])
     auto = distributed.resolve_precision("auto", torch.device("cpu"))
+    # Our trainer sets the allocator's thresholds for its process (core/learning/memory.py): set them first, so
+    # the bare loop runs under them too and every round compares the loops alone.
+    kept = memory.keep_freed_maps()
     print(f"{images} images/epoch of {info.name}, arch {arch}, torch threads {torch.get_num_threads()}, "
-          f"default arithmetic here: {auto}")
+          f"default arithmetic here: {auto}, allocator thresholds for both: {kept}")
     times: dict[str, list[float]] = {"bare loop (fp32, no augmentation)": [], "ours, augment, fp32": [],
                                      f"ours, augment, default ({auto})": []}
     for r in range(rounds):  # alternate, so a drift in machine speed hits every variant alike

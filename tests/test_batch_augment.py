@@ -58,7 +58,7 @@ def test_each_transform_changes_images_as_much_as_albumentations_does(signs, nam
 def test_the_affine_matrix_is_albumentations_and_the_warp_is_opencvs(signs):
     n, h, w = 6, 32, 32
     rng = np.random.default_rng(1)
-    p = {k: torch.from_numpy(rng.uniform(lo, hi, n)) for k, (lo, hi) in dict(
+    p = {k: rng.uniform(lo, hi, n) for k, (lo, hi) in dict(
         tx=(-5, 5), ty=(-5, 5), shear_x=(-12, 12), shear_y=(-12, 12), scale_x=(0.85, 1.15), scale_y=(0.85, 1.15),
         rotate=(-18, 18)).items()}
     matrices = bt.affine_matrix(n, h, w, **p)
@@ -68,10 +68,10 @@ def test_the_affine_matrix_is_albumentations_and_the_warp_is_opencvs(signs):
             shear={"x": float(p["shear_x"][i]), "y": float(p["shear_y"][i])},
             scale={"x": float(p["scale_x"][i]), "y": float(p["scale_y"][i])}, rotate=float(p["rotate"][i]),
             shift=(w / 2 - 0.5, h / 2 - 0.5))
-        np.testing.assert_allclose(matrices[i].numpy(), expected, atol=1e-9)
+        np.testing.assert_allclose(matrices[i], expected, atol=1e-9)
     warped = _uint8(bt.warp(_tensor(signs[:n]), matrices)).astype(int)
     for i in range(n):
-        cv = cv2.warpAffine(signs[i], matrices[i, :2].numpy(), (w, h), flags=cv2.INTER_LINEAR,
+        cv = cv2.warpAffine(signs[i], matrices[i, :2], (w, h), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(int)
         assert np.abs(warped[i] - cv).max() <= 1 and (warped[i] != cv).mean() < 0.01
 
@@ -80,7 +80,7 @@ def test_the_perspective_matrix_is_opencvs():
     rng = np.random.default_rng(2)
     src = rng.uniform(0, 10, (4, 4, 2)) + np.array([[0, 0], [40, 0], [40, 40], [0, 40]])
     dst = np.broadcast_to(np.array([[0, 0], [48, 0], [48, 48], [0, 48]], np.float64), (4, 4, 2))
-    ours = bt.perspective_matrix(torch.from_numpy(src), torch.from_numpy(dst.copy())).numpy()
+    ours = bt.perspective_matrix(src, dst)
     for i in range(4):
         expected = cv2.getPerspectiveTransform(src[i].astype(np.float32), dst[i].astype(np.float32))
         np.testing.assert_allclose(ours[i], expected, rtol=1e-4, atol=1e-6)

@@ -232,3 +232,14 @@ def test_normalise_takes_a_read_only_batch_and_matches_preprocess():
         x = normalise(batch)
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x.contiguous(), preprocess(batch))
+
+
+def test_normalise_is_bitwise_the_per_channel_formula_on_the_nchw_view():
+    """Scaling in the pixels' (N, S, S, 3) order is an optimisation only: every value as before, channels-last."""
+    from core.data.images import MEAN, STD, normalise
+    batch = np.random.default_rng(5).integers(0, 256, (7, 48, 48, 3), dtype=np.uint8)
+    before = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    before = before.sub_(torch.from_numpy(MEAN).view(1, 3, 1, 1)).div_(torch.from_numpy(STD).view(1, 3, 1, 1))
+    x = normalise(batch)
+    assert torch.equal(x, before) and x.shape == (7, 3, 48, 48)
+    assert x.is_contiguous(memory_format=torch.channels_last)

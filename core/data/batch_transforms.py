@@ -47,65 +47,65 @@ def grey(x: torch.Tensor) -> torch.Tensor:
 # -- colour spaces (OpenCV's uint8 conventions: hue in 0..180, saturation and value in 0..255) -----------------------
 
 def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(h in [0, 180), s and v in [0, 255]), each (n, H, W)."""
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    v, _ = x.max(1)
-    d = v - x.min(1)[0]
-    safe = torch.where(d > 0, d, torch.ones_like(d))
-    hn = torch.where(v == r, (g - b) / safe, torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    h = torch.where(d > 0, (hn * 30) % 180, torch.zeros_like(d))
-    s = torch.where(v > 0, 255 * d / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
-    return h, s, v
+    """(h in [0, 180), s and v in [0, 255]), each (n, H, W): OpenCV's float conversion, image by image (for a few
+    small images faster than the same formulas as tensor operations)."""
+    hsv = torch.from_numpy(np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2HSV) for im in _hwc(x)]))
+    return hsv[..., 0] / 2, hsv[..., 1] * 255, hsv[..., 2]
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`rgb_to_hsv`: (n, 3, H, W) in [0, 255], not yet rounded. Each channel is
-    ``v - v s clip(min(k, 4 - k), 0, 1)`` with ``k = (m + h / 30) mod 6``, m = 5, 3, 1 for red, green, blue (the
-    six-sector table in closed form)."""
-    k = (_RGB_SECTORS + (h % 180).unsqueeze(1) / 30) % 6
-    return v.unsqueeze(1) * (1 - (s / 255).unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1))
+    """The inverse of :func:`rgb_to_hsv`: (n, 3, H, W) in [0, 255], not yet rounded."""
+    hsv = torch.stack([(h % 180) * 2, s / 255, v], -1).to(torch.float32).numpy()
+    return torch.from_numpy(np.stack([cv2.cvtColor(im, cv2.COLOR_HSV2RGB) for im in hsv])).permute(0, 3, 1, 2)
 
 
-_RGB_SECTORS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """(n, 3, H, W) -> (n, H, W, 3) float32 numpy, for OpenCV."""
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 # -- geometry ---------------------------------------------------------------------------------------------------------
 
-def warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+def warp(x: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
     """Each image through its forward homography ``matrix`` (n, 3, 3), pixel coordinates with pixel centres at
-    integers (OpenCV's ``warpAffine`` / ``warpPerspective``): bilinear, outside = 0, rounded."""
+    integers (OpenCV's ``warpAffine`` / ``warpPerspective``): bilinear, outside = 0, rounded. The matrices' small
+    sums run in numpy (float64), where an operation costs about a microsecond rather than torch's ten."""
     _, _, h, w = x.shape
-    src = _pixels(h, w) @ torch.linalg.inv(matrix).transpose(1, 2)  # (n, h*w, 3)
+    src = _pixels(h, w) @ np.linalg.inv(matrix).transpose(0, 2, 1)  # (n, h*w, 3)
     return _sample(x, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
 
 
 @functools.lru_cache(maxsize=8)
-def _pixels(h: int, w: int) -> torch.Tensor:
+def _pixels(h: int, w: int) -> np.ndarray:
     """(1, h*w, 3) float64: every pixel's (x, y, 1), row by row."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    return torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    return np.stack([xs, ys, np.ones_like(xs)], -1).reshape(1, h * w, 3)
 
 
-def _sample(x: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+def _sample(x: torch.Tensor, sx: np.ndarray, sy: np.ndarray) -> torch.Tensor:
     """Bilinear samples at source pixel coordinates ``sx``, ``sy`` (n, H*W), zeros outside, rounded."""
     n, _, h, w = x.shape
-    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1).view(n, h, w, 2).to(torch.float32)
-    return _round(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+    grid = np.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1).reshape(n, h, w, 2).astype(np.float32)
+    return _round(F.grid_sample(x, torch.from_numpy(grid), mode="bilinear", padding_mode="zeros",
+                                align_corners=False))
 
 
-def affine_matrix(n: int, h: int, w: int, *, tx, ty, shear_x, shear_y, scale_x, scale_y, rotate) -> torch.Tensor:
+def _draw(gen: torch.Generator, n: int, low: float, high: float) -> np.ndarray:
+    return uniform(gen, n, low, high).numpy()
+
+
+def affine_matrix(n: int, h: int, w: int, *, tx, ty, shear_x, shear_y, scale_x, scale_y, rotate) -> np.ndarray:
     """(n, 3, 3) float64: albumentations' ``Affine`` matrix C T Sh R S C^-1 about the pixel-centre image centre
-    (angles in degrees, translations in pixels)."""
-    def eye() -> torch.Tensor:
-        return torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    (angles in degrees, translations in pixels; each argument a scalar or (n,))."""
+    def eye() -> np.ndarray:
+        return np.tile(np.eye(3), (n, 1, 1))
     centre, back, t, sh, rot, sc = eye(), eye(), eye(), eye(), eye(), eye()
     cx, cy = w / 2 - 0.5, h / 2 - 0.5
     centre[:, 0, 2], centre[:, 1, 2], back[:, 0, 2], back[:, 1, 2] = cx, cy, -cx, -cy
     t[:, 0, 2], t[:, 1, 2] = tx, ty
-    sh[:, 0, 1], sh[:, 1, 0] = torch.tan(torch.deg2rad(shear_x)), torch.tan(torch.deg2rad(shear_y))
-    r = torch.deg2rad(rotate % 360)
-    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = r.cos(), r.sin(), -r.sin(), r.cos()
+    sh[:, 0, 1], sh[:, 1, 0] = np.tan(np.deg2rad(shear_x)), np.tan(np.deg2rad(shear_y))
+    r = np.deg2rad(np.asarray(rotate, np.float64) % 360)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = np.cos(r), np.sin(r), -np.sin(r), np.cos(r)
     sc[:, 0, 0], sc[:, 1, 1] = scale_x, scale_y
     return centre @ t @ sh @ rot @ sc @ back
 
@@ -113,58 +113,54 @@ def affine_matrix(n: int, h: int, w: int, *, tx, ty, shear_x, shear_y, scale_x, 
 def shift_rotate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Affine(translate_percent=(-0.12, 0.12), rotate=(-18, 18), scale=(0.9, 1.1), border 0)."""
     n, _, h, w = x.shape
-    tx = torch.trunc(uniform(gen, n, -0.12, 0.12) * w)
-    ty = torch.trunc(uniform(gen, n, -0.12, 0.12) * h)
-    zero = torch.zeros(n, dtype=torch.float64)
-    m = affine_matrix(n, h, w, tx=tx, ty=ty, shear_x=zero, shear_y=zero, scale_x=uniform(gen, n, 0.9, 1.1),
-                      scale_y=uniform(gen, n, 0.9, 1.1), rotate=uniform(gen, n, -18, 18))
+    tx, ty = np.trunc(_draw(gen, n, -0.12, 0.12) * w), np.trunc(_draw(gen, n, -0.12, 0.12) * h)
+    m = affine_matrix(n, h, w, tx=tx, ty=ty, shear_x=0.0, shear_y=0.0, scale_x=_draw(gen, n, 0.9, 1.1),
+                      scale_y=_draw(gen, n, 0.9, 1.1), rotate=_draw(gen, n, -18, 18))
     return warp(x, m)
 
 
 def shear_scale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Affine(shear=(-12, 12), scale=(0.85, 1.15), border 0): both shear axes, both scales drawn independently."""
     n, _, h, w = x.shape
-    zero = torch.zeros(n, dtype=torch.float64)
-    m = affine_matrix(n, h, w, tx=zero, ty=zero, shear_x=-uniform(gen, n, -12, 12),
-                      shear_y=-uniform(gen, n, -12, 12), scale_x=uniform(gen, n, 0.85, 1.15),
-                      scale_y=uniform(gen, n, 0.85, 1.15), rotate=zero)
+    m = affine_matrix(n, h, w, tx=0.0, ty=0.0, shear_x=-_draw(gen, n, -12, 12), shear_y=-_draw(gen, n, -12, 12),
+                      scale_x=_draw(gen, n, 0.85, 1.15), scale_y=_draw(gen, n, 0.85, 1.15), rotate=0.0)
     return warp(x, m)
 
 
-def perspective_matrix(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+def perspective_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """(n, 3, 3) homographies taking the quads ``src`` (n, 4, 2) to ``dst`` (n, 4, 2) (``getPerspectiveTransform``)."""
     n = len(src)
-    a = torch.zeros(n, 8, 8, dtype=torch.float64)
+    a = np.zeros((n, 8, 8))
     x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
     a[:, :4, 0], a[:, :4, 1], a[:, :4, 2] = x, y, 1
     a[:, 4:, 3], a[:, 4:, 4], a[:, 4:, 5] = x, y, 1
     a[:, :4, 6], a[:, :4, 7] = -x * u, -y * u
     a[:, 4:, 6], a[:, 4:, 7] = -x * v, -y * v
-    coef = torch.linalg.solve(a, torch.cat([u, v], 1))
-    return torch.cat([coef, torch.ones(n, 1, dtype=torch.float64)], 1).view(n, 3, 3)
+    coef = np.linalg.solve(a, np.concatenate([u, v], 1)[..., None])[..., 0]
+    return np.concatenate([coef, np.ones((n, 1))], 1).reshape(n, 3, 3)
 
 
 def perspective(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Perspective(scale=(0.03, 0.09)), keep_size: corners moved inwards by half-normal fractions of the size, then
     (as albumentations does) the warped quad's bounding size stretched back to the image, anchored at the top left."""
     n, _, h, w = x.shape
-    s = uniform(gen, n, 0.03, 0.09).view(n, 1, 1)
-    j = (torch.randn(n, 4, 2, generator=gen, dtype=torch.float64) * s).abs() % 0.32
-    size = torch.tensor([w, h], dtype=torch.float64)
-    quad = torch.stack([j[:, 0], torch.stack([1 - j[:, 1, 0], j[:, 1, 1]], -1), 1 - j[:, 2],
-                        torch.stack([j[:, 3, 0], 1 - j[:, 3, 1]], -1)], 1) * size
-    rect = torch.tensor([[0, 0], [w, 0], [w, h], [0, h]], dtype=torch.float64).expand(n, 4, 2)
-    side = lambda a, b: (quad[:, a] - quad[:, b]).norm(dim=-1)  # noqa: E731
-    mw = torch.trunc(torch.maximum(side(1, 0), side(2, 3)))
-    mh = torch.trunc(torch.maximum(side(2, 1), side(3, 0)))
-    zoom = torch.diag_embed(torch.stack([w / mw, h / mh, torch.ones(n, dtype=torch.float64)], -1))
+    s = _draw(gen, n, 0.03, 0.09).reshape(n, 1, 1)
+    j = np.abs(torch.randn(n, 4, 2, generator=gen, dtype=torch.float64).numpy() * s) % 0.32
+    quad = np.stack([j[:, 0], np.stack([1 - j[:, 1, 0], j[:, 1, 1]], -1), 1 - j[:, 2],
+                     np.stack([j[:, 3, 0], 1 - j[:, 3, 1]], -1)], 1) * np.array([w, h], np.float64)
+    rect = np.broadcast_to(np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64), (n, 4, 2))
+    side = lambda a, b: np.linalg.norm(quad[:, a] - quad[:, b], axis=-1)  # noqa: E731
+    mw = np.trunc(np.maximum(side(1, 0), side(2, 3)))
+    mh = np.trunc(np.maximum(side(2, 1), side(3, 0)))
+    zoom = np.zeros((n, 3, 3))
+    zoom[:, 0, 0], zoom[:, 1, 1], zoom[:, 2, 2] = w / mw, h / mh, 1
     return warp(x, zoom @ perspective_matrix(quad, rect))
 
 
 def optical_distortion(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """OpticalDistortion(distort_limit=(-0.4, 0.4)), camera mode: k1 = k2 = k, focal length = the image size."""
     n, _, h, w = x.shape
-    k = uniform(gen, n, -0.4, 0.4).view(n, 1)
+    k = _draw(gen, n, -0.4, 0.4).reshape(n, 1)
     pixels = _pixels(h, w)[0]
     u, v = (pixels[:, 0] - (w - 1) / 2) / w, (pixels[:, 1] - (h - 1) / 2) / h
     r2 = u * u + v * v
@@ -174,30 +170,33 @@ def optical_distortion(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 # -- filters --------------------------------------------------------------------------------------------------------
 
-def _filter(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Each image correlated with its own odd square kernel (n, k, k), border reflect-101, rounded."""
-    n, c, h, w = x.shape
-    k = kernels.shape[-1]
-    weight = kernels.to(torch.float32).repeat_interleave(c, 0).unsqueeze(1)  # (n*c, 1, k, k)
-    padded = F.pad(x.reshape(1, n * c, h, w), (k // 2,) * 4, mode="reflect")
-    return _round(F.conv2d(padded, weight, groups=n * c).view(n, c, h, w))
+def _per_image_cv(x: torch.Tensor, apply) -> torch.Tensor:
+    """``apply(i, image)`` (an OpenCV call on one (H, W, 3) float32 image) on each image: for these few small
+    images a loop of OpenCV calls costs less than a grouped convolution's set-up."""
+    return torch.from_numpy(np.stack([apply(i, im) for i, im in enumerate(_hwc(x))])).permute(0, 3, 1, 2)
+
+
+def _filter(x: torch.Tensor, kernels: np.ndarray) -> torch.Tensor:
+    """Each image correlated with its own odd square kernel (n, k, k), border reflect-101 (``cv2.filter2D``),
+    rounded."""
+    kernels = kernels.astype(np.float32)
+    return _round(_per_image_cv(x, lambda i, im: cv2.filter2D(im, -1, kernels[i])).contiguous())
 
 
 def gaussian_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """GaussianBlur(blur_limit=(3, 5)): sigma uniform in [0.5, 3], kernel 3 (1/3) or 5 (2/3)."""
     n = len(x)
-    sigma = uniform(gen, n, 0.5, 3.0).view(n, 1)
-    size = torch.where(torch.randint(3, 6, (n,), generator=gen) == 3, 3, 5).view(n, 1)
-    i = torch.arange(-2, 3, dtype=torch.float64).view(1, 5)
-    taps = torch.exp(-0.5 * (i / sigma) ** 2) * (i.abs() <= size // 2)
-    taps = taps / taps.sum(1, keepdim=True)
+    sigma = _draw(gen, n, 0.5, 3.0).reshape(n, 1)
+    size = np.where(torch.randint(3, 6, (n,), generator=gen).numpy() == 3, 3, 5).reshape(n, 1)
+    i = np.arange(-2, 3, dtype=np.float64).reshape(1, 5)
+    taps = np.exp(-0.5 * (i / sigma) ** 2) * (np.abs(i) <= size // 2)
+    taps = taps / taps.sum(1, keepdims=True)
     return _filter(x, taps[:, :, None] * taps[:, None, :])
 
 
 def median_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """MedianBlur(3): the 3 x 3 median per channel, border replicated."""
-    hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
-    return torch.from_numpy(np.stack([cv2.medianBlur(im, 3) for im in hwc])).permute(0, 3, 1, 2)
+    return _per_image_cv(x, lambda i, im: cv2.medianBlur(im, 3)).contiguous()
 
 
 def motion_kernel(size: int, angle: float, direction: float, shift_x: float, shift_y: float) -> np.ndarray:
@@ -222,7 +221,7 @@ def motion_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     sx, sy = uniform(gen, n, -1, 1).tolist(), uniform(gen, n, -1, 1).tolist()
     kernels = [motion_kernel(k, a, d, u * (k // 2) / 2, v * (k // 2) / 2)
                for k, a, d, u, v in zip(size, angle, direction, sx, sy)]
-    return _filter(x, torch.from_numpy(np.stack(kernels)))
+    return _filter(x, np.stack(kernels))
 
 
 # -- pixel values ---------------------------------------------------------------------------------------------------
