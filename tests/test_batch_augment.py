@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from scipy.stats import ks_2samp
 from albumentations.augmentations.blur import functional as blur_functional
 from albumentations.augmentations.geometric import functional as geometric_functional
 
@@ -40,19 +41,48 @@ def test_every_group_has_its_transforms_in_the_albumentations_order():
         assert len(transforms) == len(augment.get_group(name).build())
 
 
+def _per_image(out: np.ndarray, src: np.ndarray) -> list[np.ndarray]:
+    """Per image: mean absolute change, contrast against the source's, mean signed change."""
+    out, src = out.astype(np.float64), src.astype(np.float64)
+    return [np.abs(out - src).mean(axis=(1, 2, 3)), out.std(axis=(1, 2, 3)) / (src.std(axis=(1, 2, 3)) + 1e-6),
+            (out - src).mean(axis=(1, 2, 3))]
+
+
 @pytest.mark.parametrize("name,index", [(g, i) for g, (_, ts) in BATCHED.items() for i in range(len(ts))])
-def test_each_transform_changes_images_as_much_as_albumentations_does(signs, name, index):
-    """Same images, one draw each: mean absolute change and contrast within a few per cent of albumentations'."""
+def test_each_transform_changes_images_as_albumentations_does(signs, name, index):
+    """Same images, one draw each: the per-image distributions of change, contrast and shift agree with
+    albumentations' (two-sample KS statistic <= 0.16; the right transforms measured 0.00-0.15, a contrast range of
+    +-0.2 instead of +-0.35 measured 0.19, a gamma range of 0.8-1.3 instead of 0.6-1.6 0.40)."""
     ours = BATCHED[name][1][index](_tensor(signs), torch.Generator().manual_seed(0))
     assert ours.shape == (len(signs), 3, 32, 32) and ours.dtype == torch.float32
     assert float(ours.min()) >= 0 and float(ours.max()) <= 255
     theirs = A.Compose([augment.get_group(name).build()[index]], seed=0)
-    reference = np.stack([theirs(image=im)["image"] for im in signs]).astype(np.float64)
-    mine, src = _uint8(ours).astype(np.float64), signs.astype(np.float64)
-    change, their_change = np.abs(mine - src).mean(), np.abs(reference - src).mean()
-    assert change > 0.5
-    assert abs(change - their_change) <= 0.15 * their_change + 0.3, (change, their_change)
-    assert abs(mine.std() - reference.std()) <= 0.05 * reference.std()
+    reference = np.stack([theirs(image=im)["image"] for im in signs])
+    mine = _per_image(_uint8(ours), signs)
+    assert mine[0].mean() > 0.5
+    for a, b in zip(mine, _per_image(reference, signs)):
+        assert ks_2samp(a, b).statistic <= 0.16
+
+
+@pytest.mark.parametrize("transform,ranges", [
+    (bt.shift_rotate, dict(tx=(-3, 3), ty=(-3, 3), rotate=(-18, 18), scale_x=(0.9, 1.1), scale_y=(0.9, 1.1))),
+    (bt.shear_scale, dict(shear_x=(-12, 12), shear_y=(-12, 12), scale_x=(0.85, 1.15), scale_y=(0.85, 1.15)))])
+def test_the_affine_transforms_draw_albumentations_ranges(signs, monkeypatch, transform, ranges):
+    drawn = {}
+    real = bt.affine_matrix
+
+    def record(n, h, w, **kw):
+        drawn.update({k: np.broadcast_to(v, (n,)) for k, v in kw.items()})
+        return real(n, h, w, **kw)
+
+    monkeypatch.setattr(bt, "affine_matrix", record)
+    transform(_tensor(signs), torch.Generator().manual_seed(0))
+    for key, (low, high) in ranges.items():
+        values = drawn[key]
+        assert values.min() >= low and values.max() <= high, key
+        assert values.min() < low + 0.1 * (high - low) and values.max() > high - 0.1 * (high - low), key
+    if "tx" in ranges:
+        assert np.array_equal(drawn["tx"], np.trunc(drawn["tx"]))  # whole pixels, as albumentations' int()
 
 
 def test_the_affine_matrix_is_albumentations_and_the_warp_is_opencvs(signs):

@@ -1,4 +1,6 @@
-"""The sixteen transforms of the seven augmentation groups (:mod:`core.data.augment`) as batched tensor operations.
+"""The sixteen transforms of the seven augmentation groups (:mod:`core.data.augment`) on whole batches: tensor
+operations, and OpenCV image by image where a loop over a few small images costs less (warps, filters, colour
+conversions: albumentations' own OpenCV calls).
 
 Each function takes ``x`` (n, 3, H, W) float32 pixel values in [0, 255] and a ``torch.Generator``, draws one set
 of parameters per image from the distribution albumentations 2.0.8 draws them from (same ranges and axes, same
@@ -68,11 +70,10 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 
 def warp(x: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
     """Each image through its forward homography ``matrix`` (n, 3, 3), pixel coordinates with pixel centres at
-    integers (OpenCV's ``warpAffine`` / ``warpPerspective``): bilinear, outside = 0, rounded. The matrices' small
-    sums run in numpy (float64), where an operation costs about a microsecond rather than torch's ten."""
+    integers: OpenCV's ``warpPerspective`` (bilinear, outside = 0) image by image, as albumentations warps, rounded."""
     _, _, h, w = x.shape
-    src = _pixels(h, w) @ np.linalg.inv(matrix).transpose(0, 2, 1)  # (n, h*w, 3)
-    return _sample(x, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
+    return _round(_per_image_cv(x, lambda i, im: cv2.warpPerspective(
+        im, matrix[i], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)).contiguous())
 
 
 @functools.lru_cache(maxsize=8)
