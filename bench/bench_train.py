@@ -112,7 +112,7 @@ def check_setting(info, arch: str, epochs: int, seeds: list[int], images: int | 
                                        **{setting: value})
             res = training.train(cfg, info)
             best, epoch = res.checkpoint["metrics"]["best_val_acc"], res.checkpoint["metrics"]["best_epoch"]
-            on_aug = next(h.get("val_aug_acc", float("nan")) for h in res.history if h["epoch"] == epoch)
+            on_aug = next((h for h in res.history if h["epoch"] == epoch), {}).get("val_aug_acc", float("nan"))
             acc[value].append(best)
             aug[value].append(on_aug)
             print(f"seed {seed} {setting}={value}: best val acc {best:.4f}, augmented val acc {on_aug:.4f}  "

@@ -551,6 +551,8 @@ def test_the_augmentation_engine_is_batch_where_it_applies_and_is_recorded(sampl
     assert engine(_cfg(augment=True, harden_p=0.1)) == "albumentations"
     assert engine(_cfg(augment=True, loader_workers=2)) == "albumentations"
     assert engine(_cfg(augment=True, augment_engine="albumentations")) == "albumentations"
+    assert engine(_cfg(augment=True), "cuda") == "albumentations"  # measured on the CPU only
+    assert engine(_cfg(augment=True, augment_engine="batch"), "cuda") == "batch"
     with pytest.raises(ValueError, match="no hardening groups"):
         _cfg(augment_engine="batch", harden_p=0.1).validate()
     with pytest.raises(ValueError, match="augment_engine"):
@@ -588,3 +590,21 @@ def test_the_batch_feeder_augments_whole_batches_in_the_consuming_thread(sample)
     with pytest.raises(ValueError, match="not several"):
         BatchFeeder(split.images[:10], split.labels[:10], batch_size=4, rng=np.random.default_rng(0),
                     pipeline=object(), augmenter=Recording())
+
+
+def test_a_state_resumes_only_on_the_engine_it_augmented_with(sample):
+    states = []
+
+    def crash_after_first(state):
+        states.append(state)
+        raise _Crash()
+
+    cfg = _cfg(epochs=2, augment=True, max_train_images=200)
+    with pytest.raises(_Crash):
+        training.train(cfg, sample, on_epoch=crash_after_first)
+    (state,) = states
+    assert state["augment_engine"] == "batch" and state["rng"]["augment_batch"] is not None
+    old = {k: v for k, v in state.items() if k != "augment_engine"}  # as a state from before the batch engine
+    with pytest.raises(ValueError, match="augmenting with the albumentations engine"):
+        training.train(cfg, sample, resume=old)
+    assert training.train(cfg, sample, resume=state).history[-1]["epoch"] == 2

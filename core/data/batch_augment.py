@@ -5,7 +5,8 @@ on this project's CPU, most of it Python around 32 x 32 pixels, and on a 2-core 
 training's two compute threads (measured: 40 ms of a 190 ms fp32 ``bn_stn`` step). :class:`BatchAugmenter` draws
 the same things per image (each group fires with probability ``p``, then one of its transforms, uniformly; the
 transforms of :mod:`core.data.batch_transforms`, with albumentations' parameter distributions) and applies each
-transform once to the images that drew it, as tensor operations in the training's own thread. Groups fire in an
+transform once to the images that drew it, in the training's own thread (tensor operations, and OpenCV calls image
+by image where those cost less). Groups fire in an
 order drawn anew for every batch, so every image still sees a uniformly random order. Its random state is one
 ``torch.Generator`` (:meth:`BatchAugmenter.state`), saved with a resumable training.
 

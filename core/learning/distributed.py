@@ -102,7 +102,7 @@ def arithmetic_record(precision: str, device: torch.device) -> dict:
     (:mod:`core.learning.bn_pool`; fp32 on CPU, from 2026-12-05): the same function with other rounding, so an fp32
     CPU run of a batch-norm network from before then differs in its last bits. ``narrow_conv_grad``: likewise for
     the input gradient of a convolution with few input channels (:mod:`core.learning.narrow_conv`; fp32 on CPU,
-    from 2026-12-05 evening)."""
+    from 2026-12-05 evening). Both say the path was enabled; it runs where a network has such layers."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"record the resolved arithmetic (fp32 or bf16), not {precision!r}")
     cpu = getattr(torch, "cpu", None)

@@ -167,7 +167,7 @@ class _Loop:
         if distill is not None:
             distill.teacher.to(device)
         aug_seed = cfg.seed + 7919 * place.rank  # each rank augments its shard its own way
-        self.engine = augment_engine(cfg)
+        self.engine = augment_engine(cfg, device.type)
         self.pipeline = (build_pipeline(p=cfg.augment_p, seed=aug_seed, harden_p=cfg.harden_p,
                                         harden_at=cfg.harden_at)
                          if self.engine == "albumentations" else None)
@@ -248,6 +248,10 @@ class _Loop:
         self.history, self.epochs_done = list(state["history"]), int(state["epochs_done"])
         self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
         self._best_weights = state["best_weights"]
+        saved = state.get("augment_engine", "albumentations")  # states from before the batch engine
+        if self.engine is not None and saved != self.engine:
+            raise ValueError(f"the state was saved by a training augmenting with the {saved} engine, this one would "
+                             f"use {self.engine}: resume it with --augment-engine {saved}")
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and self.device.type == "cuda":

@@ -69,10 +69,11 @@ class TrainConfig:
     harden_p: float = _opt(0.0, "probability of each training-only hardening group against camera corruptions "
                            "(JPEG / low resolution, heavy noise, random erasing, glare and dusk); 0 = off")
     augment_engine: str = _opt("auto", "how training augments: batch = each batch's images at once as tensor "
-                                "operations in the training thread (fast; the same groups and parameter "
-                                "distributions, other random draws), albumentations = one image at a time in a "
-                                "background thread (the engine of every training before 2026-12-05), auto = batch "
-                                "where it applies (no hardening, no loader workers)", choices=AUGMENT_ENGINES)
+                                "operations and OpenCV calls in the training thread (fast on a CPU; the same "
+                                "groups and parameter distributions, other random draws), albumentations = one image "
+                                "at a time in a background thread (the engine of every training before 2026-12-05), "
+                                "auto = batch where it applies (training on the CPU, no hardening, no loader workers)",
+                                choices=AUGMENT_ENGINES)
     harden_at: str = _opt("source", "where the hardening groups act: on the source image among the seven groups, "
                            "or on the image at the network input size after them (input: JPEG blocks and noise "
                            "at the scale the network and the corruption benchmark see)", choices=HARDEN_AT)
@@ -207,15 +208,17 @@ class Phase:
     old_layers_lr: float = 1.0  # learning rate of every layer but the classifier, as a share of ``lr``
 
 
-def augment_engine(cfg: TrainConfig) -> str | None:
-    """The engine ``cfg`` augments with: ``batch`` (:mod:`core.data.batch_augment`), ``albumentations``, or None
-    without augmentation. ``auto`` is batch unless hardening or loader workers ask for albumentations, or a
-    registered group has no batched form."""
+def augment_engine(cfg: TrainConfig, device_type: str = "cpu") -> str | None:
+    """The engine ``cfg`` augments with on a ``device_type`` device: ``batch`` (:mod:`core.data.batch_augment`),
+    ``albumentations``, or None without augmentation. ``auto`` is batch where it was measured to pay, training on
+    the CPU, unless hardening or loader workers ask for albumentations or a registered group has no batched form;
+    on a GPU the albumentations thread (or ``loader_workers``) augments beside the device's work."""
     if not cfg.augment:
         return None
     if cfg.augment_engine != "auto":
         return cfg.augment_engine
-    plain = cfg.harden_p == 0 and cfg.loader_workers == 0 and not batch_augment.unsupported()
+    plain = (device_type == "cpu" and cfg.harden_p == 0 and cfg.loader_workers == 0
+             and not batch_augment.unsupported())
     return "batch" if plain else "albumentations"
 
 
