@@ -129,16 +129,10 @@ def shear_scale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def perspective_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(n, 3, 3) homographies taking the quads ``src`` (n, 4, 2) to ``dst`` (n, 4, 2) (``getPerspectiveTransform``)."""
-    n = len(src)
-    a = np.zeros((n, 8, 8))
-    x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
-    a[:, :4, 0], a[:, :4, 1], a[:, :4, 2] = x, y, 1
-    a[:, 4:, 3], a[:, 4:, 4], a[:, 4:, 5] = x, y, 1
-    a[:, :4, 6], a[:, :4, 7] = -x * u, -y * u
-    a[:, 4:, 6], a[:, 4:, 7] = -x * v, -y * v
-    coef = np.linalg.solve(a, np.concatenate([u, v], 1)[..., None])[..., 0]
-    return np.concatenate([coef, np.ones((n, 1))], 1).reshape(n, 3, 3)
+    """(n, 3, 3) homographies taking the quads ``src`` (n, 4, 2) to ``dst`` (n, 4, 2): OpenCV's
+    ``getPerspectiveTransform`` on float32 points, as albumentations calls it."""
+    return np.stack([cv2.getPerspectiveTransform(a.astype(np.float32), b.astype(np.float32))
+                     for a, b in zip(src, dst)])
 
 
 def perspective(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -201,7 +195,9 @@ def median_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def motion_kernel(size: int, angle: float, direction: float, shift_x: float, shift_y: float) -> np.ndarray:
-    """albumentations' motion-blur line (``allow_shifted``), centred in a 7 x 7 kernel that sums to 1."""
+    """albumentations' motion-blur line (``allow_shifted``), centred in a 7 x 7 kernel that sums to 1. Written out
+    rather than calling albumentations' ``create_motion_kernel`` (equal, a test checks): that one costs twice as
+    much per image (0.98 against 0.48 ms for 10 images)."""
     c = half = size // 2
     start, end = (-half, half * (1 - abs(direction))) if direction < 0 else (-half * (1 - direction), half)
     t = np.linspace(start, end, size)

@@ -67,7 +67,7 @@ class BatchFeeder:
             if self.pool is not None:
                 ready = self.pool.batches(self.epoch, raw)
             elif self.augmenter is not None:  # augmented, then resized, by the consumer
-                ready = (np.ascontiguousarray(imgs) for imgs in raw)
+                ready = raw
             else:
                 ready = (resize_batch(imgs if self.pipeline is None
                                       else np.stack([self.pipeline(image=im)["image"] for im in imgs]))
