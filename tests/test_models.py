@@ -237,3 +237,31 @@ def test_batch_norm_in_a_channels_last_network_matches_the_native_one(channels, 
         assert torch.allclose(a, b, atol=tol, rtol=tol)
     assert grads[1][0].is_contiguous(memory_format=torch.channels_last)  # the network stays channels-last
     assert set(native.state_dict()) == set(ours.state_dict())
+
+
+@pytest.mark.parametrize("arch, shortcut", [("published", "(one stem)"), ("bn_stn", "(fused)")])
+def test_a_stage_hook_sees_every_training_stage_and_changes_nothing(arch, shortcut):
+    """``_features(x, stage=...)`` (for bench/profile_step.py) hands on each stage's output as it is made, in order,
+    named by its layers; what the hook returns goes on, and a pass-through hook leaves values and gradients alone."""
+    torch.manual_seed(0)
+    model = models.build_model(arch, 5).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 48, 48).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    seen = []
+
+    def stage(name, t):
+        seen.append((name, tuple(t.shape)))
+        return t
+
+    torch.manual_seed(1)
+    got = model._features(x, stage=stage)
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    torch.manual_seed(1)
+    want = model._features(x)
+    (g_want,) = torch.autograd.grad(want.square().sum(), x)
+    assert torch.equal(got, want) and torch.equal(g_got, g_want)
+    assert seen[-1] == (f"{len(model.features) - 1} Flatten", (4, models.FEATURES))
+    assert any(shortcut in name for name, _ in seen), [n for n, _ in seen]
+    assert [int(name.split()[0].split("-")[0]) for name, _ in seen] == sorted(
+        int(name.split()[0].split("-")[0]) for name, _ in seen), "stages come in the layers' order"
+    doubled = model._features(x, stage=lambda name, t: t * 2 if name.endswith("Flatten") else t)
+    assert torch.allclose(doubled, 2 * want)

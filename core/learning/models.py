@@ -163,7 +163,7 @@ class TrafficSignNet(nn.Module):
         """Penultimate features (N, 300), used for t-SNE, novelty and smart segregation."""
         return self.head(self._features(self.stn(self.lcn(x))))
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor, stage=None) -> torch.Tensor:
         """``self.features(x)``; while the published network trains, its first two convolutions run as one (below);
         while the improved ones train, batch norm and max-pool where :mod:`core.learning.bn_pool` applies.
 
@@ -173,45 +173,63 @@ class TrafficSignNet(nn.Module):
         through the product), but the backward pass no longer computes the gradient of the one-channel map, which
         oneDNN does slowly (profiled on this project's CPU, batch 128: 44 ms of a 114 ms fp32 step; the gain is
         measured by ``bench/bench_train.py --vs-bare``). Evaluation keeps the two layers, so recorded results do
-        not move."""
+        not move.
+
+        ``stage``, for profiling (``bench/profile_step.py``): a callable ``(name, tensor) -> tensor`` handed each
+        training step's output as it is made (a layer, or layers run as one), whose return value goes on."""
         if self.training and not self.improved:
-            return self._features_one_stem(x)
+            return self._features_one_stem(x, stage or _no_stage)
         if self.training:
-            return self._features_fused(x)
+            return self._features_fused(x, stage or _no_stage)
         return self.features(x)
 
     @torch.jit.unused
-    def _features_fused(self, x):
+    def _features_fused(self, x, stage):
         """``self.features(x)`` with each batch norm and the max-pool after it as one step where
         :func:`core.learning.bn_pool.applies` (fp32, channels-last, CPU): same function and gradients, faster."""
         layers = list(self.features)
         i = 0
         while i < len(layers):
             if i + 1 < len(layers) and bn_pool.applies(layers[i], layers[i + 1], x):
-                x = bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1])
+                x = stage(f"{i}-{i + 1} {describe_layer(layers[i])} + max-pool (fused)",
+                          bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1]))
                 i += 2
             elif narrow_conv.applies(layers[i], x):
-                x = narrow_conv.conv2d(x, layers[i])
+                x = stage(f"{i} {describe_layer(layers[i])} (narrow)", narrow_conv.conv2d(x, layers[i]))
                 i += 1
             else:
-                x = layers[i](x)
+                x = stage(f"{i} {describe_layer(layers[i])}", layers[i](x))
                 i += 1
         return x
 
     # Training only: TorchScript (export) compiles the evaluation path, and reads this stub's types from its
     # unannotated signature (Tensor); it cannot resolve this module's postponed annotations here.
     @torch.jit.unused
-    def _features_one_stem(self, x):
+    def _features_one_stem(self, x, stage):
         grey, first = self.features[0], self.features[1]
         weight = first.weight * grey.weight.view(1, -1, 1, 1)  # (29, 1, 5, 5) x (1, 3, 1, 1) -> (29, 3, 5, 5)
         bias = first.bias + grey.bias * first.weight.sum((1, 2, 3))
-        x = F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias)
-        for layer in self.features[2:]:
-            x = layer(x)
+        x = stage("0-1 Conv2d 3->29 5x5 (one stem)",
+                  F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias))
+        for i, layer in enumerate(self.features[2:], start=2):
+            x = stage(f"{i} {describe_layer(layer)}", layer(x))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+def _no_stage(name: str, x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def describe_layer(layer: nn.Module) -> str:
+    """A layer's short name for profiles: ``Conv2d 29->59 3x3``, ``BatchNorm2d 29``, ``MaxPool2d``."""
+    if isinstance(layer, nn.Conv2d):
+        return f"Conv2d {layer.in_channels}->{layer.out_channels} {layer.kernel_size[0]}x{layer.kernel_size[1]}"
+    if isinstance(layer, nn.BatchNorm2d):
+        return f"BatchNorm2d {layer.num_features}"
+    return type(layer).__name__
 
 
 class Committee(nn.Module):
