@@ -83,7 +83,8 @@ def vs_bare(info, arch: str, images: int, rounds: int) -> None:
     # the bare loop runs under them too and every round compares the loops alone.
     kept = memory.keep_freed_maps()
     print(f"{images} images/epoch of {info.name}, arch {arch}, torch threads {torch.get_num_threads()}, "
-          f"default arithmetic here: {auto}, allocator thresholds for both: {kept}")
+          f"kernel set {torch.backends.cpu.get_cpu_capability()}, default arithmetic here: {auto}, "
+          f"allocator thresholds for both: {kept}")
     times: dict[str, list[float]] = {"bare loop (fp32, no augmentation)": [], "ours, augment, fp32": [],
                                      f"ours, augment, default ({auto})": []}
     for r in range(rounds):  # alternate, so a drift in machine speed hits every variant alike
