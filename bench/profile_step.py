@@ -132,13 +132,13 @@ def main() -> None:
         for who in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
             runs[who].append(profile(args.arch, who == "ours", args.precision, args.steps, seed=r))
     for who, results in runs.items():
-        print(f"\n{who}: stage                                  forward ms  backward ms")
+        print(f"\n{who}: {'stage':50s} forward ms  backward ms")
         for name in results[0]["order"]:
             f = _median([v for res in results for v in res["forward"].get(name, [])])
             b = _median([v for res in results for v in res["backward"].get(name, [])])
-            print(f"  {name:44s} {f:9.2f}  {b:10.2f}")
+            print(f"  {name:54s} {f:9.2f}  {b:10.2f}")
         for part in ("forward", "backward", "optimizer", "step"):
-            print(f"  {part:44s} {_median([v for res in results for v in res['parts'][part]]):9.2f}")
+            print(f"  {part:54s} {_median([v for res in results for v in res['parts'][part]]):9.2f}")
     ratio = (_median([v for res in runs['bare'] for v in res['parts']['step']])
              / _median([v for res in runs['ours'] for v in res['parts']['step']]))
     print(f"\nstep: bare / ours = {ratio:.2f}x")

@@ -178,9 +178,9 @@ class TrafficSignNet(nn.Module):
         ``stage``, for profiling (``bench/profile_step.py``): a callable ``(name, tensor) -> tensor`` handed each
         training step's output as it is made (a layer, or layers run as one), whose return value goes on."""
         if self.training and not self.improved:
-            return self._features_one_stem(x, stage or _no_stage)
+            return self._features_one_stem(x, stage)
         if self.training:
-            return self._features_fused(x, stage or _no_stage)
+            return self._features_fused(x, stage)
         return self.features(x)
 
     @torch.jit.unused
@@ -191,14 +191,14 @@ class TrafficSignNet(nn.Module):
         i = 0
         while i < len(layers):
             if i + 1 < len(layers) and bn_pool.applies(layers[i], layers[i + 1], x):
-                x = stage(f"{i}-{i + 1} {describe_layer(layers[i])} + max-pool (fused)",
-                          bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1]))
+                x = _report(stage, bn_pool.batch_norm_max_pool(x, layers[i], layers[i + 1]), i, layers[i:i + 2],
+                            "fused")
                 i += 2
             elif narrow_conv.applies(layers[i], x):
-                x = stage(f"{i} {describe_layer(layers[i])} (narrow)", narrow_conv.conv2d(x, layers[i]))
+                x = _report(stage, narrow_conv.conv2d(x, layers[i]), i, layers[i:i + 1], "narrow")
                 i += 1
             else:
-                x = stage(f"{i} {describe_layer(layers[i])}", layers[i](x))
+                x = _report(stage, layers[i](x), i, layers[i:i + 1])
                 i += 1
         return x
 
@@ -209,18 +209,23 @@ class TrafficSignNet(nn.Module):
         grey, first = self.features[0], self.features[1]
         weight = first.weight * grey.weight.view(1, -1, 1, 1)  # (29, 1, 5, 5) x (1, 3, 1, 1) -> (29, 3, 5, 5)
         bias = first.bias + grey.bias * first.weight.sum((1, 2, 3))
-        x = stage("0-1 Conv2d 3->29 5x5 (one stem)",
-                  F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias))
+        x = _report(stage, F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias), 0,
+                    [grey, first], "one stem")
         for i, layer in enumerate(self.features[2:], start=2):
-            x = stage(f"{i} {describe_layer(layer)}", layer(x))
+            x = _report(stage, layer(x), i, [layer])
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
 
 
-def _no_stage(name: str, x: torch.Tensor) -> torch.Tensor:
-    return x
+def _report(stage, x: torch.Tensor, start: int, layers, tag: str = "") -> torch.Tensor:
+    """``x``, the output of ``layers`` (from index ``start`` of ``features``), through ``stage`` if there is one,
+    named like ``4-5 BatchNorm2d 29 + MaxPool2d (fused)``; without a stage no name is made."""
+    if stage is None:
+        return x
+    span = f"{start}-{start + len(layers) - 1}" if len(layers) > 1 else str(start)
+    return stage(f"{span} {' + '.join(describe_layer(m) for m in layers)}" + (f" ({tag})" if tag else ""), x)
 
 
 def describe_layer(layer: nn.Module) -> str:
