@@ -146,6 +146,8 @@ def test_two_ticked_mistakes_make_two_images_each_that_are_added_to_a_workspace_
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert len(at.success) == 1
+    at.run()  # another rerun (a widget, a timer): the outcome and its link stay
+    assert len(at.success) == 1 and "added 4 images" in at.success[0].value
     added = added_records("Main")
     assert len(added) == 4 and {a["origin"] for a in added} == {"generated"}
     assert sorted(a["source_file"] for a in added) == sorted([p.files[i] for i in rows] * 2)

@@ -231,9 +231,9 @@ def _add(run_id: str, target: str, new_name: str, split: str, force: bool, keep:
     except ValueError as e:
         if derived:
             workspaces.delete(derived)
-        st.session_state.gen_add_message = ("error", str(e))
+        st.session_state.gen_add_message = (run_id, "error", str(e))
         return
-    st.session_state.gen_add_message = ("success", done.message)
+    st.session_state.gen_add_message = (run_id, "success", done.message)
     st.session_state.gen_into = done.workspace
     st.session_state.added_ws = done.workspace  # Added images opens on it
 
@@ -268,7 +268,11 @@ def add_panel(run_id: str, gen: generate.Generated, keep: list[int]) -> None:
         force = st.checkbox("Add them to the test split anyway", key="gen_force")
     st.button(f"Add {plural(len(keep), 'image')} to the workspace", key="gen_add", type="primary", disabled=not keep,
               on_click=_add, args=(run_id, target, new_name, split, force, keep))
-    kind, text = st.session_state.pop("gen_add_message", (None, None))
+    # The last add's outcome stays while this run is shown (until the next add), so a rerun (another widget, a
+    # timer) does not take away the message and its link.
+    shown, kind, text = st.session_state.get("gen_add_message", (None, None, None))
+    if shown != run_id:
+        kind = None
     if kind:
         getattr(st, kind)(text)
     if kind == "success":
