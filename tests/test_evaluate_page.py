@@ -16,9 +16,11 @@ from streamlit.testing.v1 import AppTest
 from core import runs
 from core.analysis import model_diff, reports, slices
 from core.analysis.evaluate_run import EvaluateRun
+from core.analysis.evaluation import Predictions
 from core.data import workspaces
 from core.learning import models, registry
 from core.runs import records
+from ui import compare_views
 from tests.run_support import finished
 from waits import PAGE_S, RUN_S, wait_until
 from app_support import router_mode  # noqa: F401 (autouse: AppTests through Home.py's router)
@@ -282,6 +284,7 @@ def test_compare_two_models_evaluates_first_then_shows_the_disagreements():
     assert labels["A right, B wrong"] == str(len(diff.a_right_b_wrong))
     assert labels["B right, A wrong"] == str(len(diff.b_right_a_wrong))
     assert labels["Images compared"] == f"{43 * 6:,}"
+    assert "p by track" not in labels  # Sample48's test split has no track ids
     assert any("43 classes both models predict" in c.value and "left out: 5 classes" in c.value for c in at.caption)
     per_class = next(d.value for d in at.dataframe if "accuracy_b" in d.value.columns)
     assert len(per_class) == 43 and per_class["class"].str.contains(": ").all()
@@ -294,8 +297,51 @@ def test_compare_two_models_evaluates_first_then_shows_the_disagreements():
     assert any("**A: m48**" in m.value and "1. " in m.value for m in at.markdown)
 
 
-def _current_diff(a: str, b: str) -> model_diff.ModelDiff:
-    return model_diff.diff_models(a, b, "Sample48", "test")
+def _current_diff(a: str, b: str, split: str = "test") -> model_diff.ModelDiff:
+    return model_diff.diff_models(a, b, "Sample48", split)
+
+
+def test_compare_on_a_split_made_by_track_counts_each_track_once():
+    register("m48")
+    register("m43", 43, seed=1)
+    at = open_evaluate()
+    at.selectbox(key="cmp_model_a").set_value("m48").run()
+    at.selectbox(key="cmp_model_b").set_value("m43").run()
+    at.selectbox(key="cmp_dataset").set_value("Sample48").run()
+    at.selectbox(key="cmp_split").set_value("val").run()
+    at.button(key="cmp_evaluate").click().run()
+    for run_id in [r["id"] for r in runs.list_runs("evaluate")]:
+        assert finished(run_id)["status"] == "done"
+    at.run()
+    at.run()
+    assert not at.exception, at.exception
+    diff = _current_diff("m48", "m43", "val")
+    assert diff.tracks > 1 and diff.track_p is not None
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["p by track"] == f"{diff.track_p:.3g}" and labels["McNemar p"] == f"{diff.mcnemar_p:.3g}"
+    verdict = compare_views.verdict(diff)
+    assert any(m.value == verdict for m in at.markdown)
+
+
+def test_the_verdict_on_a_split_made_by_track_uses_the_track_test():
+    files = [f"t1_{i}.png" for i in range(10)] + ["t2_0.png"]
+    a = _diff_report("ra", [0] * 10 + [1], files, model="A")
+    b = _diff_report("rb", [1] * 10 + [0], files, model="B")
+    by_image = model_diff.diff_reports(a, b, tracks={})
+    assert "**A** is right more often" in compare_views.verdict(by_image)
+    assert "is more than chance" in compare_views.verdict(by_image)  # McNemar: 10 against 1, p = 0.012
+    by_track = model_diff.diff_reports(a, b, tracks={f: f[:2] for f in files})
+    assert compare_views.verdict(by_track).endswith("with p = 1, each of the 2 tracks counted once, this could "
+                                                    "well be chance (threshold 0.05).")
+
+
+def _diff_report(rid: str, y_pred: list[int], files: list[str], *, model: str) -> reports.Report:
+    n = len(files)
+    y_true, y_pred = np.zeros(n, int), np.asarray(y_pred)
+    summary = {"model": model, "model_version": model, "dataset": "D", "split": "val", "dataset_version": "v",
+               "labels": [0, 1], "model_classes": [0, 1], "class_names": {"0": "zero", "1": "one"}}
+    return reports.Report(rid, summary, Predictions(y_true, y_pred, np.ones(n), y_pred[:, None], np.ones((n, 1)),
+                                                    files))
 
 
 def test_compare_two_models_refuses_the_same_model_twice_with_a_message():

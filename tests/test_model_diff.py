@@ -12,6 +12,7 @@ import pytest
 
 from core.analysis import model_diff, reports
 from core.analysis.evaluation import Predictions
+from core.data import datasets
 from core.cli.main import main
 from core.learning import models, registry
 
@@ -166,3 +167,62 @@ def test_models_sharing_no_class_are_refused_before_any_evaluation():
     with pytest.raises(ValueError, match="share no class"):
         model_diff.missing_evaluations("m48", "m2", "Sample48", "test")
     assert reports.list_reports() == []
+
+
+# --- the track-level test -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("x,y", [(0, 5), (3, 4), (1, 9), (12, 2), (7, 7), (40, 60)])
+def test_sign_flip_with_one_image_per_track_is_mcnemars_exact_test(x, y):
+    one_each = np.array([1] * x + [-1] * y + [0] * 3)
+    assert model_diff.sign_flip_p(one_each) == pytest.approx(model_diff.mcnemar_exact(x, y), rel=1e-9)
+
+
+def test_sign_flip_counts_each_track_once():
+    # nonzero |d|: 3 1 1 1 7 1 (64 sign patterns), total 12: |sum| >= 12 only with no flip or one 1 flipped, or
+    # their mirror images: 10 of 64
+    assert model_diff.sign_flip_p(np.array([3, 1, 1, -1, 7, 1, 0])) == pytest.approx(10 / 64)
+    assert model_diff.sign_flip_p(np.array([10, -1])) == 1.0  # one lopsided track proves nothing
+    assert model_diff.sign_flip_p(np.array([0, 0])) == 1.0 and model_diff.sign_flip_p(np.array([], int)) == 1.0
+    with pytest.raises(ValueError, match="1-D integer"):
+        model_diff.sign_flip_p(np.array([0.5, 1.0]))
+
+
+def test_disagreements_inside_one_track_are_not_evidence():
+    # 10 frames of track t1 where A is right and B wrong, one frame of t2 the other way, 4 untracked images agree
+    files = [f"t1_{i}.png" for i in range(10)] + ["t2_0.png"] + [f"u{i}.png" for i in range(4)]
+    truth = [0] * 15
+    a = _report("ra", truth, [0] * 10 + [1] + [0] * 4, files, model="A", classes=[0, 1])
+    b = _report("rb", truth, [1] * 10 + [0] + [0] * 4, files, model="B", classes=[0, 1])
+    tracks = {f: f.split("_")[0] for f in files if f.startswith("t")}
+    d = model_diff.diff_reports(a, b, tracks=tracks)
+    assert (len(d.a_right_b_wrong), len(d.b_right_a_wrong)) == (10, 1)
+    assert d.mcnemar_p == pytest.approx(_exact(10, 1)) and d.mcnemar_p < 0.05
+    assert d.tracks == 2 and d.track_p == 1.0
+    assert d.summary()["track_p"] == 1.0 and d.summary()["tracks"] == 2
+    untracked = model_diff.diff_reports(a, b, tracks={})
+    assert untracked.tracks == 0 and untracked.track_p is None  # the dataset "D" has no index either
+    assert model_diff.diff_reports(a, b).track_p is None
+
+
+def test_cli_compare_on_a_split_made_by_track_tests_tracks_too():
+    _register("m48", 48, 0)
+    _register("m43", 43, 1)
+    code, out, err = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--split", "val",
+                          "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    index = {r["file"]: r for r in datasets.read_index(datasets.get_dataset("Sample48"), "val")}
+    report_a = reports.load_report(result["report_a"])
+    d = model_diff.diff_reports(report_a, reports.load_report(result["report_b"]))
+    shared = [f for f in report_a.predictions.files if int(index[f]["class_id"]) < 43]  # m43 lacks 43-47
+    assert result["tracks"] == len({index[f]["track"] for f in shared if index[f]["track"]}) > 1
+    by_track = {}  # an untracked image is its own track
+    for rows, vote in ((d.a_right_b_wrong, 1), (d.b_right_a_wrong, -1)):
+        for f in (report_a.predictions.files[i] for i in rows):
+            key = index[f]["track"] or f
+            by_track[key] = by_track.get(key, 0) + vote
+    assert result["track_p"] == pytest.approx(model_diff.sign_flip_p(np.array(list(by_track.values()))))
+    code, out, _ = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--split", "val")
+    assert code == 0 and f"by track ({result['tracks']:,} tracks, each counted once) p = " in out
+    code, out, _ = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--json")
+    assert code == 0 and json.loads(out)["track_p"] is None  # the test split has no tracks

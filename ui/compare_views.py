@@ -93,12 +93,17 @@ def show_diff(diff: model_diff.ModelDiff) -> None:
                + (f"; left out: {plural(len(left_out), 'class', 'classes')} only one of them predicts ("
                   + ", ".join(f"{c}" for c in left_out[:20]) + (", ..." if len(left_out) > 20 else "") + ")"
                   if left_out else "") + ".")
-    cols = st.columns(4)
+    cols = st.columns(5 if diff.track_p is not None else 4)
     cols[0].metric("Images compared", f"{diff.n:,}")
     cols[1].metric("A right, B wrong", len(diff.a_right_b_wrong))
     cols[2].metric("B right, A wrong", len(diff.b_right_a_wrong))
     cols[3].metric("McNemar p", f"{diff.mcnemar_p:.3g}", help="Exact McNemar test: how likely disagreements this "
                    "lopsided (or more) are if both models were equally good (two-sided binomial test on them)")
+    if diff.track_p is not None:
+        cols[4].metric("p by track", f"{diff.track_p:.3g}", help=f"The same question asked of the "
+                       f"{diff.tracks:,} tracks (about 30 frames of one physical sign each), which err together: "
+                       "each track's disagreements counted once, as A's wins minus B's (exact sign-flip test). "
+                       "Use this one to choose between models on a split made by track.")
     st.markdown(verdict(diff))
     rows = pd.DataFrame(diff.per_class)
     if len(rows):
@@ -139,9 +144,11 @@ def verdict(diff: model_diff.ModelDiff) -> str:
     if better is None:
         return (f"Each model is right where the other is wrong equally often ({plural(x, 'time')} each): no "
                 "difference.")
-    more = "is more than chance" if diff.mcnemar_p < SIGNIFICANCE else "could well be chance"
+    p = diff.mcnemar_p if diff.track_p is None else diff.track_p
+    more = "is more than chance" if p < SIGNIFICANCE else "could well be chance"
+    by = "" if diff.track_p is None else f", each of the {diff.tracks:,} tracks counted once"
     return (f"**{better}** is right more often where they disagree ({max(x, y)} against {min(x, y)}); with "
-            f"p = {diff.mcnemar_p:.3g} this {more} (threshold {SIGNIFICANCE}).")
+            f"p = {p:.3g}{by}, this {more} (threshold {SIGNIFICANCE}).")
 
 
 def disagreement_grid(diff: model_diff.ModelDiff, a: reports.Report, b: reports.Report, rows_a: np.ndarray, *,

@@ -31,7 +31,9 @@ def _compare(args: argparse.Namespace) -> int:
     s = diff.summary()
     print(f"{a} vs {b} on {args.dataset}/{args.split}: {s['n']:,} images of {len(s['shared_classes'])} shared "
           f"classes; {a} right and {b} wrong: {s['a_right_b_wrong']}, {b} right and {a} wrong: "
-          f"{s['b_right_a_wrong']}; McNemar exact p = {s['mcnemar_p']:.4g}")
+          f"{s['b_right_a_wrong']}; McNemar exact p = {s['mcnemar_p']:.4g}"
+          + ("" if s["track_p"] is None else f"; by track ({s['tracks']:,} tracks, each counted once) p = "
+             f"{s['track_p']:.4g}"))
     if s["only_a"] or s["only_b"]:
         print(f"left out: classes only {a} predicts {s['only_a']}, only {b} predicts {s['only_b']}")
     for row in s["per_class"][:args.top]:
