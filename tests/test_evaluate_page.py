@@ -262,13 +262,20 @@ def test_slices_tab_ranks_the_worst_slices_and_opens_their_images():
 
 # --- compare two models ---------------------------------------------------------------------------------------
 
-def test_compare_two_models_evaluates_first_then_shows_the_disagreements():
+def open_compare(split: str = "test") -> AppTest:
+    """The Evaluate page with m48 (A) and m43 (B) registered and chosen for a comparison on Sample48/``split``."""
     register("m48")
     register("m43", 43, seed=1)
     at = open_evaluate()
     at.selectbox(key="cmp_model_a").set_value("m48").run()
     at.selectbox(key="cmp_model_b").set_value("m43").run()
     at.selectbox(key="cmp_dataset").set_value("Sample48").run()
+    at.selectbox(key="cmp_split").set_value(split).run()
+    return at
+
+
+def test_compare_two_models_evaluates_first_then_shows_the_disagreements():
+    at = open_compare()
     assert any("no report on Sample48/test" in i.value for i in at.info)
     at.button(key="cmp_evaluate").click().run()
     assert not at.exception, at.exception
@@ -302,13 +309,7 @@ def _current_diff(a: str, b: str, split: str = "test") -> model_diff.ModelDiff:
 
 
 def test_compare_on_a_split_made_by_track_counts_each_track_once():
-    register("m48")
-    register("m43", 43, seed=1)
-    at = open_evaluate()
-    at.selectbox(key="cmp_model_a").set_value("m48").run()
-    at.selectbox(key="cmp_model_b").set_value("m43").run()
-    at.selectbox(key="cmp_dataset").set_value("Sample48").run()
-    at.selectbox(key="cmp_split").set_value("val").run()
+    at = open_compare("val")
     at.button(key="cmp_evaluate").click().run()
     for run_id in [r["id"] for r in runs.list_runs("evaluate")]:
         assert finished(run_id)["status"] == "done"

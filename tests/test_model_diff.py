@@ -126,13 +126,18 @@ def _cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_cli_compare_evaluates_what_is_missing_then_reuses_the_reports():
+def _compare_json(split: str) -> dict:
+    """``python -m core compare --json`` of m48 (A) and m43 (B), registered here, on Sample48/``split``."""
     _register("m48", 48, 0)
     _register("m43", 43, 1)
-    code, out, err = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--split", "test",
+    code, out, err = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--split", split,
                           "--json")
     assert code == 0, err
-    result = json.loads(out)
+    return json.loads(out)
+
+
+def test_cli_compare_evaluates_what_is_missing_then_reuses_the_reports():
+    result = _compare_json("test")
     assert {"n", "a_right_b_wrong", "b_right_a_wrong", "mcnemar_p", "shared_classes", "per_class"} <= set(result)
     assert result["shared_classes"] == list(range(43)) and result["only_a"] == [43, 44, 45, 46, 47]
     assert result["n"] == 43 * 6  # Sample48's test split: 6 images a class
@@ -205,12 +210,7 @@ def test_disagreements_inside_one_track_are_not_evidence():
 
 
 def test_cli_compare_on_a_split_made_by_track_tests_tracks_too():
-    _register("m48", 48, 0)
-    _register("m43", 43, 1)
-    code, out, err = _cli("compare", "--model", "m48", "--model", "m43", "--dataset", "Sample48", "--split", "val",
-                          "--json")
-    assert code == 0, err
-    result = json.loads(out)
+    result = _compare_json("val")
     index = {r["file"]: r for r in datasets.read_index(datasets.get_dataset("Sample48"), "val")}
     report_a = reports.load_report(result["report_a"])
     d = model_diff.diff_reports(report_a, reports.load_report(result["report_b"]))
