@@ -16,37 +16,44 @@ import numpy as np  # noqa: E402
 
 from core.analysis import model_diff  # noqa: E402
 from core.data import datasets  # noqa: E402
+from core.data.built import SplitArrays  # noqa: E402
 from core.learning import models  # noqa: E402
 from core.learning.inference import predict_proba  # noqa: E402
 
 
-def accuracies(dataset: str, split: str, paths: list[str]) -> dict[str, float]:
-    """Percent correct of each model and of their committee (the models must share their classes)."""
+def predict(dataset: str, split: str, paths: list[str]) -> tuple[SplitArrays, np.ndarray, list[np.ndarray]]:
+    """The split, the models' class ids and each model's probabilities (N, K), each model run once; ValueError
+    unless the models share their classes (a committee needs that)."""
     if not paths:
         raise ValueError("give at least one model")
     arrays = datasets.load_split(dataset, split)
-    out, probs, ids = {}, [], None
+    probs, ids = [], None
     for p in paths:
         ckpt = models.load_checkpoint(Path(p))
         if ids is not None and list(ckpt["class_ids"]) != list(ids):
             raise ValueError(f"{p} has other classes than {paths[0]}: a committee needs the same classes")
         ids = np.array(ckpt["class_ids"])
         probs.append(predict_proba(models.model_from_checkpoint(ckpt), arrays.images))
-        out[p] = round(100 * float((ids[probs[-1].argmax(1)] == arrays.labels).mean()), 3)
+    return arrays, ids, probs
+
+
+def accuracies(dataset: str, split: str, paths: list[str]) -> dict[str, float]:
+    """Percent correct of each model and of their committee (the models must share their classes)."""
+    return scores(*predict(dataset, split, paths), paths)
+
+
+def scores(arrays: SplitArrays, ids: np.ndarray, probs: list[np.ndarray], paths: list[str]) -> dict[str, float]:
+    """:func:`accuracies` from :func:`predict`'s output."""
+    out = {p: round(100 * float((ids[pr.argmax(1)] == arrays.labels).mean()), 3) for p, pr in zip(paths, probs)}
     out["committee"] = round(100 * float((ids[np.mean(probs, 0).argmax(1)] == arrays.labels).mean()), 3)
     return out
 
 
-def against_first(dataset: str, split: str, paths: list[str]) -> dict[str, str]:
-    """Per later model: its disagreements with the first, McNemar's p and the track-level p (where there are
-    tracks), as text."""
-    arrays = datasets.load_split(dataset, split)
-    tracks = model_diff.split_tracks(dataset, split)
-    right = []
-    for p in paths:
-        ckpt = models.load_checkpoint(Path(p))
-        ids = np.array(ckpt["class_ids"])
-        right.append(ids[predict_proba(models.model_from_checkpoint(ckpt), arrays.images).argmax(1)] == arrays.labels)
+def against_first(arrays: SplitArrays, ids: np.ndarray, probs: list[np.ndarray], paths: list[str],
+                  tracks: dict[str, str]) -> dict[str, str]:
+    """Per later model, as text: its disagreements with the first, McNemar's p and, where ``tracks`` (file ->
+    track id) covers the split, the p of the test that counts each track once."""
+    right = [ids[pr.argmax(1)] == arrays.labels for pr in probs]
     out = {}
     for p, r in zip(paths[1:], right[1:]):
         first_only, this_only = right[0] & ~r, r & ~right[0]
@@ -60,7 +67,9 @@ def against_first(dataset: str, split: str, paths: list[str]) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    for name, acc in accuracies(sys.argv[1], sys.argv[2], sys.argv[3:]).items():
+    dataset, split, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+    predicted = predict(dataset, split, paths)
+    for name, acc in scores(*predicted, paths).items():
         print(f"{name}: {acc:.3f} %")
-    for name, text in against_first(sys.argv[1], sys.argv[2], sys.argv[3:]).items():
+    for name, text in against_first(*predicted, paths, model_diff.split_tracks(dataset, split)).items():
         print(f"{name}: {text}")

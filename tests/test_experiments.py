@@ -128,6 +128,25 @@ def test_committee_val_scores_each_model_and_their_average_and_refuses_other_cla
         committee_val.accuracies("Tiny43", "val", [paths[0], other])
 
 
+def test_committee_val_against_first_counts_disagreements_and_tracks():
+    import committee_val
+
+    from core.analysis import model_diff
+    from core.data.built import SplitArrays
+    files = [f"f{i}" for i in range(6)]
+    arrays = SplitArrays(np.zeros((6, 2, 2, 3), np.uint8), np.zeros(6, np.int64), files)
+    ids = np.array([0, 1])
+    first = np.tile([0.9, 0.1], (6, 1))                         # right on all six
+    other = np.array([[0.1, 0.9]] * 4 + [[0.9, 0.1]] * 2)       # wrong on f0-f3
+    tracks = {"f0": "t1", "f1": "t1", "f2": "t1", "f3": "t2"}   # f4, f5 untracked
+    out = committee_val.against_first(arrays, ids, [first, other], ["a", "b"], tracks)
+    assert out["b"] == (f"vs first: first right only 4, this right only 0, McNemar p "
+                        f"{model_diff.mcnemar_exact(4, 0):.3g}, by track (2 tracks) p "
+                        f"{model_diff.sign_flip_p(np.array([3, 1])):.3g}")
+    assert model_diff.sign_flip_p(np.array([3, 1])) == 0.5 and model_diff.mcnemar_exact(4, 0) == 0.125
+    assert "by track" not in committee_val.against_first(arrays, ids, [first, other], ["a", "b"], {})["b"]
+
+
 def test_testing_like_val_weights_the_two_transformed_copies_as_testing_test_and_repeats(tmp_path, data_root):
     import pytest
     import testing_like_val

@@ -127,10 +127,9 @@ def track_differences(files: list[str], a_wins: np.ndarray, b_wins: np.ndarray,
     """Per track, A's wins minus B's among the images ``files`` (boolean masks ``a_wins``, ``b_wins`` over them),
     an image without a track id counting as its own; and how many tracks the images hold (0 without any)."""
     keys = [f"track:{tracks[f]}" if tracks.get(f) else f"file:{f}" for f in files]
-    named = {k for k in keys if k.startswith("track:")}
     _, group = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
     votes = a_wins.astype(np.int64) - b_wins.astype(np.int64)
-    return np.bincount(group, weights=votes).astype(np.int64), len(named)
+    return np.bincount(group, weights=votes).astype(np.int64), len({tracks[f] for f in files if tracks.get(f)})
 
 
 def split_tracks(dataset: str, split: str) -> dict[str, str]:
